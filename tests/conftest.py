@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny but complete run configuration, and subprocess helpers."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Every section of a real run, shrunk: 64x64 frames, 2 epochs of 2 steps, 4 validation frames.
+TINY_CONFIG = {
+    "model": {"name": "linknet", "num_classes": 2, "input_channels": 1},
+    "data": {"height": 64, "width": 64, "mean": [12.0], "std": [12.0], "val_sequences": 1,
+             "synthetic": {"height": 64, "width": 64, "frames_per_sequence": 4,
+                           "fringes": 8.0},
+             "preprocess": {"background_every": 1}},
+    "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "log_images": 2},
+    "export": {"parity_samples": 2},
+}
+
+
+@pytest.fixture
+def write_yaml(tmp_path):
+    """Writes a mapping (or raw text) to a YAML file in tmp_path and returns its path."""
+    def write(content, name="config.yaml"):
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        return path
+    return write
+
+
+def run_module(module, *args, timeout=600, env=None):
+    """Runs `python -m module args...` from the repo root; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})

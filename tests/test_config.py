@@ -1,0 +1,119 @@
+"""Config validation: every mistake names the source, the key and what was expected."""
+
+import dataclasses
+
+import pytest
+
+from conftest import REPO, TINY_CONFIG, run_module
+from tfseg.config import Config, load_config, save_config
+from tfseg.errors import ConfigError
+
+
+def error_for(write_yaml, content, overrides=()):
+    path = write_yaml(content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    return str(caught.value), path
+
+
+def test_tiny_and_default_configs_load():
+    assert load_config(REPO / "configs" / "default.yaml").model.name == "linknet"
+
+
+def test_unknown_key_names_file_key_and_closest_valid_key(write_yaml):
+    message, path = error_for(write_yaml, {"train": {"epoch": 3}})
+    assert message.startswith(f"{path}: unknown key 'train.epoch'")
+    assert "did you mean 'train.epochs'?" in message
+
+
+def test_unknown_section_suggests_section(write_yaml):
+    message, _ = error_for(write_yaml, {"trian": {"epochs": 3}})
+    assert "unknown key 'trian'" in message and "did you mean 'train'?" in message
+
+
+def test_unknown_nested_key_lists_valid_keys_when_nothing_is_close(write_yaml):
+    message, _ = error_for(write_yaml, {"data": {"preprocess": {"zzzz": 1}}})
+    assert "unknown key 'data.preprocess.zzzz'" in message
+    assert "valid keys: data.preprocess.blur" in message
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("train", "epochs", "five", "expected an integer, got 'five' (str)"),
+    ("train", "epochs", True, "expected an integer, got True (bool)"),
+    ("train", "learning_rate", "fast", "expected a number"),
+    ("data", "class_names", "background", "expected a list"),
+    ("export", "onnx", "yes please", "expected true or false"),
+    ("data", "synthetic", [1, 2], "must be a mapping"),
+])
+def test_wrong_type_names_key_and_expectation(write_yaml, section, key, value, expected):
+    message, path = error_for(write_yaml, {section: {key: value}})
+    assert str(path) in message and f"{section}.{key}" in message and expected in message
+
+
+def test_float_written_without_a_dot_is_a_number(write_yaml):
+    path = write_yaml("train:\n  learning_rate: 1e-4\n")
+    assert load_config(path).train.learning_rate == 1e-4
+
+
+def test_invalid_choice_suggests_closest(write_yaml):
+    message, _ = error_for(write_yaml, {"model": {"name": "linknett"}})
+    assert "model.name='linknett' is not one of" in message
+    assert "did you mean 'linknet'?" in message
+
+
+def test_out_of_range_value_names_section(write_yaml):
+    message, _ = error_for(write_yaml, {"train": {"batch_size": 0}})
+    assert "section 'train'" in message and "batch_size must be >= 1" in message
+
+
+def test_inconsistent_sections_are_rejected(write_yaml):
+    message, _ = error_for(write_yaml, {"model": {"num_classes": 3}})
+    assert "class_names has 2 names but model.num_classes is 3" in message
+
+
+def test_malformed_yaml_reports_line_and_column(write_yaml):
+    message, path = error_for(write_yaml, "train:\n  epochs: [1, 2\n  batch_size: 3\n")
+    assert message.startswith(f"{path}:") and "malformed YAML" in message
+    line = int(message.split(":")[1])
+    assert line in (2, 3)
+
+
+def test_overrides_apply_with_yaml_types(write_yaml):
+    config = load_config(write_yaml(TINY_CONFIG),
+                         ["train.epochs=7", "train.learning_rate=3e-4",
+                          "data.class_names=[bg, cell]", "data.synthetic.height=96"])
+    assert config.train.epochs == 7 and config.train.learning_rate == 3e-4
+    assert config.data.class_names == ["bg", "cell"] and config.data.synthetic.height == 96
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("train.epoch=3", "--set train.epoch=3: unknown key 'train.epoch'; did you mean "
+                      "'train.epochs'?"),
+    ("train.epochs=many", "--set train.epochs=many: train.epochs: expected an integer"),
+    ("trian.epochs=3", "--set trian.epochs=3: 'trian' is not a section; did you mean 'train'?"),
+    ("train.epochs", "--set train.epochs: expected section.key=value"),
+])
+def test_bad_override_names_the_override(write_yaml, override, expected):
+    message, _ = error_for(write_yaml, TINY_CONFIG, [override])
+    assert message.startswith(expected)
+
+
+def test_resolved_config_round_trips(tmp_path, write_yaml):
+    config = load_config(write_yaml(TINY_CONFIG), ["train.seed=5"])
+    save_config(config, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == config
+    assert dataclasses.asdict(config) != dataclasses.asdict(Config())
+
+
+def test_cli_config_error_exits_2_with_one_line_and_no_traceback(write_yaml):
+    result = run_module("tfseg.train", "--config", write_yaml({"train": {"epoch": 3}}))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in result.stderr
+
+
+def test_cli_missing_config_file_is_a_clean_error(tmp_path):
+    result = run_module("tfseg.train", "--config", tmp_path / "nope.yaml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "nope.yaml: cannot read config file" in result.stderr

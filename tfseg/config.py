@@ -1,0 +1,296 @@
+"""Typed run configuration: YAML files validated against dataclasses.
+
+`load_config` is the only place YAML becomes a `Config`. Unknown keys, wrong types and invalid
+choices raise `ConfigError` naming the source (file or `--set` override), the dotted key, what
+was expected and, for a misspelled key or choice, the closest valid one.
+"""
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tfseg.data.synthetic import SyntheticSpec
+from tfseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to build. `options` are passed to its builder (see `tfseg.models`)."""
+
+    name: Literal["linknet", "fcn_resnet18"] = "linknet"
+    num_classes: int = 2
+    input_channels: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _require_positive(self, "num_classes", "input_channels")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The interferogram seed's per-frame preprocessing (each step can be switched off)."""
+
+    blur: int = 3                     # box-blur kernel size; 0 disables
+    background_every: int = 10        # background = mean of every k-th frame; 0 disables
+    background_alpha: float = 0.9     # input = clip(frame - alpha * background, 0)
+    clahe_clip_limit: float = 0.0     # CLAHE clip limit; 0 disables
+    clahe_tile_grid: int = 20
+
+    def __post_init__(self):
+        _require_positive(self, "clahe_tile_grid")
+        if self.blur < 0 or self.background_every < 0 or self.clahe_clip_limit < 0:
+            raise ValueError("blur, background_every and clahe_clip_limit must be >= 0 "
+                             "(0 disables the step)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where frames come from and how they reach the network."""
+
+    source: Literal["synthetic"] = "synthetic"
+    height: int = 256                 # network input size; frames are resized to it
+    width: int = 256
+    class_names: list[str] = field(default_factory=lambda: ["background", "sample"])
+    ignore_label: int = 255
+    mean: list[float] = field(default_factory=lambda: [0.0])   # per channel, inside the model
+    std: list[float] = field(default_factory=lambda: [255.0])
+    val_sequences: int = 4            # held-out synthetic sequences (a different seed stream)
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = (
+        "horizontal_and_vertical")
+
+    def __post_init__(self):
+        _require_positive(self, "height", "width", "val_sequences")
+        if not len(self.mean) == len(self.std) or min(self.std, default=0) <= 0:
+            raise ValueError(f"mean and std need one value per channel and std > 0; "
+                             f"received mean={self.mean}, std={self.std}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, distribution and logging."""
+
+    epochs: int = 6
+    steps_per_epoch: int = 40
+    batch_size: int = 8               # global batch, split across replicas
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    class_weights: list[float] = field(default_factory=list)   # per class; [] = unweighted
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    strategy: Literal["default", "mirrored"] = "default"
+    seed: int = 0
+    log_images: int = 4               # validation panels written to TensorBoard each epoch
+    checkpoints_to_keep: int = 3
+
+    def __post_init__(self):
+        _require_positive(self, "epochs", "steps_per_epoch", "batch_size", "checkpoints_to_keep")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0; received {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What the run exports at the end, and how strictly the exports must agree with Keras."""
+
+    saved_model: bool = True
+    onnx: bool = True
+    opset: int = 17
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    parity_runtimes: list[Literal["onnxruntime", "opencv", "opencv_classic"]] = field(
+        default_factory=lambda: ["onnxruntime", "opencv", "opencv_classic"])
+    parity_samples: int = 8
+    max_abs_diff: float = 1e-3
+    min_argmax_agreement: float = 0.999
+
+    def __post_init__(self):
+        _require_positive(self, "opset", "parity_samples")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: `model`, `data`, `train` and `export` sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self):
+        if len(self.data.class_names) != self.model.num_classes:
+            raise ValueError(f"data.class_names has {len(self.data.class_names)} names but "
+                             f"model.num_classes is {self.model.num_classes}")
+        if self.train.class_weights and (
+                len(self.train.class_weights) != self.model.num_classes):
+            raise ValueError(f"train.class_weights has {len(self.train.class_weights)} values "
+                             f"but model.num_classes is {self.model.num_classes}")
+        if len(self.data.mean) != self.model.input_channels:
+            raise ValueError(f"data.mean/std have {len(self.data.mean)} values but "
+                             f"model.input_channels is {self.model.input_channels}")
+
+
+def _require_positive(section, *names):
+    for name in names:
+        if getattr(section, name) < 1:
+            raise ValueError(f"{name} must be >= 1; received {getattr(section, name)}")
+
+
+def load_config(path, overrides=()):
+    """Reads a YAML file into a `Config` and applies `section.key=value` overrides.
+
+    Args:
+        path: str or Path. The YAML file.
+        overrides: iterable of str. `dotted.key=value` strings; values are parsed as YAML.
+
+    Returns:
+        A validated `Config`.
+
+    Raises:
+        ConfigError: unreadable or malformed file, unknown key, wrong type or invalid choice.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    config = from_dict(Config, {} if raw is None else raw, source=str(path))
+    for override in overrides:
+        config = apply_override(config, override)
+    return config
+
+
+def apply_override(config, override):
+    """Returns `config` with one `dotted.key=value` override applied and re-validated."""
+    source = f"--set {override}"
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{source}: expected section.key=value")
+    try:
+        value = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"{source}: value is not valid YAML") from None
+    raw = to_dict(config)
+    node = raw
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            dotted = ".".join(parts[:depth + 1])
+            raise ConfigError(f"{source}: '{dotted}' is not a section"
+                              + _suggest(part, [k for k, v in node.items() if isinstance(v, dict)]))
+        node = node[part]
+    node[parts[-1]] = value
+    return from_dict(Config, raw, source=source)
+
+
+def to_dict(config):
+    """The config as plain YAML-safe data (tuples become lists)."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config, path):
+    """Writes the resolved config as YAML (readable back by `load_config`)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def from_dict(cls, data, *, source, prefix=""):
+    """Builds dataclass `cls` from a mapping, checking every key and value recursively."""
+    if not isinstance(data, dict):
+        what = f"section '{prefix[:-1]}'" if prefix else "the top level"
+        raise ConfigError(f"{source}: {what} must be a mapping of keys to values, "
+                          f"got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'"
+                              + _suggest(str(key), names, prefix))
+        values[key] = _convert(value, hints[key], source=source, key=f"{prefix}{key}")
+    try:
+        return cls(**values)
+    except ValueError as error:
+        where = f"section '{prefix[:-1]}'" if prefix else "config"
+        raise ConfigError(f"{source}: {where}: {error}") from None
+
+
+def _convert(value, expected, *, source, key):
+    """Checks `value` against the type annotation `expected`; returns it converted."""
+    origin = typing.get_origin(expected)
+    args = typing.get_args(expected)
+    if dataclasses.is_dataclass(expected):
+        return from_dict(expected, value, source=source, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key}={value!r} is not one of {list(args)}"
+                              + _suggest(str(value), [str(a) for a in args], quoted=True))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, source=source, key=key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key}: expected a list, got {_describe(value)}")
+        if origin is tuple and Ellipsis not in args:
+            if len(value) != len(args):
+                raise ConfigError(f"{source}: {key}: expected a list of {len(args)} values, "
+                                  f"got {len(value)}")
+            return tuple(_convert(v, a, source=source, key=f"{key}[{i}]")
+                         for i, (v, a) in enumerate(zip(value, args)))
+        items = [_convert(v, args[0], source=source, key=f"{key}[{i}]")
+                 for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {_describe(value)}")
+        return dict(value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is float and isinstance(value, str):
+        # YAML 1.1 reads exponents without a dot (`1e-4`) as strings; accept them as numbers.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if expected is Any or (isinstance(value, expected)
+                           and not (expected is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{source}: {key}: expected {_TYPE_NAMES.get(expected, expected)}, "
+                      f"got {_describe(value)}")
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _describe(value):
+    return "nothing" if value is None else f"{value!r} ({type(value).__name__})"
+
+
+def _suggest(word, candidates, prefix="", quoted=False):
+    """`; did you mean 'x'?` for the closest candidate, else the list of valid ones."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    if quoted:
+        return ""
+    return f"; valid keys: {', '.join(prefix + c for c in candidates)}"
