@@ -1,0 +1,361 @@
+"""Synthetic off-axis interferogram sequences with bounding-box labels.
+
+No public interferogram data set exists, so this module renders stand-ins for what an
+interferometric microscope records: intensity I = A + B cos(phi) with a background (carrier
+fringes, low-order aberrations, uneven illumination, vignetting, dust) shared by every frame of a
+sequence, and moving samples whose phase bumps bend the fringes locally. Each visible sample is
+labelled by its axis-aligned box (x, y, w, h), the cv2.selectROI convention used for real data.
+Rendering is vectorised numpy and deterministic for a given (spec, seed), fast enough to build
+training sets on the fly.
+"""
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Slowly varying fields (aberrations, illumination, vignetting) are evaluated on at most this
+# many points per side and upsampled bilinearly: exact enough and far cheaper on 3072^2 frames.
+_COARSE_SIDE = 256
+# A sample's box covers the pixels where its phase exceeds this fraction of its peak.
+_BOX_LEVEL = 0.1
+# Relative rms frame-to-frame laser power flicker.
+_FLICKER = 0.005
+# Probability that a sample stays in the field of view (slow drift); otherwise it flows across
+# the frame, entering and leaving, which is what leaves some frames without any sample.
+_P_RESIDENT = 0.3
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Parameters of a synthetic interferogram sequence.
+
+    Args:
+        height: frame height in pixels (>= 16).
+        width: frame width in pixels (>= 16).
+        frames_per_sequence: number of frames T (>= 1).
+        max_samples: most samples (cells/particles) per sequence; each frame shows 0..max_samples.
+        fringes: carrier fringes across the frame (along min(height, width)), at most
+            min(height, width) / 4 so a fringe spans at least 4 pixels.
+        sample_size: (low, high) sample diameter as a fraction of min(height, width).
+        sample_phase: (low, high) peak optical phase of a sample, radians.
+        noise: camera read noise std relative to full scale; shot noise of the same std at full
+            scale is added on top (std grows with sqrt(intensity)).
+        bit_depth: 8 for uint8 frames, 16 for uint16 frames.
+        vibration: rms global phase jitter between frames, radians; a slow wander of the same
+            amplitude is added.
+        dust: number of static dust artefacts (specks and diffraction rings) per sequence.
+    """
+
+    height: int = 256
+    width: int = 256
+    frames_per_sequence: int = 16
+    max_samples: int = 3
+    fringes: float = 24.0
+    sample_size: tuple[float, float] = (0.06, 0.18)
+    sample_phase: tuple[float, float] = (1.5, 4.0)
+    noise: float = 0.02
+    bit_depth: int = 8
+    vibration: float = 0.15
+    dust: int = 4
+
+    def __post_init__(self):
+        _check_int("height", self.height, 16)
+        _check_int("width", self.width, 16)
+        _check_int("frames_per_sequence", self.frames_per_sequence, 1)
+        _check_int("max_samples", self.max_samples, 0)
+        _check_int("dust", self.dust, 0)
+        _check_float("fringes", self.fringes, 0.0, min(self.height, self.width) / 4,
+                     " (min(height, width) / 4: a fringe must span at least 4 pixels)")
+        _check_range("sample_size", self.sample_size, 1.0)
+        _check_range("sample_phase", self.sample_phase, 100.0)
+        _check_float("noise", self.noise, 0.0, 0.5)
+        _check_float("vibration", self.vibration, 0.0, math.pi)
+        if self.bit_depth not in (8, 16) or isinstance(self.bit_depth, bool):
+            raise ValueError(f"SyntheticSpec.bit_depth must be 8 or 16, got {self.bit_depth!r}")
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"SyntheticSpec.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name, value, minimum, maximum, why=""):
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not minimum <= value <= maximum:  # also rejects NaN
+        raise ValueError(f"SyntheticSpec.{name} must be a number in [{minimum:g}, {maximum:g}]"
+                         f"{why}, got {value!r}")
+
+
+def _check_range(name, value, maximum):
+    message = (f"SyntheticSpec.{name} must be a pair (low, high) with "
+               f"0 < low <= high <= {maximum:g}, got {value!r}")
+    if isinstance(value, (str, bytes)):
+        raise ValueError(message)
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if not 0 < low <= high <= maximum:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class _Background:
+    """Static per-sequence fields, float32 (H, W), intensities in full-scale units."""
+
+    phase: np.ndarray       # carrier + aberrations, radians
+    offset: np.ndarray      # A = V (I_ref + I_obj)
+    modulation: np.ndarray  # B = 2 gamma V sqrt(I_ref I_obj)
+    object_beam: np.ndarray  # V I_obj, needed to apply sample absorption
+
+
+class _Sample:
+    """One moving sample: a smooth, irregular, cell-like phase bump with a nucleus."""
+
+    def __init__(self, spec, rng):
+        h, w, t = spec.height, spec.width, spec.frames_per_sequence
+        short = min(h, w)
+        self.semi_major = 0.5 * short * rng.uniform(*spec.sample_size)
+        self.semi_minor = self.semi_major * rng.uniform(0.6, 1.0)
+        self.peak_phase = rng.uniform(*spec.sample_phase)
+        self.absorption = rng.uniform(0.0, 0.12)
+        # Irregular outline: radius modulated by harmonics 2..4 (in ellipse-normalised units).
+        self.harmonics = np.arange(2, 5, dtype=np.float32)
+        self.harmonic_amp = rng.uniform(0.0, 0.07, 3).astype(np.float32)
+        self.harmonic_phase = rng.uniform(0.0, 2 * np.pi, 3).astype(np.float32)
+        self.edge_power = rng.uniform(0.5, 1.5)  # 0.5: sphere-like, steep rim; 1.5: flat, soft
+        self.nucleus_centre = rng.uniform(-0.3, 0.3, 2)
+        self.nucleus_width = rng.uniform(0.15, 0.35)
+        self.nucleus_amp = rng.uniform(0.0, 0.8)
+        self.reach = self.semi_major * (1.0 + self.harmonic_amp.sum()) + 2.0
+        self.angle = rng.uniform(0.0, np.pi)
+        self.spin = rng.uniform(-0.05, 0.05)
+        direction = rng.uniform(0.0, 2 * np.pi)
+        unit = np.array([np.cos(direction), np.sin(direction)])
+        if rng.random() < _P_RESIDENT:
+            self.start = rng.uniform(0.15, 0.85, 2) * (w, h)
+            self.velocity = unit * short * rng.uniform(0.003, 0.012)
+        else:  # crosses the frame in 0.5..1.5 sequence lengths, passing a central point
+            path = math.hypot(h, w) + 2 * self.reach
+            self.velocity = unit * path / max(1.0, t * rng.uniform(0.5, 1.5))
+            t_pass = rng.uniform(-0.3, 1.3) * (t - 1)
+            self.start = rng.uniform(0.2, 0.8, 2) * (w, h) - self.velocity * t_pass
+        self.wobble_amp = rng.uniform(0.0, 0.015, 2) * short
+        self.wobble_freq = rng.uniform(0.3, 1.0, 2)
+        self.wobble_phase = rng.uniform(0.0, 2 * np.pi, 2)
+        grid = np.linspace(-1.3, 1.3, 161, dtype=np.float32)
+        self.inverse_peak = np.float32(1.0 / self._shape(grid[None, :], grid[:, None]).max())
+
+    def _shape(self, u, v):
+        """Unnormalised phase profile at ellipse-normalised coordinates (outline near 1)."""
+        rho2 = u * u + v * v
+        theta = np.arctan2(v, u)[..., None]
+        edge = 1.0 + (self.harmonic_amp * np.cos(self.harmonics * theta - self.harmonic_phase)
+                      ).sum(-1)
+        dome = np.clip(1.0 - rho2 / (edge * edge), 0.0, None) ** self.edge_power
+        du, dv = u - self.nucleus_centre[0], v - self.nucleus_centre[1]
+        nucleus = np.exp((du * du + dv * dv) * (-0.5 / self.nucleus_width**2))
+        return dome * (1.0 + self.nucleus_amp * nucleus)
+
+    def render(self, t, height, width):
+        """Profile at frame t on the in-frame part of its patch: (rows, cols, profile) or None."""
+        cx, cy = (self.start + self.velocity * t
+                  + self.wobble_amp * np.sin(self.wobble_freq * t + self.wobble_phase))
+        x0, x1 = max(0, math.floor(cx - self.reach)), min(width, math.ceil(cx + self.reach) + 1)
+        y0, y1 = max(0, math.floor(cy - self.reach)), min(height, math.ceil(cy + self.reach) + 1)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        x = (np.arange(x0, x1, dtype=np.float32) - np.float32(cx))[None, :]
+        y = (np.arange(y0, y1, dtype=np.float32) - np.float32(cy))[:, None]
+        angle = self.angle + self.spin * t
+        cos, sin = np.float32(math.cos(angle)), np.float32(math.sin(angle))
+        u = (x * cos + y * sin) * np.float32(1.0 / self.semi_major)
+        v = (y * cos - x * sin) * np.float32(1.0 / self.semi_minor)
+        profile = (self._shape(u, v) * self.inverse_peak).astype(np.float32)
+        return slice(y0, y1), slice(x0, x1), profile
+
+
+def _upsample(field, height, width):
+    field = field.astype(np.float32)
+    if field.shape == (height, width):
+        return field
+    return cv2.resize(field, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _render_background(spec, rng):
+    h, w = spec.height, spec.width
+    # Coarse grid at the pixel centres cv2.resize maps to; u, v in a unit disc covering the frame.
+    gh, gw = min(h, _COARSE_SIDE), min(w, _COARSE_SIDE)
+    radius = 0.5 * math.hypot(h - 1, w - 1)
+    u = (((np.arange(gw) + 0.5) * (w / gw) - 0.5 - (w - 1) / 2) / radius)[None, :]
+    v = (((np.arange(gh) + 0.5) * (h / gh) - 0.5 - (h - 1) / 2) / radius)[:, None]
+    u, v = u.astype(np.float32), v.astype(np.float32)
+    r2 = u * u + v * v
+
+    # Zernike-like aberrations, radians: defocus, 2x astigmatism, 2x coma, spherical.
+    c = rng.normal(0.0, [4.0, 1.5, 1.5, 1.0, 1.0, 1.0])
+    aberration = (c[0] * (2 * r2 - 1) + c[1] * (u * u - v * v) + c[2] * 2 * u * v
+                  + (3 * r2 - 2) * (c[3] * u + c[4] * v) + c[5] * (6 * r2 * r2 - 6 * r2 + 1))
+
+    def beam():
+        cu, cv = rng.normal(0.0, 0.2, 2)
+        return np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / rng.uniform(1.2, 2.5) ** 2)
+
+    reference = beam() * rng.uniform(0.6, 1.4)
+    ripple = sum(a * np.cos(kx * u + ky * v + p) for a, kx, ky, p in zip(
+        rng.uniform(0.0, 0.04, 3), rng.normal(0.0, 4.0, 3), rng.normal(0.0, 4.0, 3),
+        rng.uniform(0.0, 2 * np.pi, 3)))
+    obj = beam() * (1.0 + ripple)
+    vignette = (1.0 + r2 / rng.uniform(2.0, 4.0) ** 2) ** -2
+    visibility = rng.uniform(0.55, 0.9)
+
+    offset = _upsample(vignette * (reference + obj), h, w)
+    modulation = _upsample(2 * visibility * vignette * np.sqrt(reference * obj), h, w)
+    object_beam = _upsample(vignette * obj, h, w)
+
+    k = 2 * np.pi * spec.fringes / min(h, w)
+    tilt = rng.uniform(0.0, np.pi)
+    phase = _upsample(aberration + rng.uniform(0.0, 2 * np.pi), h, w)
+    phase += (np.float32(k * math.cos(tilt)) * np.arange(w, dtype=np.float32))[None, :]
+    phase += (np.float32(k * math.sin(tilt)) * np.arange(h, dtype=np.float32))[:, None]
+
+    # Exposure: the brightest fringe of the dust-free background at 90..100 % of full scale.
+    scale = np.float32(rng.uniform(0.9, 1.0) / (offset + modulation).max())
+    for field in (offset, modulation, object_beam):
+        field *= scale
+    for _ in range(spec.dust):
+        _add_dust((offset, modulation, object_beam), rng)
+    return _Background(phase, offset, modulation, object_beam)
+
+
+def _add_dust(fields, rng):
+    """Multiplies the recorded intensity (all `fields`) by a static dust artefact: an in-focus
+    speck, or the chirped diffraction rings of an out-of-focus particle."""
+    h, w = fields[0].shape
+    short = min(h, w)
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    rings = rng.random() < 0.5
+    if rings:
+        size = short * rng.uniform(0.03, 0.08)
+        count = rng.uniform(2.0, max(2.0, min(12.0, size / 3)))  # outer period >= ~3 px
+        contrast = rng.uniform(0.15, 0.45)
+        reach = size
+    else:
+        size = max(1.0, short * rng.uniform(0.004, 0.015))
+        depth = rng.uniform(0.3, 0.8) if rng.random() < 0.8 else -rng.uniform(0.1, 0.4)
+        reach = 3 * size
+    x0, x1 = max(0, math.floor(cx - reach)), min(w, math.ceil(cx + reach) + 1)
+    y0, y1 = max(0, math.floor(cy - reach)), min(h, math.ceil(cy + reach) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return
+    x = (np.arange(x0, x1, dtype=np.float32) - np.float32(cx))[None, :] / np.float32(size)
+    y = (np.arange(y0, y1, dtype=np.float32) - np.float32(cy))[:, None] / np.float32(size)
+    d2 = x * x + y * y
+    if rings:
+        factor = 1.0 - contrast * np.cos(np.pi * count * d2) * np.clip(1.0 - d2, 0.0, None) ** 2
+    else:
+        factor = 1.0 - depth * np.exp(-d2)
+    for field in fields:
+        field[y0:y1, x0:x1] *= factor.astype(np.float32)
+
+
+def generate_sequence(
+        spec: SyntheticSpec, seed: int) -> tuple[np.ndarray, list[list[tuple[int, int, int, int]]]]:
+    """Renders one interferogram sequence and its per-frame sample boxes.
+
+    The background, the samples and the camera noise use independent random streams derived
+    from `seed`, so the same seed with a different `max_samples` (e.g. 0) keeps the background.
+
+    Args:
+        spec: a `SyntheticSpec`.
+        seed: non-negative integer; the same (spec, seed) always gives identical output.
+
+    Returns:
+        `(frames, boxes)`: frames of shape (T, H, W), uint8 for bit_depth 8 or uint16 for 16;
+        boxes[t] is a list of (x, y, w, h) integer boxes (top-left corner, cv2.selectROI
+        convention) of the samples visible in frame t, inside the frame with w, h >= 1.
+    """
+    if not isinstance(spec, SyntheticSpec):
+        raise ValueError(f"spec must be a SyntheticSpec, got {type(spec).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    background_rng, sample_rng, noise_rng = np.random.default_rng(seed).spawn(3)
+    h, w, n_frames = spec.height, spec.width, spec.frames_per_sequence
+
+    background = _render_background(spec, background_rng)
+    # Vibration: jitter plus a slow, bounded wander of the same amplitude.
+    wander = np.sin(2 * np.pi * np.arange(n_frames) / background_rng.uniform(20.0, 200.0)
+                    + background_rng.uniform(0.0, 2 * np.pi))
+    drift = spec.vibration * (background_rng.standard_normal(n_frames) + wander)
+    gain = 1.0 + _FLICKER * background_rng.standard_normal(n_frames)
+    n_samples = int(sample_rng.integers(1, spec.max_samples + 1)) if spec.max_samples else 0
+    samples = [_Sample(spec, sample_rng) for _ in range(n_samples)]
+
+    dtype = np.uint8 if spec.bit_depth == 8 else np.uint16
+    full_scale = np.float32(2**spec.bit_depth - 1)
+    frames = np.empty((n_frames, h, w), dtype)
+    all_boxes = []
+    image = np.empty((h, w), np.float32)
+    noise = np.empty((h, w), np.float32)
+    for t in range(n_frames):
+        np.add(background.phase, np.float32(drift[t]), out=image)
+        hits, boxes = [], []
+        for sample in samples:
+            hit = sample.render(t, h, w)
+            if hit is None:
+                continue
+            rows, cols, profile = hit
+            image[rows, cols] += np.float32(sample.peak_phase) * profile
+            hits.append((sample, hit))
+            box = _bounding_box(profile > _BOX_LEVEL, rows.start, cols.start)
+            if box is not None:
+                boxes.append(box)
+        all_boxes.append(boxes)
+        np.cos(image, out=image)
+        absorbed = _absorbed_patch(background, image, hits)
+        np.multiply(image, background.modulation, out=image)
+        image += background.offset
+        if absorbed is not None:
+            region, values = absorbed
+            image[region] = values
+        image *= np.float32(gain[t])
+        if spec.noise:
+            # Read noise `noise` plus shot noise `noise * sqrt(I)` (I in full-scale units).
+            noise_rng.standard_normal(dtype=np.float32, out=noise)
+            noise *= np.sqrt(image + 1.0) * np.float32(spec.noise)
+            image += noise
+        image *= full_scale
+        np.rint(image, out=image)
+        np.clip(image, 0, full_scale, out=image)
+        frames[t] = image
+    return frames, all_boxes
+
+
+def _absorbed_patch(background, cos_phase, hits):
+    """Intensity of the region holding the samples, with their amplitude absorption applied,
+    as (region, values); None without samples."""
+    if not hits:
+        return None
+    y0 = min(hit[0].start for _, hit in hits)
+    y1 = max(hit[0].stop for _, hit in hits)
+    x0 = min(hit[1].start for _, hit in hits)
+    x1 = max(hit[1].stop for _, hit in hits)
+    transmission = np.ones((y1 - y0, x1 - x0), np.float32)
+    for sample, (rows, cols, profile) in hits:
+        local = (slice(rows.start - y0, rows.stop - y0), slice(cols.start - x0, cols.stop - x0))
+        transmission[local] *= 1.0 - np.float32(sample.absorption) * profile
+    region = (slice(y0, y1), slice(x0, x1))
+    values = (background.offset[region] - background.object_beam[region] * (1.0 - transmission)
+              + background.modulation[region] * np.sqrt(transmission) * cos_phase[region])
+    return region, values
+
+
+def _bounding_box(mask, top, left):
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (int(left + cols[0]), int(top + rows[0]), int(cols[-1] - cols[0] + 1),
+            int(rows[-1] - rows[0] + 1))
