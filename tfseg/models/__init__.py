@@ -1,0 +1,70 @@
+"""Model zoo: `build(name, ...)` returns a Keras functional model mapping raw pixels to logits.
+
+Input normalisation lives inside the model, so training, evaluation and every exported runtime
+are fed the same raw pixel values.
+"""
+
+import difflib
+import inspect
+
+import keras
+import numpy as np
+
+from tfseg.models.fcn import build_fcn_resnet18
+from tfseg.models.linknet import build_linknet
+
+MODEL_BUILDERS = {
+    "fcn_resnet18": build_fcn_resnet18,
+    "linknet": build_linknet,
+}
+_COMMON_ARGUMENTS = ("num_classes", "input_shape", "name")
+
+
+def model_options(name):
+    """The architecture-specific keyword options of model `name` (beyond the common ones)."""
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {name!r}; available: {sorted(MODEL_BUILDERS)}")
+    parameters = inspect.signature(MODEL_BUILDERS[name]).parameters
+    return [p for p in parameters if p not in _COMMON_ARGUMENTS]
+
+
+def check_options(name, options):
+    """Raises ValueError naming an option `name` does not take, and the closest one it does."""
+    valid = model_options(name)
+    for option in options:
+        if option not in valid:
+            close = difflib.get_close_matches(option, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid options: {valid}"
+            raise ValueError(f"model {name!r} has no option {option!r}{hint}")
+
+
+def build(name, *, num_classes, input_shape, input_channels=3, mean=None, std=None, **options):
+    """Builds model `name` of `MODEL_BUILDERS`.
+
+    Args:
+        name: str. A key of `MODEL_BUILDERS`.
+        num_classes: int. Output classes.
+        input_shape: tuple. (H, W) of the input.
+        input_channels: int. 1 (grayscale) or 3 (RGB). Defaults to 3.
+        mean: list of float. Per-channel mean subtracted inside the model. Defaults to None
+            (no normalisation layer).
+        std: list of float. Per-channel standard deviation, used with `mean`.
+        **options: architecture options (`model_options(name)` lists them).
+
+    Returns:
+        A `keras.Model` from (batch, H, W, input_channels) pixels to (batch, H, W, num_classes)
+        logits.
+    """
+    check_options(name, options)
+    shape = (*input_shape, input_channels)
+    network = MODEL_BUILDERS[name](num_classes=num_classes, input_shape=shape, **options)
+    if mean is None:
+        return network
+    inputs = keras.Input(shape=shape, name="pixels")
+    # Rescaling holds constants, which every exporter folds; Normalization's statistics are
+    # variables that tf2onnx turns into extra graph inputs.
+    scale = 1.0 / np.asarray(std, np.float32)
+    x = keras.layers.Rescaling(scale=scale.tolist(),
+                               offset=(-np.asarray(mean, np.float32) * scale).tolist(),
+                               name="normalize")(inputs)
+    return keras.Model(inputs, network(x), name=f"{name}_model")
