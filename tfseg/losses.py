@@ -1,0 +1,25 @@
+"""Training losses. Logits are cast to float32 first, so mixed precision never reduces in
+half precision."""
+
+import keras
+import tensorflow as tf
+
+
+def per_image_cross_entropy(labels, logits, ignore_label, class_weights=None):
+    """Softmax cross-entropy averaged over each image's non-ignored pixels; shape (batch,).
+
+    With `class_weights` (one per class), each pixel counts with its true class's weight and
+    the image's mean is taken over those weights, as PyTorch's weighted cross-entropy does.
+    An image whose pixels are all ignored contributes 0.
+    """
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.cast(labels, tf.int32)
+    pixel_loss = keras.losses.sparse_categorical_crossentropy(
+        labels, logits, from_logits=True, ignore_class=ignore_label)
+    valid = tf.not_equal(labels, ignore_label)
+    weight = tf.cast(valid, tf.float32)
+    if class_weights is not None:
+        table = tf.constant(class_weights, tf.float32)
+        weight *= tf.gather(table, tf.where(valid, labels, tf.zeros_like(labels)))
+    return tf.math.divide_no_nan(tf.reduce_sum(pixel_loss * weight, axis=[1, 2]),
+                                 tf.reduce_sum(weight, axis=[1, 2]))
