@@ -1,0 +1,137 @@
+"""End to end: `python -m tfseg.train` on a tiny config produces every run-directory artifact,
+real TensorBoard content, restorable checkpoints and exports that agree with Keras."""
+
+import json
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, TINY_CONFIG, run_module
+from tfseg.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny training run through the CLI, shared by the tests of this module."""
+    import yaml
+    tmp = tmp_path_factory.mktemp("train")
+    config_path = tmp / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY_CONFIG))
+    run_dir = tmp / "run"
+    result = run_module("tfseg.train", "--config", config_path, "--run-dir", run_dir,
+                        "--set", "train.seed=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def event_values(log_dir):
+    """{tag: [(step, value or images)]} from the TensorBoard event files of `log_dir`."""
+    values = {}
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(
+                    (event.step, tf.make_ndarray(value.tensor)))
+    return values
+
+
+def test_run_directory_holds_every_artifact(run):
+    run_dir, _ = run
+    for relative in ["config.yaml", "metrics.json", "checkpoints/checkpoint", "logs/train",
+                     "logs/validation", "export/saved_model/saved_model.pb",
+                     "export/model.onnx", "export/parity.json"]:
+        assert (run_dir / relative).exists(), relative
+    assert not list(run_dir.rglob("*.partial"))
+
+
+def test_resolved_config_includes_overrides(run):
+    run_dir, _ = run
+    config = load_config(run_dir / "config.yaml")
+    assert config.train.seed == 3 and config.data.height == 64
+
+
+def test_metrics_file_names_its_figures(run):
+    run_dir, _ = run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "validation" and metrics["frames"] == 4
+    for key in ("foreground_iou", "mean_iou", "pixel_accuracy", "loss"):
+        assert 0.0 <= metrics[key] <= (1.0 if key != "loss" else 100.0), key
+    assert set(metrics["per_class_iou"]) == {"background", "sample"}
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["steps"] == 4
+
+
+def test_tensorboard_has_scalars_and_prediction_panels(run):
+    run_dir, _ = run
+    train = event_values(run_dir / "logs" / "train")
+    validation = event_values(run_dir / "logs" / "validation")
+    for tag in ("loss", "mean_iou", "foreground_iou", "pixel_accuracy", "learning_rate"):
+        assert [step for step, _ in train[tag]] == [2, 4], tag
+    for tag in ("loss", "mean_iou", "foreground_iou", "pixel_accuracy"):
+        assert len(validation[tag]) == 2, tag
+    assert float(train["learning_rate"][1][1]) < float(train["learning_rate"][0][1])
+    (panel_tag,) = [t for t in validation if "prediction" in t]
+    step, encoded = validation[panel_tag][-1]
+    # An image summary holds width, height, then one PNG per image.
+    width, height, pngs = int(encoded[0]), int(encoded[1]), encoded[2:]
+    assert (width, height, len(pngs)) == (3 * 64, 64, 2)
+    assert tf.io.decode_png(pngs[0]).shape == (64, 192, 3)
+
+
+def test_parity_report_covers_every_runtime(run):
+    run_dir, result = run
+    report = json.loads((run_dir / "export" / "parity.json").read_text())
+    assert set(report["runtimes"]) == {"onnxruntime", "opencv", "opencv_classic"}
+    assert all(r["passed"] for r in report["runtimes"].values())
+    assert "tensorboard --logdir" in result.stdout and "parity" in result.stdout
+
+
+def test_checkpoint_restores_the_exported_weights(run):
+    from tfseg.training import build_model
+    run_dir, _ = run
+    config = load_config(run_dir / "config.yaml")
+    model = build_model(config)
+    tf.train.Checkpoint(model=model).restore(
+        tf.train.latest_checkpoint(run_dir / "checkpoints")).expect_partial()
+    images = np.random.default_rng(0).uniform(0, 50, (2, 64, 64, 1)).astype(np.float32)
+    serve = tf.saved_model.load(str(run_dir / "export" / "saved_model"))
+    served = serve.signatures["serving_default"](pixels=tf.constant(images))["logits"]
+    np.testing.assert_allclose(model(images, training=False).numpy(), served.numpy(),
+                               atol=1e-4)
+
+
+def test_existing_run_directory_is_refused(run):
+    run_dir, _ = run
+    result = run_module("tfseg.train", "--config", run_dir / "config.yaml",
+                        "--run-dir", run_dir)
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mirrored_strategy_trains_on_two_devices(tmp_path, write_yaml):
+    """Two logical CPU devices stand in for two accelerators: same trainer, config change."""
+    config = write_yaml({**TINY_CONFIG, "train": {**TINY_CONFIG["train"],
+                                                  "strategy": "mirrored", "epochs": 1},
+                         "export": {"onnx": False}})
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tfseg.train import main
+        raise SystemExit(main(["--config", {str(config)!r}, "--run-dir",
+                               {str(tmp_path / "run")!r}]))
+    """)
+    import subprocess
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, env={**os.environ})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 2 replica(s)" in result.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and np.isfinite(metrics["loss"])

@@ -1,0 +1,241 @@
+"""The training loop behind `python -m tfseg.train`: train, validate, log to TensorBoard,
+checkpoint, export and verify the exports.
+
+One custom training loop serves one device, several devices and several hosts alike: the model
+and optimizer are built inside a `tf.distribute` strategy scope and the data are fed through
+`strategy.experimental_distribute_dataset`, so scaling out changes the config, not this code.
+"""
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfseg import export, models
+from tfseg.config import save_config
+from tfseg.data.augment import SegmentationAugmentation
+from tfseg.data.pipeline import train_dataset, validation_dataset
+from tfseg.errors import ConfigError, TfsegError
+from tfseg.losses import per_image_cross_entropy
+from tfseg.metrics import confusion_matrix, scores_from_confusion
+from tfseg.summaries import TensorBoardLog
+
+
+def prepare_run_dir(run_dir):
+    """Creates the run directory; refuses one that already holds a run."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.yaml").exists():
+        raise TfsegError(f"{run_dir}: already holds a run (config.yaml exists); "
+                         f"choose another --run-dir")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "export").mkdir(exist_ok=True)
+    return run_dir
+
+
+def make_strategy(name):
+    """The tf.distribute strategy for `train.strategy`."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(train_config):
+    """Optimizer with the configured learning-rate schedule over the whole run."""
+    learning_rate = train_config.learning_rate
+    if train_config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=train_config.epochs * train_config.steps_per_epoch)
+    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+                  "sgd": keras.optimizers.SGD}
+    return optimizers[train_config.optimizer](learning_rate=learning_rate)
+
+
+def build_model(config):
+    """The configured model, taking raw pixels (normalisation inside)."""
+    try:
+        models.check_options(config.model.name, config.model.options)
+    except ValueError as error:
+        raise ConfigError(f"model.options: {error}") from None
+    return models.build(config.model.name, num_classes=config.model.num_classes,
+                        input_shape=(config.data.height, config.data.width),
+                        input_channels=config.model.input_channels,
+                        mean=config.data.mean, std=config.data.std, **config.model.options)
+
+
+def train(config, run_dir):
+    """Runs training, validation, logging, checkpointing and export for `config`.
+
+    Returns:
+        dict of final validation metrics (also written to `run_dir/metrics.json`).
+    """
+
+
+    started = time.perf_counter()
+    run_dir = prepare_run_dir(run_dir)
+    save_config(config, run_dir / "config.yaml")
+    keras.utils.set_random_seed(config.train.seed)
+    class_names = config.data.class_names
+
+    strategy = make_strategy(config.train.strategy)
+    with strategy.scope():
+        model = build_model(config)
+        optimizer = make_optimizer(config.train)
+        augment = SegmentationAugmentation(flip=config.data.flip, seed=config.train.seed)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+    manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints",
+                                         max_to_keep=config.train.checkpoints_to_keep)
+    train_step, eval_step = make_steps(strategy, model, optimizer, augment, config)
+    train_batches = iter(strategy.experimental_distribute_dataset(train_dataset(config)))
+    validation = validation_dataset(config)
+    validation_batches = strategy.experimental_distribute_dataset(validation)
+    panel_images, panel_masks = next(iter(
+        validation.unbatch().batch(config.train.log_images)))
+    log = TensorBoardLog(run_dir / "logs", num_classes=config.model.num_classes,
+                         ignore_label=config.data.ignore_label)
+
+    print(f"tfseg: training {model.name} ({model.count_params():,} parameters) on "
+          f"{strategy.num_replicas_in_sync} replica(s); run directory {run_dir}")
+    steps = config.train.steps_per_epoch
+    history = []
+    for epoch_index in range(config.train.epochs):
+        print(f"Epoch {epoch_index + 1}/{config.train.epochs}")
+        progress = keras.utils.Progbar(steps, stateful_metrics=["loss", "mean_iou",
+                                                                "foreground_iou"])
+        loss_sum, matrix = 0.0, 0
+        for step in range(steps):
+            loss, step_matrix = train_step(train_batches)
+            loss_sum += float(loss)
+            matrix = matrix + step_matrix.numpy()
+            running = scores_from_confusion(matrix, class_names)
+            progress.update(step + 1, [("loss", loss_sum / (step + 1))] + [
+                (key, running[key]) for key in ("mean_iou", "foreground_iou") if key in running])
+        scores = {"train": {"loss": loss_sum / steps,
+                            **scores_from_confusion(matrix, class_names)},
+                  "validation": evaluate(eval_step, validation_batches, class_names)}
+        global_step = int(optimizer.iterations.numpy())
+        predictions = np.argmax(model(panel_images, training=False), -1)
+        log.write_epoch(global_step, scores=scores,
+                        learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                        panel_data=(panel_images.numpy(), panel_masks.numpy(), predictions))
+        epoch.assign(epoch_index + 1)
+        manager.save(checkpoint_number=global_step)
+        history.append({"epoch": epoch_index + 1, "step": global_step,
+                        "train_loss": scores["train"]["loss"],
+                        "validation_loss": scores["validation"]["loss"],
+                        "validation_mean_iou": scores["validation"]["mean_iou"]})
+        print("  validation: " + _format_scores(scores["validation"]))
+
+    final = {"split": "validation", **scores["validation"], "epochs": config.train.epochs,
+             "steps": global_step, "train_seconds": round(time.perf_counter() - started, 1),
+             "history": history}
+    export.write_json(final, run_dir / "metrics.json")
+    exports = export_run(model, config, run_dir, validation)
+    final["total_seconds"] = round(time.perf_counter() - started, 1)
+    export.write_json(final, run_dir / "metrics.json")
+    _print_summary(run_dir, scores["validation"], exports, final["total_seconds"])
+    return final
+
+
+def make_steps(strategy, model, optimizer, augment, config):
+    """Distributed `train_step(iterator)` and `eval_step(batch)` tf.functions.
+
+    Each replica computes its loss (scaled by the global batch size) and confusion matrix;
+    both are summed across replicas, so every returned figure covers the global batch.
+    """
+
+
+    num_classes, ignore = config.model.num_classes, config.data.ignore_label
+    class_weights = config.train.class_weights or None
+
+    def replica_train_step(images, masks):
+        images, masks = augment(images, masks)
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.nn.compute_average_loss(
+                per_image_cross_entropy(masks, logits, ignore, class_weights),
+                global_batch_size=config.train.batch_size)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss, confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore)
+
+    def replica_eval_step(images, masks):
+        logits = model(images, training=False)
+        loss_sum = tf.reduce_sum(per_image_cross_entropy(masks, logits, ignore, class_weights))
+        return (loss_sum, tf.shape(images, out_type=tf.int64)[0],
+                confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore))
+
+    def reduce_sum(values):
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+
+    @tf.function
+    def train_step(iterator):
+        return reduce_sum(strategy.run(replica_train_step, args=next(iterator)))
+
+    @tf.function
+    def eval_step(batch):
+        return reduce_sum(strategy.run(replica_eval_step, args=batch))
+
+    return train_step, eval_step
+
+
+def evaluate(eval_step, batches, class_names):
+    """Loss (mean per frame), frame count and scores over every validation batch."""
+    loss_sum, count, matrix = 0.0, 0, 0
+    for batch in batches:
+        batch_loss, batch_count, batch_matrix = eval_step(batch)
+        loss_sum += float(batch_loss)
+        count += int(batch_count)
+        matrix = matrix + batch_matrix.numpy()
+    return {"loss": loss_sum / max(count, 1), "frames": count,
+            **scores_from_confusion(matrix, class_names)}
+
+
+def export_run(model, config, run_dir, validation):
+    """Writes the configured exports under `run_dir/export` and checks ONNX parity."""
+    exported = {}
+    if config.export.saved_model:
+        exported["saved_model"] = export.export_saved_model(
+            model, run_dir / "export" / "saved_model")
+    if config.export.onnx:
+        metadata = {"model": config.model.name,
+                    "class_names": ",".join(config.data.class_names),
+                    "normalisation": "inside the model: feed raw pixels"}
+        exported["onnx"] = export.export_onnx(
+            model, run_dir / "export" / "model.onnx", opset=config.export.opset,
+            layout=config.export.layout, metadata=metadata)
+    if config.export.saved_model and config.export.onnx and config.export.parity_runtimes:
+        images = np.concatenate([batch[0].numpy() for batch in validation])
+        exported["parity"] = export.check_parity(
+            exported["saved_model"], exported["onnx"], images[:config.export.parity_samples],
+            runtimes=config.export.parity_runtimes, layout=config.export.layout,
+            max_abs_diff=config.export.max_abs_diff,
+            min_argmax_agreement=config.export.min_argmax_agreement,
+            report_path=run_dir / "export" / "parity.json")
+    return exported
+
+
+def _format_scores(scores):
+    names = [("loss", "loss"), ("foreground_iou", "foreground IoU"), ("mean_iou", "mean IoU"),
+             ("pixel_accuracy", "pixel accuracy")]
+    return ", ".join(f"{label} {scores[key]:.4f}" for key, label in names if key in scores)
+
+
+def _print_summary(run_dir, scores, exports, seconds):
+    lines = [f"\nDone in {seconds // 60:.0f} min {seconds % 60:.0f} s. Validation: "
+             + _format_scores(scores),
+             f"  run directory  {run_dir}",
+             f"  config         {run_dir / 'config.yaml'}",
+             f"  metrics        {run_dir / 'metrics.json'}",
+             f"  checkpoints    {run_dir / 'checkpoints'}"]
+    if "saved_model" in exports:
+        lines.append(f"  SavedModel     {exports['saved_model']}")
+    if "onnx" in exports:
+        lines.append(f"  ONNX           {exports['onnx']}")
+    for runtime, result in exports.get("parity", {}).items():
+        lines.append(f"  parity         {runtime}: max abs diff {result['max_abs_diff']:.2g}, "
+                     f"argmax agreement {100 * result['argmax_agreement']:.2f} %")
+    lines.append(f"  TensorBoard    tensorboard --logdir {run_dir / 'logs'}")
+    print("\n".join(lines))
