@@ -1,0 +1,75 @@
+"""The two on-disk box-label formats of interferogram data sets (reference/DATA.md).
+
+- ROI lists, as the seed's labelling tool saved them: a JSON list of `[frame file, boxes]`
+  pairs, each box `[x, y, w, h]` in pixels (the `cv2.selectROI` convention).
+- YOLO text files beside the frames (`frame.txt` for `frame.bmp`): one box per line,
+  `class x_center y_center width height`, normalised to 0..1.
+
+Readers raise `TfsegError` naming the file (and entry or line) and what was expected.
+"""
+
+import json
+from pathlib import Path
+
+from tfseg.errors import TfsegError
+
+
+def write_roi_json(path, entries):
+    """Writes `[(frame file name, [(x, y, w, h), ...]), ...]` as a JSON ROI list."""
+    data = [[str(name), [[int(v) for v in box] for box in boxes]] for name, boxes in entries]
+    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+
+
+def read_roi_json(path):
+    """Reads a JSON ROI list into {frame file name: [(x, y, w, h), ...]}."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TfsegError(f"{path}: not a readable JSON ROI list ({error})") from None
+    if not isinstance(data, list):
+        raise TfsegError(f"{path}: expected a list of [frame file, boxes] pairs")
+    rois = {}
+    for index, entry in enumerate(data):
+        where = f"{path}: entry {index}"
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and isinstance(entry[1], list)):
+            raise TfsegError(f"{where}: expected [frame file, [[x, y, w, h], ...]], "
+                             f"got {entry!r}")
+        rois[entry[0]] = [_box(box, f"{where} ({entry[0]})") for box in entry[1]]
+    return rois
+
+
+def write_yolo(path, boxes, height, width, class_id=0):
+    """Writes pixel boxes (x, y, w, h) of a height x width frame as a YOLO text file."""
+    lines = [f"{class_id} {(x + w / 2) / width:.6f} {(y + h / 2) / height:.6f} "
+             f"{w / width:.6f} {h / height:.6f}" for x, y, w, h in boxes]
+    Path(path).write_text("".join(line + "\n" for line in lines))
+
+
+def read_yolo(path, height, width):
+    """Reads a YOLO text file into pixel boxes (x, y, w, h) for a height x width frame."""
+    path = Path(path)
+    boxes = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            _, cx, cy, w, h = (float(f) for f in fields)
+        except ValueError:
+            raise TfsegError(f"{path}:{number}: expected 'class x_center y_center width "
+                             f"height', got {line!r}") from None
+        if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
+            raise TfsegError(f"{path}:{number}: coordinates must be normalised to 0..1, "
+                             f"got {line!r}")
+        x0, y0 = round((cx - w / 2) * width), round((cy - h / 2) * height)
+        boxes.append((x0, y0, round(w * width), round(h * height)))
+    return boxes
+
+
+def _box(box, where):
+    if not (isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in box)):
+        raise TfsegError(f"{where}: expected a box [x, y, w, h] of 4 integers, got {box!r}")
+    return tuple(box)
