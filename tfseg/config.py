@@ -61,13 +61,15 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.0])   # per channel, inside the model
     std: list[float] = field(default_factory=lambda: [255.0])
     val_sequences: int = 4            # held-out synthetic sequences (a different seed stream)
+    val_frame_stride: int = 1         # keep every k-th validation frame: frames of a sequence
+                                      # are alike, so many short samples measure better
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = (
         "horizontal_and_vertical")
 
     def __post_init__(self):
-        _require_positive(self, "height", "width", "val_sequences")
+        _require_positive(self, "height", "width", "val_sequences", "val_frame_stride")
         if not len(self.mean) == len(self.std) or min(self.std, default=0) <= 0:
             raise ValueError(f"mean and std need one value per channel and std > 0; "
                              f"received mean={self.mean}, std={self.std}")
@@ -85,6 +87,9 @@ class TrainConfig:
     class_weights: list[float] = field(default_factory=list)   # per class; [] = unweighted
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     strategy: Literal["default", "mirrored"] = "default"
+    # Compute in half precision (variables, losses and metrics stay float32); the exported
+    # model is a float32 copy of the trained weights.
+    mixed_precision: Literal["none", "mixed_bfloat16", "mixed_float16"] = "none"
     seed: int = 0
     log_images: int = 4               # validation panels written to TensorBoard each epoch
     checkpoints_to_keep: int = 3

@@ -6,6 +6,8 @@ and optimizer are built inside a `tf.distribute` strategy scope and the data are
 `strategy.experimental_distribute_dataset`, so scaling out changes the config, not this code.
 """
 
+import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -41,15 +43,30 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Builds layers under Keras dtype policy `name` ("none" = float32), then restores it."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32" if name == "none" else name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
 def make_optimizer(train_config):
-    """Optimizer with the configured learning-rate schedule over the whole run."""
+    """Optimizer with the configured learning-rate schedule over the whole run (with dynamic
+    loss scaling under mixed_float16)."""
     learning_rate = train_config.learning_rate
     if train_config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=train_config.epochs * train_config.steps_per_epoch)
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
                   "sgd": keras.optimizers.SGD}
-    return optimizers[train_config.optimizer](learning_rate=learning_rate)
+    optimizer = optimizers[train_config.optimizer](learning_rate=learning_rate)
+    if train_config.mixed_precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def build_model(config):
@@ -80,14 +97,19 @@ def train(config, run_dir):
 
     strategy = make_strategy(config.train.strategy)
     with strategy.scope():
-        model = build_model(config)
+        with dtype_policy(config.train.mixed_precision):
+            model = build_model(config)
         optimizer = make_optimizer(config.train)
+        # Create slot variables now: created lazily inside a replica's tf.function they fail
+        # under MirroredStrategy.
+        optimizer.build(model.trainable_variables)
         augment = SegmentationAugmentation(flip=config.data.flip, seed=config.train.seed)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints",
                                          max_to_keep=config.train.checkpoints_to_keep)
-    train_step, eval_step = make_steps(strategy, model, optimizer, augment, config)
+    train_step = make_train_step(strategy, model, optimizer, augment, config)
+    eval_step = make_eval_step(strategy, model, config)
     train_batches = iter(strategy.experimental_distribute_dataset(train_dataset(config)))
     validation = validation_dataset(config)
     validation_batches = strategy.experimental_distribute_dataset(validation)
@@ -102,8 +124,9 @@ def train(config, run_dir):
     history = []
     for epoch_index in range(config.train.epochs):
         print(f"Epoch {epoch_index + 1}/{config.train.epochs}")
-        progress = keras.utils.Progbar(steps, stateful_metrics=["loss", "mean_iou",
-                                                                "foreground_iou"])
+        # A live bar on a terminal; one line per epoch in log files.
+        progress = keras.utils.Progbar(steps, verbose=1 if sys.stdout.isatty() else 2,
+                                       stateful_metrics=["loss", "mean_iou", "foreground_iou"])
         loss_sum, matrix = 0.0, 0
         for step in range(steps):
             loss, step_matrix = train_step(train_batches)
@@ -128,6 +151,12 @@ def train(config, run_dir):
                         "validation_mean_iou": scores["validation"]["mean_iou"]})
         print("  validation: " + _format_scores(scores["validation"]))
 
+    if config.train.mixed_precision != "none":
+        # Export and score the float32 copy that users will deploy.
+        with strategy.scope():
+            model = float32_copy(model, config)
+        scores["validation"] = evaluate(make_eval_step(strategy, model, config),
+                                        validation_batches, class_names)
     final = {"split": "validation", **scores["validation"], "epochs": config.train.epochs,
              "steps": global_step, "train_seconds": round(time.perf_counter() - started, 1),
              "history": history}
@@ -139,46 +168,61 @@ def train(config, run_dir):
     return final
 
 
-def make_steps(strategy, model, optimizer, augment, config):
-    """Distributed `train_step(iterator)` and `eval_step(batch)` tf.functions.
+def make_train_step(strategy, model, optimizer, augment, config):
+    """Distributed `train_step(iterator) -> (loss, confusion matrix)` tf.function.
 
-    Each replica computes its loss (scaled by the global batch size) and confusion matrix;
-    both are summed across replicas, so every returned figure covers the global batch.
+    Each replica scales its loss by the global batch size, so the summed gradient is the
+    global-batch mean; loss and confusion matrix are summed across replicas.
     """
-
-
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
     class_weights = config.train.class_weights or None
 
-    def replica_train_step(images, masks):
+    def replica_step(images, masks):
         images, masks = augment(images, masks)
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = tf.nn.compute_average_loss(
                 per_image_cross_entropy(masks, logits, ignore, class_weights),
                 global_batch_size=config.train.batch_size)
-        gradients = tape.gradient(loss, model.trainable_variables)
+        gradients = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss, confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore)
 
-    def replica_eval_step(images, masks):
+    @tf.function
+    def train_step(iterator):
+        return _sum_replicas(strategy, strategy.run(replica_step, args=next(iterator)))
+
+    return train_step
+
+
+def make_eval_step(strategy, model, config):
+    """Distributed `eval_step(batch) -> (loss sum, frame count, confusion matrix)`."""
+    num_classes, ignore = config.model.num_classes, config.data.ignore_label
+    class_weights = config.train.class_weights or None
+
+    def replica_step(images, masks):
         logits = model(images, training=False)
         loss_sum = tf.reduce_sum(per_image_cross_entropy(masks, logits, ignore, class_weights))
         return (loss_sum, tf.shape(images, out_type=tf.int64)[0],
                 confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore))
 
-    def reduce_sum(values):
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
-
-    @tf.function
-    def train_step(iterator):
-        return reduce_sum(strategy.run(replica_train_step, args=next(iterator)))
-
     @tf.function
     def eval_step(batch):
-        return reduce_sum(strategy.run(replica_eval_step, args=batch))
+        return _sum_replicas(strategy, strategy.run(replica_step, args=batch))
 
-    return train_step, eval_step
+    return eval_step
+
+
+def _sum_replicas(strategy, values):
+    return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+
+
+def float32_copy(model, config):
+    """The same network built in float32, holding `model`'s trained weights."""
+    with dtype_policy("none"):
+        copy = build_model(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def evaluate(eval_step, batches, class_names):

@@ -43,6 +43,15 @@ def test_validation_is_finite():
     assert frames == SMALL.val_sequences * SMALL.synthetic.frames_per_sequence
 
 
+def test_validation_stride_keeps_every_kth_frame_of_each_sequence():
+    config = Config(data=dataclasses.replace(SMALL, val_frame_stride=2),
+                    train=TrainConfig(batch_size=2))
+    strided = np.concatenate([i.numpy() for i, _ in validation_dataset(config)])
+    full = np.concatenate([i.numpy() for i, _ in validation_dataset(
+        dataclasses.replace(config, data=SMALL))])
+    np.testing.assert_array_equal(strided, full[::2])
+
+
 def test_validation_frames_are_identical_across_epochs():
     config = Config(data=dataclasses.replace(SMALL, val_sequences=1),
                     train=TrainConfig(batch_size=2))

@@ -28,7 +28,12 @@ def train_dataset(config):
 
 
 def validation_dataset(config):
-    """The fixed held-out validation frames, decoded once and cached in memory."""
+    """The fixed held-out validation frames, decoded once and cached in memory.
+
+    Every `val_frame_stride`-th frame of the validation stream is kept; each was preprocessed
+    with its whole sequence, as at training time.
+    """
     frames = synthetic_frames(config.data, seed=config.train.seed, split="validation",
-                              num_sequences=config.data.val_sequences).cache()
+                              num_sequences=config.data.val_sequences)
+    frames = frames.shard(config.data.val_frame_stride, 0).cache()
     return frames.batch(config.train.batch_size).prefetch(tf.data.AUTOTUNE)
