@@ -16,8 +16,10 @@ def error_for(write_yaml, content, overrides=()):
     return str(caught.value), path
 
 
-def test_tiny_and_default_configs_load():
-    assert load_config(REPO / "configs" / "default.yaml").model.name == "linknet"
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_recipe_loads(recipe):
+    assert isinstance(load_config(recipe), Config)
 
 
 def test_unknown_key_names_file_key_and_closest_valid_key(write_yaml):
@@ -61,9 +63,26 @@ def test_invalid_choice_suggests_closest(write_yaml):
     assert "did you mean 'linknet'?" in message
 
 
-def test_out_of_range_value_names_section(write_yaml):
-    message, _ = error_for(write_yaml, {"train": {"batch_size": 0}})
-    assert "section 'train'" in message and "batch_size must be >= 1" in message
+@pytest.mark.parametrize("content,expected", [
+    ({"train": {"batch_size": 0}}, "train.batch_size=0 must be >= 1"),
+    ({"train": {"seed": -1}}, "train.seed=-1 must be in [0, 2147483647]"),
+    ({"train": {"log_images": 0}}, "train.log_images=0 must be >= 1"),
+    ({"train": {"learning_rate": float("nan")}}, "train.learning_rate: expected a finite"),
+    ({"data": {"std": [float("inf")]}}, "data.std[0]: expected a finite number"),
+    ({"data": {"std": [0.0]}}, "data.std=[0.0] must be >= 1e-06"),
+    ({"data": {"ignore_label": 300}}, "data.ignore_label=300 must be in [0, 255]"),
+    ({"data": {"ignore_label": 1}}, "data.ignore_label 1 is a class id"),
+    ({"train": {"class_weights": [1.0, -2.0]}}, "train.class_weights=[1.0, -2.0] must be >= 0"),
+    ({"export": {"min_argmax_agreement": 99.9}},
+     "export.min_argmax_agreement=99.9 must be in [0.0, 1.0]"),
+    ({"export": {"layout": "NHWC"}}, "with layout NHWC, leave opencv and opencv_classic out"),
+    ({"train": {"mixed_precision": "mixed_float16", "strategy": "mirrored"}},
+     "mixed_float16 is supported with strategy 'default' only"),
+    ({"data": {"synthetic": {"bit_depth": 12}}}, "section 'data.synthetic'"),
+])
+def test_out_of_range_and_inconsistent_values_are_named(write_yaml, content, expected):
+    message, path = error_for(write_yaml, content)
+    assert message.startswith(str(path)) and expected in message
 
 
 def test_inconsistent_sections_are_rejected(write_yaml):
@@ -111,6 +130,17 @@ def test_cli_config_error_exits_2_with_one_line_and_no_traceback(write_yaml):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "unknown key 'train.epoch'; did you mean 'train.epochs'?" in result.stderr
+
+
+def test_cli_unknown_model_option_is_refused_before_anything_is_written(write_yaml, tmp_path):
+    config = write_yaml({**TINY_CONFIG, "model": {**TINY_CONFIG["model"],
+                                                  "name": "fcn_resnet18",
+                                                  "options": {"stm": "small"}}})
+    result = run_module("tfseg.train", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (f"{config}: model.options: model 'fcn_resnet18' has no option 'stm'; "
+            f"did you mean 'stem'?") in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_missing_config_file_is_a_clean_error(tmp_path):

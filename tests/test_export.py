@@ -37,6 +37,13 @@ def exported(tmp_path_factory):
     return model, images, saved_model, onnx_path, out
 
 
+def test_json_reports_stay_valid_json_with_nan(tmp_path):
+    export.write_json({"foreground_iou": float("nan"), "per_class": [1.0, float("inf")]},
+                      tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == {
+        "foreground_iou": None, "per_class": [1.0, None]}
+
+
 def test_saved_model_serves_inference_mode(exported):
     model, images, saved_model, _, _ = exported
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]

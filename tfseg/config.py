@@ -7,6 +7,7 @@ was expected and, for a misspelled key or choice, the closest valid one.
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,34 +20,34 @@ from tfseg.data.synthetic import SyntheticSpec
 from tfseg.errors import ConfigError
 
 
+def bounded(default, low=None, high=None):
+    """A dataclass field whose value (or each element of a list) must lie in [low, high];
+    `load_config` enforces it and names the key when it does not."""
+    metadata = {"range": (low, high)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network to build. `options` are passed to its builder (see `tfseg.models`)."""
 
     name: Literal["linknet", "fcn_resnet18"] = "linknet"
-    num_classes: int = 2
-    input_channels: int = 1
+    num_classes: int = bounded(2, 2, 255)
+    input_channels: int = bounded(1, 1, 4)
     options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        _require_positive(self, "num_classes", "input_channels")
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     """The interferogram seed's per-frame preprocessing (each step can be switched off)."""
 
-    blur: int = 3                     # box-blur kernel size; 0 disables
-    background_every: int = 10        # background = mean of every k-th frame; 0 disables
-    background_alpha: float = 0.9     # input = clip(frame - alpha * background, 0)
-    clahe_clip_limit: float = 0.0     # CLAHE clip limit; 0 disables
-    clahe_tile_grid: int = 20
-
-    def __post_init__(self):
-        _require_positive(self, "clahe_tile_grid")
-        if self.blur < 0 or self.background_every < 0 or self.clahe_clip_limit < 0:
-            raise ValueError("blur, background_every and clahe_clip_limit must be >= 0 "
-                             "(0 disables the step)")
+    blur: int = bounded(3, 0)                   # box-blur kernel size; 0 disables
+    background_every: int = bounded(10, 0)      # background = mean of every k-th frame; 0 off
+    background_alpha: float = bounded(0.9, 0.0, 1.0)  # input = clip(frame - alpha * bg, 0)
+    clahe_clip_limit: float = bounded(0.0, 0.0)  # CLAHE clip limit; 0 disables
+    clahe_tile_grid: int = bounded(20, 1)
 
 
 @dataclass(frozen=True)
@@ -54,24 +55,24 @@ class DataConfig:
     """Where frames come from and how they reach the network."""
 
     source: Literal["synthetic"] = "synthetic"
-    height: int = 256                 # network input size; frames are resized to it
-    width: int = 256
+    height: int = bounded(256, 8)     # network input size; frames are resized to it
+    width: int = bounded(256, 8)
     class_names: list[str] = field(default_factory=lambda: ["background", "sample"])
-    ignore_label: int = 255
-    mean: list[float] = field(default_factory=lambda: [0.0])   # per channel, inside the model
-    std: list[float] = field(default_factory=lambda: [255.0])
-    val_sequences: int = 4            # held-out synthetic sequences (a different seed stream)
-    val_frame_stride: int = 1         # keep every k-th validation frame: frames of a sequence
-                                      # are alike, so many short samples measure better
+    ignore_label: int = bounded(255, 0, 255)  # masks are uint8; must not be a class id
+    mean: list[float] = field(default_factory=lambda: [0.0])  # per channel, inside the model
+    std: list[float] = bounded([255.0], 1e-6)            # per channel, inside the model
+    val_sequences: int = bounded(4, 1)  # held-out synthetic sequences
+    val_frame_stride: int = bounded(1, 1)  # keep every k-th validation frame: frames of a
+                                           # sequence are alike, many short samples measure better
+    val_seed: int = bounded(0, 0, 2**31 - 1)  # fixed, so runs with other train seeds compare
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = (
         "horizontal_and_vertical")
 
     def __post_init__(self):
-        _require_positive(self, "height", "width", "val_sequences", "val_frame_stride")
-        if not len(self.mean) == len(self.std) or min(self.std, default=0) <= 0:
-            raise ValueError(f"mean and std need one value per channel and std > 0; "
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean and std need one value per channel; "
                              f"received mean={self.mean}, std={self.std}")
 
 
@@ -79,25 +80,27 @@ class DataConfig:
 class TrainConfig:
     """Optimisation, distribution and logging."""
 
-    epochs: int = 6
-    steps_per_epoch: int = 40
-    batch_size: int = 8               # global batch, split across replicas
+    epochs: int = bounded(6, 1)
+    steps_per_epoch: int = bounded(40, 1)
+    batch_size: int = bounded(8, 1)   # global batch, split across replicas
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
-    learning_rate: float = 1e-3
-    class_weights: list[float] = field(default_factory=list)   # per class; [] = unweighted
+    learning_rate: float = bounded(1e-3, 1e-12)
+    class_weights: list[float] = bounded([], 0.0)   # per class; [] = unweighted
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     strategy: Literal["default", "mirrored"] = "default"
     # Compute in half precision (variables, losses and metrics stay float32); the exported
     # model is a float32 copy of the trained weights.
     mixed_precision: Literal["none", "mixed_bfloat16", "mixed_float16"] = "none"
-    seed: int = 0
-    log_images: int = 4               # validation panels written to TensorBoard each epoch
-    checkpoints_to_keep: int = 3
+    seed: int = bounded(0, 0, 2**31 - 1)
+    log_images: int = bounded(4, 1)   # validation panels written to TensorBoard each epoch
+    checkpoints_to_keep: int = bounded(3, 1)
 
     def __post_init__(self):
-        _require_positive(self, "epochs", "steps_per_epoch", "batch_size", "checkpoints_to_keep")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0; received {self.learning_rate}")
+        if self.mixed_precision == "mixed_float16" and self.strategy != "default":
+            # Keras 3.15's loss-scale optimizer checks only the first replica's gradients
+            # for overflow when gradients are not summed first, as in this trainer.
+            raise ValueError("mixed_float16 is supported with strategy 'default' only; "
+                             "use mixed_bfloat16 on several devices")
 
 
 @dataclass(frozen=True)
@@ -106,16 +109,18 @@ class ExportConfig:
 
     saved_model: bool = True
     onnx: bool = True
-    opset: int = 17
+    opset: int = bounded(17, 13, 21)
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     parity_runtimes: list[Literal["onnxruntime", "opencv", "opencv_classic"]] = field(
         default_factory=lambda: ["onnxruntime", "opencv", "opencv_classic"])
-    parity_samples: int = 8
-    max_abs_diff: float = 1e-3
-    min_argmax_agreement: float = 0.999
+    parity_samples: int = bounded(8, 1)
+    max_abs_diff: float = bounded(1e-3, 0.0)
+    min_argmax_agreement: float = bounded(0.999, 0.0, 1.0)   # a fraction, not a percentage
 
     def __post_init__(self):
-        _require_positive(self, "opset", "parity_samples")
+        if self.layout == "NHWC" and {"opencv", "opencv_classic"} & set(self.parity_runtimes):
+            raise ValueError("OpenCV DNN is fed NCHW blobs: with layout NHWC, leave opencv "
+                             "and opencv_classic out of parity_runtimes")
 
 
 @dataclass(frozen=True)
@@ -138,12 +143,9 @@ class Config:
         if len(self.data.mean) != self.model.input_channels:
             raise ValueError(f"data.mean/std have {len(self.data.mean)} values but "
                              f"model.input_channels is {self.model.input_channels}")
-
-
-def _require_positive(section, *names):
-    for name in names:
-        if getattr(section, name) < 1:
-            raise ValueError(f"{name} must be >= 1; received {getattr(section, name)}")
+        if self.data.ignore_label < self.model.num_classes:
+            raise ValueError(f"data.ignore_label {self.data.ignore_label} is a class id "
+                             f"(model.num_classes is {self.model.num_classes}); use 255")
 
 
 def load_config(path, overrides=()):
@@ -223,18 +225,32 @@ def from_dict(cls, data, *, source, prefix=""):
         raise ConfigError(f"{source}: {what} must be a mapping of keys to values, "
                           f"got {_describe(data)}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
         if key not in hints:
             raise ConfigError(f"{source}: unknown key '{prefix}{key}'"
-                              + _suggest(str(key), names, prefix))
+                              + _suggest(str(key), list(fields), prefix))
         values[key] = _convert(value, hints[key], source=source, key=f"{prefix}{key}")
+        _check_range(values[key], fields[key].metadata.get("range"), source=source,
+                     key=f"{prefix}{key}")
     try:
         return cls(**values)
     except ValueError as error:
         where = f"section '{prefix[:-1]}'" if prefix else "config"
         raise ConfigError(f"{source}: {where}: {error}") from None
+
+
+def _check_range(value, bounds, *, source, key):
+    """Raises ConfigError if `value` (or an element of it) lies outside `bounds`."""
+    if bounds is None:
+        return
+    low, high = bounds
+    for item in value if isinstance(value, list) else [value]:
+        if (low is not None and item < low) or (high is not None and item > high):
+            allowed = (f">= {low}" if high is None else f"<= {high}" if low is None
+                       else f"in [{low}, {high}]")
+            raise ConfigError(f"{source}: {key}={value!r} must be {allowed}")
 
 
 def _convert(value, expected, *, source, key):
@@ -269,14 +285,18 @@ def _convert(value, expected, *, source, key):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping, got {_describe(value)}")
         return dict(value)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is float and isinstance(value, str):
-        # YAML 1.1 reads exponents without a dot (`1e-4`) as strings; accept them as numbers.
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if expected is float and not isinstance(value, bool):
+        number = value
+        if isinstance(value, str):
+            # YAML 1.1 reads exponents without a dot (`1e-4`) as strings: accept them.
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if isinstance(number, (int, float)):
+            if not math.isfinite(number):
+                raise ConfigError(f"{source}: {key}: expected a finite number, got {value!r}")
+            return float(number)
     if expected is Any or (isinstance(value, expected)
                            and not (expected is int and isinstance(value, bool))):
         return value

@@ -9,8 +9,8 @@ def per_image_cross_entropy(labels, logits, ignore_label, class_weights=None):
     """Softmax cross-entropy averaged over each image's non-ignored pixels; shape (batch,).
 
     With `class_weights` (one per class), each pixel counts with its true class's weight and
-    the image's mean is taken over those weights, as PyTorch's weighted cross-entropy does.
-    An image whose pixels are all ignored contributes 0.
+    each image's mean is a weighted mean (PyTorch's weighted cross-entropy does the same over
+    the whole batch instead of per image). An image whose pixels are all ignored gives 0.
     """
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)

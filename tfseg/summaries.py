@@ -1,4 +1,5 @@
-"""TensorBoard image panels: input | ground truth | prediction, side by side."""
+"""TensorBoard output: per-epoch scalars for training and validation, and prediction panels
+(input | ground truth | prediction, side by side)."""
 
 from pathlib import Path
 

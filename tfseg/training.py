@@ -25,12 +25,17 @@ from tfseg.metrics import confusion_matrix, scores_from_confusion
 from tfseg.summaries import TensorBoardLog
 
 
-def prepare_run_dir(run_dir):
-    """Creates the run directory; refuses one that already holds a run."""
-    run_dir = Path(run_dir)
-    if (run_dir / "config.yaml").exists():
+def refuse_existing_run(run_dir):
+    """Raises TfsegError if `run_dir` already holds a run."""
+    if (Path(run_dir) / "config.yaml").exists():
         raise TfsegError(f"{run_dir}: already holds a run (config.yaml exists); "
                          f"choose another --run-dir")
+
+
+def prepare_run_dir(run_dir):
+    """Creates the run directory and its sub-folders; refuses one that holds a run."""
+    refuse_existing_run(run_dir)
+    run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run_dir / "export").mkdir(exist_ok=True)
     return run_dir
@@ -70,19 +75,27 @@ def make_optimizer(train_config):
 
 
 def build_model(config):
-    """The configured model, taking raw pixels (normalisation inside)."""
+    """The configured model, taking raw pixels (normalisation inside).
+
+    Raises:
+        ConfigError: `model.options` names an option the model lacks or a bad value.
+    """
     try:
-        models.check_options(config.model.name, config.model.options)
+        return models.build(config.model.name, num_classes=config.model.num_classes,
+                            input_shape=(config.data.height, config.data.width),
+                            input_channels=config.model.input_channels,
+                            mean=config.data.mean, std=config.data.std,
+                            **config.model.options)
     except ValueError as error:
         raise ConfigError(f"model.options: {error}") from None
-    return models.build(config.model.name, num_classes=config.model.num_classes,
-                        input_shape=(config.data.height, config.data.width),
-                        input_channels=config.model.input_channels,
-                        mean=config.data.mean, std=config.data.std, **config.model.options)
 
 
 def train(config, run_dir):
     """Runs training, validation, logging, checkpointing and export for `config`.
+
+    Args:
+        config: `tfseg.config.Config`. The run's recipe.
+        run_dir: str or Path. Output folder; must not hold another run.
 
     Returns:
         dict of final validation metrics (also written to `run_dir/metrics.json`).
@@ -90,25 +103,20 @@ def train(config, run_dir):
 
 
     started = time.perf_counter()
-    run_dir = prepare_run_dir(run_dir)
-    save_config(config, run_dir / "config.yaml")
+    refuse_existing_run(run_dir)
     keras.utils.set_random_seed(config.train.seed)
     class_names = config.data.class_names
 
     strategy = make_strategy(config.train.strategy)
+    model, optimizer, train_step = build_training(config, strategy)
     with strategy.scope():
-        with dtype_policy(config.train.mixed_precision):
-            model = build_model(config)
-        optimizer = make_optimizer(config.train)
-        # Create slot variables now: created lazily inside a replica's tf.function they fail
-        # under MirroredStrategy.
-        optimizer.build(model.trainable_variables)
-        augment = SegmentationAugmentation(flip=config.data.flip, seed=config.train.seed)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    # The model is built (and its options checked) before anything is written.
+    run_dir = prepare_run_dir(run_dir)
+    save_config(config, run_dir / "config.yaml")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints",
                                          max_to_keep=config.train.checkpoints_to_keep)
-    train_step = make_train_step(strategy, model, optimizer, augment, config)
     eval_step = make_eval_step(strategy, model, config)
     train_batches = iter(strategy.experimental_distribute_dataset(train_dataset(config)))
     validation = validation_dataset(config)
@@ -166,6 +174,34 @@ def train(config, run_dir):
     export.write_json(final, run_dir / "metrics.json")
     _print_summary(run_dir, scores["validation"], exports, final["total_seconds"])
     return final
+
+
+def build_training(config, strategy):
+    """Model, optimizer and distributed train step for `config`, built in `strategy`'s scope.
+
+    With several replicas, batch norm uses the global batch's statistics: Keras keeps one
+    unsynchronised copy of the moving statistics per replica otherwise, and they drift apart.
+    """
+    with strategy.scope():
+        with dtype_policy(config.train.mixed_precision):
+            model = build_model(config)
+        if strategy.num_replicas_in_sync > 1:
+            for layer in _all_layers(model):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+        optimizer = make_optimizer(config.train)
+        # Slot variables created lazily inside a replica's tf.function fail under
+        # MirroredStrategy: create them now.
+        optimizer.build(model.trainable_variables)
+        augment = SegmentationAugmentation(flip=config.data.flip, seed=config.train.seed)
+    return model, optimizer, make_train_step(strategy, model, optimizer, augment, config)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def make_train_step(strategy, model, optimizer, augment, config):

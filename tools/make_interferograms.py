@@ -10,11 +10,13 @@ list the labelling tool writes) and a YOLO text file beside each frame. Determin
 """
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 import cv2
 
+from tfseg.data.interferograms import sequence_seed
 from tfseg.data.labels import write_roi_json, write_yolo
 from tfseg.data.synthetic import SyntheticSpec, generate_sequence
 
@@ -40,6 +42,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.out.exists():
         parser.error(f"{args.out} already exists; choose a new folder")
+    if args.sequences < 1:
+        parser.error("--sequences must be >= 1")
     try:
         spec = SyntheticSpec(height=args.size[0], width=args.size[1],
                              frames_per_sequence=args.frames, max_samples=args.max_samples,
@@ -48,10 +52,11 @@ def main(argv=None):
         parser.error(str(error))
     suffix = ".bmp" if args.bit_depth == 8 else ".png"   # BMP has no 16-bit grey format
     partial = args.out.with_name(args.out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)   # left by an interrupted run
     for sequence in range(args.sequences):
         folder = partial / f"sequence_{sequence:03d}"
         folder.mkdir(parents=True)
-        frames, boxes = generate_sequence(spec, seed=args.seed * 100_003 + sequence)
+        frames, boxes = generate_sequence(spec, sequence_seed(args.seed, "train", sequence))
         entries = []
         for index, (frame, frame_boxes) in enumerate(zip(frames, boxes)):
             name = f"frame_{index:04d}{suffix}"

@@ -37,6 +37,12 @@ def test_boxes_become_a_binary_mask():
     assert mask[2:4, 1:4].all() and mask[0, 0] == 1 and mask[4].sum() == 0
 
 
+def test_boxes_reaching_outside_the_frame_are_clipped():
+    mask = preprocess.boxes_to_mask([(-2, -3, 4, 5), (4, 3, 10, 10)], height=5, width=6)
+    assert mask[:2, :2].all() and mask[2:, :2].sum() == 0
+    assert mask[3:, 4:].all() and mask.sum() == 4 + 4
+
+
 def test_resize_keeps_mask_ids_exact():
     image = np.random.default_rng(0).uniform(0, 255, (30, 40)).astype(np.float32)
     mask = np.zeros((30, 40), np.uint8)

@@ -33,7 +33,7 @@ def validation_dataset(config):
     Every `val_frame_stride`-th frame of the validation stream is kept; each was preprocessed
     with its whole sequence, as at training time.
     """
-    frames = synthetic_frames(config.data, seed=config.train.seed, split="validation",
+    frames = synthetic_frames(config.data, seed=config.data.val_seed, split="validation",
                               num_sequences=config.data.val_sequences)
     frames = frames.shard(config.data.val_frame_stride, 0).cache()
     return frames.batch(config.train.batch_size).prefetch(tf.data.AUTOTUNE)

@@ -38,10 +38,10 @@ def equalize(frames, clip_limit, tile_grid, max_value):
 
 
 def boxes_to_mask(boxes, height, width):
-    """uint8 (H, W) mask: 1 inside any (x, y, w, h) box, 0 elsewhere."""
+    """uint8 (H, W) mask: 1 inside any (x, y, w, h) box (clipped to the frame), 0 elsewhere."""
     mask = np.zeros((height, width), np.uint8)
     for x, y, w, h in boxes:
-        mask[y:y + h, x:x + w] = 1
+        mask[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)] = 1
     return mask
 
 

@@ -22,6 +22,11 @@ def build_fcn_resnet18(*, num_classes, input_shape, stem="small", trainable_upsa
             keeps learning. Defaults to True (the seed).
         name: str. Model name. Defaults to "fcn_resnet18".
     """
+    if stem not in ("small", "imagenet"):
+        raise ValueError(f"`stem` must be 'small' or 'imagenet'; received stem={stem!r}")
+    if not isinstance(trainable_upsampling, bool):
+        raise ValueError(f"`trainable_upsampling` must be true or false; received "
+                         f"{trainable_upsampling!r}")
     level = 3 if stem == "small" else 5
     stride = 2 ** level
     inputs = keras.Input(shape=input_shape, name="image")
