@@ -199,3 +199,16 @@ def test_mirrored_strategy_runs_the_cli_end_to_end(tmp_path, write_yaml):
     assert "on 2 replica(s)" in result.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 2 and np.isfinite(metrics["loss"])
+
+
+def test_mixed_bfloat16_run_exports_a_float32_model_that_passes_parity(tmp_path, write_yaml):
+    import onnx
+    config = write_yaml({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 1,
+                                                  "mixed_precision": "mixed_bfloat16"}})
+    result = run_module("tfseg.train", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "export" / "parity.json").read_text())
+    assert all(r["passed"] for r in report["runtimes"].values())
+    graph = onnx.load(str(tmp_path / "run" / "export" / "model.onnx")).graph
+    assert not [n for n in graph.node if n.op_type == "Cast"], "half-precision casts exported"
+    assert np.isfinite(json.loads((tmp_path / "run" / "metrics.json").read_text())["loss"])
