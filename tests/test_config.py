@@ -79,6 +79,10 @@ def test_invalid_choice_suggests_closest(write_yaml):
     ({"train": {"mixed_precision": "mixed_float16", "strategy": "mirrored"}},
      "mixed_float16 is supported with strategy 'default' only"),
     ({"data": {"synthetic": {"bit_depth": 12}}}, "section 'data.synthetic'"),
+    ({"train": {"epochs": 2, "steps_per_epoch": 5, "warmup_steps": 10}},
+     "warmup_steps (10) must be shorter than the run"),
+    ({"train": {"warmup_steps": 5, "lr_schedule": "constant"}},
+     "warmup_steps needs lr_schedule 'cosine'"),
 ])
 def test_out_of_range_and_inconsistent_values_are_named(write_yaml, content, expected):
     message, path = error_for(write_yaml, content)

@@ -87,6 +87,7 @@ class TrainConfig:
     learning_rate: float = bounded(1e-3, 1e-12)
     class_weights: list[float] = bounded([], 0.0)   # per class; [] = unweighted
     lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = bounded(0, 0)   # linear warm-up from 0 to learning_rate (cosine only)
     strategy: Literal["default", "mirrored"] = "default"
     # Compute in half precision (variables, losses and metrics stay float32); the exported
     # model is a float32 copy of the trained weights.
@@ -96,6 +97,11 @@ class TrainConfig:
     checkpoints_to_keep: int = bounded(3, 1)
 
     def __post_init__(self):
+        if self.warmup_steps >= self.epochs * self.steps_per_epoch:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be shorter than the run "
+                             f"(epochs x steps_per_epoch = {self.epochs * self.steps_per_epoch})")
+        if self.warmup_steps and self.lr_schedule != "cosine":
+            raise ValueError("warmup_steps needs lr_schedule 'cosine'")
         if self.mixed_precision == "mixed_float16" and self.strategy != "default":
             # Keras 3.15's loss-scale optimizer checks only the first replica's gradients
             # for overflow when gradients are not summed first, as in this trainer.

@@ -64,8 +64,11 @@ def make_optimizer(train_config):
     loss scaling under mixed_float16)."""
     learning_rate = train_config.learning_rate
     if train_config.lr_schedule == "cosine":
+        total = train_config.epochs * train_config.steps_per_epoch
+        warmup = train_config.warmup_steps
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=train_config.epochs * train_config.steps_per_epoch)
+            0.0 if warmup else learning_rate, decay_steps=total - warmup,
+            warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
                   "sgd": keras.optimizers.SGD}
     optimizer = optimizers[train_config.optimizer](learning_rate=learning_rate)
