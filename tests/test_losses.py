@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfseg.losses import per_image_cross_entropy
+from tfseg.losses import per_image_cross_entropy, per_image_dice_loss
 
 
 def reference_cross_entropy(labels, logits):
@@ -45,3 +45,22 @@ def test_class_weights_weight_each_pixel_by_its_true_class():
     expected = (pixel * weights).sum() / weights.sum()
     loss = per_image_cross_entropy(labels, logits, 255, class_weights=[1.0, 4.0]).numpy()
     assert loss[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_dice_loss_is_zero_for_a_perfect_prediction_and_one_for_a_disjoint_one():
+    labels = np.zeros((2, 8, 8), np.int32)
+    labels[:, 2:5, 2:5] = 1
+    confident = np.where(labels[..., None] == np.arange(2), 50.0, -50.0).astype(np.float32)
+    wrong = confident[..., ::-1].copy()
+    assert per_image_dice_loss(labels, confident, 255).numpy() == pytest.approx([0, 0], abs=1e-3)
+    assert per_image_dice_loss(labels, wrong, 255).numpy() == pytest.approx([1, 1], abs=0.15)
+
+
+def test_dice_loss_leaves_out_ignored_pixels_and_handles_empty_images():
+    labels = np.zeros((1, 8, 8), np.int32)
+    logits = np.zeros((1, 8, 8, 2), np.float32)
+    logits[..., 0] = 50.0                       # confidently background everywhere
+    assert per_image_dice_loss(labels, logits, 255).numpy()[0] == pytest.approx(0, abs=1e-3)
+    labels[0, :4] = 255
+    logits[0, :4, :, 1] = 100.0                 # foreground only where labels are ignored
+    assert per_image_dice_loss(labels, logits, 255).numpy()[0] == pytest.approx(0, abs=1e-3)

@@ -86,6 +86,7 @@ class TrainConfig:
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
     learning_rate: float = bounded(1e-3, 1e-12)
     class_weights: list[float] = bounded([], 0.0)   # per class; [] = unweighted
+    dice_weight: float = bounded(0.0, 0.0)   # adds dice_weight x (1 - soft Dice) to the loss
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     warmup_steps: int = bounded(0, 0)   # linear warm-up from 0 to learning_rate (cosine only)
     strategy: Literal["default", "mirrored"] = "default"

@@ -23,3 +23,23 @@ def per_image_cross_entropy(labels, logits, ignore_label, class_weights=None):
         weight *= tf.gather(table, tf.where(valid, labels, tf.zeros_like(labels)))
     return tf.math.divide_no_nan(tf.reduce_sum(pixel_loss * weight, axis=[1, 2]),
                                  tf.reduce_sum(weight, axis=[1, 2]))
+
+
+def per_image_dice_loss(labels, logits, ignore_label, smooth=1.0):
+    """1 - soft Dice of each image, averaged over the foreground classes (1..C-1); (batch,).
+
+    Soft Dice uses softmax probabilities: 2 sum(p g) / (sum(p) + sum(g)), with `smooth` added
+    to both sides so an image without foreground scores 1 when nothing is predicted. Ignored
+    pixels are left out. Cross-entropy scores pixels one by one; Dice scores the overlap the
+    IoU metric measures, which helps rare, small foreground regions.
+    """
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.cast(labels, tf.int32)
+    num_classes = logits.shape[-1]
+    valid = tf.cast(tf.not_equal(labels, ignore_label), tf.float32)[..., None]
+    probabilities = tf.nn.softmax(logits)[..., 1:] * valid
+    truth = tf.one_hot(labels, num_classes)[..., 1:] * valid
+    intersection = tf.reduce_sum(probabilities * truth, axis=[1, 2])
+    total = tf.reduce_sum(probabilities + truth, axis=[1, 2])
+    dice = (2.0 * intersection + smooth) / (total + smooth)
+    return 1.0 - tf.reduce_mean(dice, axis=-1)

@@ -20,7 +20,7 @@ from tfseg.config import save_config
 from tfseg.data.augment import SegmentationAugmentation
 from tfseg.data.pipeline import train_dataset, validation_dataset
 from tfseg.errors import ConfigError, TfsegError
-from tfseg.losses import per_image_cross_entropy
+from tfseg.losses import per_image_cross_entropy, per_image_dice_loss
 from tfseg.metrics import confusion_matrix, scores_from_confusion
 from tfseg.summaries import TensorBoardLog
 
@@ -207,6 +207,15 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
+def per_image_loss(masks, logits, config):
+    """The configured training loss of each image: cross-entropy (+ weighted Dice)."""
+    ignore = config.data.ignore_label
+    loss = per_image_cross_entropy(masks, logits, ignore, config.train.class_weights or None)
+    if config.train.dice_weight:
+        loss += config.train.dice_weight * per_image_dice_loss(masks, logits, ignore)
+    return loss
+
+
 def make_train_step(strategy, model, optimizer, augment, config):
     """Distributed `train_step(iterator) -> (loss, confusion matrix)` tf.function.
 
@@ -214,15 +223,13 @@ def make_train_step(strategy, model, optimizer, augment, config):
     global-batch mean; loss and confusion matrix are summed across replicas.
     """
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
-    class_weights = config.train.class_weights or None
 
     def replica_step(images, masks):
         images, masks = augment(images, masks)
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            loss = tf.nn.compute_average_loss(
-                per_image_cross_entropy(masks, logits, ignore, class_weights),
-                global_batch_size=config.train.batch_size)
+            loss = tf.nn.compute_average_loss(per_image_loss(masks, logits, config),
+                                              global_batch_size=config.train.batch_size)
         gradients = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss, confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore)
@@ -237,11 +244,10 @@ def make_train_step(strategy, model, optimizer, augment, config):
 def make_eval_step(strategy, model, config):
     """Distributed `eval_step(batch) -> (loss sum, frame count, confusion matrix)`."""
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
-    class_weights = config.train.class_weights or None
 
     def replica_step(images, masks):
         logits = model(images, training=False)
-        loss_sum = tf.reduce_sum(per_image_cross_entropy(masks, logits, ignore, class_weights))
+        loss_sum = tf.reduce_sum(per_image_loss(masks, logits, config))
         return (loss_sum, tf.shape(images, out_type=tf.int64)[0],
                 confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore))
 
