@@ -103,8 +103,6 @@ def train(config, run_dir):
     Returns:
         dict of final validation metrics (also written to `run_dir/metrics.json`).
     """
-
-
     started = time.perf_counter()
     refuse_existing_run(run_dir)
     keras.utils.set_random_seed(config.train.seed)
@@ -156,10 +154,9 @@ def train(config, run_dir):
                         panel_data=(panel_images.numpy(), panel_masks.numpy(), predictions))
         epoch.assign(epoch_index + 1)
         manager.save(checkpoint_number=global_step)
-        history.append({"epoch": epoch_index + 1, "step": global_step,
-                        "train_loss": scores["train"]["loss"],
-                        "validation_loss": scores["validation"]["loss"],
-                        "validation_mean_iou": scores["validation"]["mean_iou"]})
+        history.append({"epoch": epoch_index + 1, "step": global_step, **{
+            f"{split}_{key}": scores[split][key] for split in ("train", "validation")
+            for key in ("loss", "mean_iou", "foreground_iou") if key in scores[split]}})
         print("  validation: " + _format_scores(scores["validation"]))
 
     if config.train.mixed_precision != "none":
@@ -224,7 +221,7 @@ def make_train_step(strategy, model, optimizer, augment, config):
     """
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
 
-    def replica_step(images, masks):
+    def replica_train_step(images, masks):
         images, masks = augment(images, masks)
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
@@ -236,7 +233,7 @@ def make_train_step(strategy, model, optimizer, augment, config):
 
     @tf.function
     def train_step(iterator):
-        return _sum_replicas(strategy, strategy.run(replica_step, args=next(iterator)))
+        return _sum_replicas(strategy, strategy.run(replica_train_step, args=next(iterator)))
 
     return train_step
 
@@ -245,7 +242,7 @@ def make_eval_step(strategy, model, config):
     """Distributed `eval_step(batch) -> (loss sum, frame count, confusion matrix)`."""
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
 
-    def replica_step(images, masks):
+    def replica_eval_step(images, masks):
         logits = model(images, training=False)
         loss_sum = tf.reduce_sum(per_image_loss(masks, logits, config))
         return (loss_sum, tf.shape(images, out_type=tf.int64)[0],
@@ -253,7 +250,7 @@ def make_eval_step(strategy, model, config):
 
     @tf.function
     def eval_step(batch):
-        return _sum_replicas(strategy, strategy.run(replica_step, args=batch))
+        return _sum_replicas(strategy, strategy.run(replica_eval_step, args=batch))
 
     return eval_step
 
