@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from conftest import REPO, TINY_CONFIG, run_module
 from tfseg.config import load_config
+from tfseg.summaries import palette as segmentation_palette
 
 pytestmark = pytest.mark.slow
 
@@ -74,14 +75,19 @@ def test_tensorboard_has_scalars_and_prediction_panels(run):
     for tag in ("loss", "mean_iou", "foreground_iou", "pixel_accuracy", "learning_rate"):
         assert [step for step, _ in train[tag]] == [2, 4], tag
     for tag in ("loss", "mean_iou", "foreground_iou", "pixel_accuracy"):
-        assert len(validation[tag]) == 2, tag
+        assert [step for step, _ in validation[tag]] == [2, 4], tag
     assert float(train["learning_rate"][1][1]) < float(train["learning_rate"][0][1])
     (panel_tag,) = [t for t in validation if "prediction" in t]
     step, encoded = validation[panel_tag][-1]
     # An image summary holds width, height, then one PNG per image.
     width, height, pngs = int(encoded[0]), int(encoded[1]), encoded[2:]
     assert (width, height, len(pngs)) == (3 * 64, 64, 2)
-    assert tf.io.decode_png(pngs[0]).shape == (64, 192, 3)
+    panel = tf.io.decode_png(pngs[0]).numpy()
+    assert panel.shape == (64, 192, 3)
+    # Ground truth and prediction thirds are drawn in the class palette only.
+    palette = {tuple(c) for c in segmentation_palette(2)}
+    for third in (panel[:, 64:128], panel[:, 128:]):
+        assert {tuple(p) for p in third.reshape(-1, 3)} <= palette
 
 
 def test_parity_report_covers_every_runtime(run):

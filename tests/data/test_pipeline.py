@@ -43,7 +43,7 @@ def test_validation_is_finite():
     assert frames == SMALL.val_sequences * SMALL.synthetic.frames_per_sequence
 
 
-def test_validation_stride_keeps_every_kth_frame_of_each_sequence():
+def test_validation_stride_keeps_every_kth_frame_of_the_stream():
     config = Config(data=dataclasses.replace(SMALL, val_frame_stride=2),
                     train=TrainConfig(batch_size=2))
     strided = np.concatenate([i.numpy() for i, _ in validation_dataset(config)])
