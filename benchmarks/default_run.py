@@ -4,7 +4,7 @@
 Runs `python -m tfseg.train` (no arguments: configs/default.yaml) `--repeats` times in fresh
 run directories, and prints the wall time of each whole command (TensorFlow start-up, data,
 training, validation, export and parity included) with the validation figures from its
-metrics.json. The README's figures come from this script:
+metrics.json and the parity of its exports. The README's figures come from this script:
 
     python benchmarks/default_run.py --repeats 3
 """
@@ -30,6 +30,8 @@ def main():
                         help="report whether the median run stays within this wall time")
     parser.add_argument("--min-foreground-iou", type=float, default=0.8)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     runs = []
     with tempfile.TemporaryDirectory(prefix="tfseg-bench-") as tmp:
         for repeat in range(args.repeats):
@@ -41,11 +43,15 @@ def main():
             if result.returncode != 0:
                 sys.exit(f"run {repeat} failed:\n{result.stderr[-2000:]}")
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            runs.append({"seconds": round(seconds, 1), **{k: round(metrics[k], 4) for k in (
-                "foreground_iou", "mean_iou", "pixel_accuracy")}, "frames": metrics["frames"]})
+            parity = json.loads((run_dir / "export" / "parity.json").read_text())["runtimes"]
+            runs.append({"seconds": round(seconds, 1), "frames": metrics["frames"], **{
+                key: None if metrics[key] is None else round(metrics[key], 4)
+                for key in ("foreground_iou", "mean_iou", "pixel_accuracy")},
+                "parity_max_abs_diff": {name: result.get("max_abs_diff")
+                                        for name, result in parity.items()}})
             print(json.dumps(runs[-1]), flush=True)
     median = statistics.median(r["seconds"] for r in runs)
-    iou = statistics.median(r["foreground_iou"] for r in runs)
+    iou = statistics.median(r["foreground_iou"] or 0.0 for r in runs)
     cpu = platform.processor() or platform.machine()
     print(f"\nmachine: {cpu}, {_cores()} cores; python -m tfseg.train (configs/default.yaml)")
     print(f"median wall time {median:.0f} s over {len(runs)} runs "

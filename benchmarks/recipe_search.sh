@@ -5,7 +5,7 @@
 # runs/search-<RUN>/metrics.json. All rows share the held-out set below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${1:?usage: recipe_search.sh RUN (F G H J K2 L M N O P Q) [extra args]}
+run=${1:?usage: recipe_search.sh RUN (F G H J K2 L M N O P Q R) [extra args]}
 shift
 common=(--config benchmarks/search_base.yaml --run-dir "runs/search-$run"
         --set data.val_sequences=16 --set data.val_frame_stride=4)
@@ -43,6 +43,9 @@ case $run in
             --set train.mixed_precision=mixed_bfloat16) ;;
   Q)  args=($(size 128) "${boxes[@]}" --set data.synthetic.fringes=16 "${raw[@]}"
             --set train.epochs=5 --set train.steps_per_epoch=200 --set train.learning_rate=4e-3
+            --set train.warmup_steps=100 --set train.mixed_precision=mixed_bfloat16) ;;
+  R)  args=($(size 128) "${boxes[@]}" --set data.synthetic.fringes=16 "${raw[@]}"
+            --set train.epochs=5 --set train.steps_per_epoch=300 --set train.learning_rate=4e-3
             --set train.warmup_steps=100 --set train.mixed_precision=mixed_bfloat16) ;;
   *)  echo "unknown run $run" >&2; exit 2 ;;
 esac

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from conftest import REPO, TINY_CONFIG, run_module
-from tfseg.config import Config, load_config, save_config
+from tfseg.config import Config, DataConfig, TrainConfig, load_config, save_config
 from tfseg.errors import ConfigError
 
 
@@ -16,7 +16,8 @@ def error_for(write_yaml, content, overrides=()):
     return str(caught.value), path
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")),
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml"))
+                         + [REPO / "benchmarks" / "search_base.yaml"],
                          ids=lambda p: p.name)
 def test_every_recipe_loads(recipe):
     assert isinstance(load_config(recipe), Config)
@@ -52,6 +53,13 @@ def test_wrong_type_names_key_and_expectation(write_yaml, section, key, value, e
     assert str(path) in message and f"{section}.{key}" in message and expected in message
 
 
+def test_sections_built_in_python_are_checked_too():
+    with pytest.raises(ValueError, match="batch_size=0 must be >= 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="std=\\[inf\\] must hold finite numbers"):
+        DataConfig(std=[float("inf")])
+
+
 def test_float_written_without_a_dot_is_a_number(write_yaml):
     path = write_yaml("train:\n  learning_rate: 1e-4\n")
     assert load_config(path).train.learning_rate == 1e-4
@@ -64,17 +72,22 @@ def test_invalid_choice_suggests_closest(write_yaml):
 
 
 @pytest.mark.parametrize("content,expected", [
-    ({"train": {"batch_size": 0}}, "train.batch_size=0 must be >= 1"),
-    ({"train": {"seed": -1}}, "train.seed=-1 must be in [0, 2147483647]"),
-    ({"train": {"log_images": 0}}, "train.log_images=0 must be >= 1"),
+    ({"train": {"batch_size": 0}}, "section 'train': batch_size=0 must be >= 1"),
+    ({"train": {"seed": -1}}, "section 'train': seed=-1 must be in [0, 2147483647]"),
+    ({"train": {"log_images": 0}}, "section 'train': log_images=0 must be >= 1"),
     ({"train": {"learning_rate": float("nan")}}, "train.learning_rate: expected a finite"),
     ({"data": {"std": [float("inf")]}}, "data.std[0]: expected a finite number"),
-    ({"data": {"std": [0.0]}}, "data.std=[0.0] must be >= 1e-06"),
-    ({"data": {"ignore_label": 300}}, "data.ignore_label=300 must be in [0, 255]"),
+    ({"data": {"std": [0.0]}}, "section 'data': std=[0.0] must be >= 1e-06"),
+    ({"data": {"ignore_label": 300}}, "section 'data': ignore_label=300 must be in [0, 255]"),
     ({"data": {"ignore_label": 1}}, "data.ignore_label 1 is a class id"),
-    ({"train": {"class_weights": [1.0, -2.0]}}, "train.class_weights=[1.0, -2.0] must be >= 0"),
+    ({"train": {"class_weights": [1.0, -2.0]}},
+     "section 'train': class_weights=[1.0, -2.0] must be >= 0"),
     ({"export": {"min_argmax_agreement": 99.9}},
-     "export.min_argmax_agreement=99.9 must be in [0.0, 1.0]"),
+     "section 'export': min_argmax_agreement=99.9 must be in [0.0, 1.0]"),
+    ({"export": {"opset": 19}}, "section 'export': opset=19 must be in [13, 18]"),
+    ({"train": {"class_weights": [0, 0]}}, "class_weights=[0.0, 0.0] must not all be 0"),
+    ({"model": {"input_channels": 3}, "data": {"mean": [0, 0, 0], "std": [1, 1, 1]}},
+     "synthetic interferograms have 1 channel but model.input_channels is 3"),
     ({"export": {"layout": "NHWC"}}, "with layout NHWC, leave opencv and opencv_classic out"),
     ({"train": {"mixed_precision": "mixed_float16", "strategy": "mirrored"}},
      "mixed_float16 is supported with strategy 'default' only"),

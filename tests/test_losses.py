@@ -53,7 +53,9 @@ def test_dice_loss_is_zero_for_a_perfect_prediction_and_one_for_a_disjoint_one()
     confident = np.where(labels[..., None] == np.arange(2), 50.0, -50.0).astype(np.float32)
     wrong = confident[..., ::-1].copy()
     assert per_image_dice_loss(labels, confident, 255).numpy() == pytest.approx([0, 0], abs=1e-3)
-    assert per_image_dice_loss(labels, wrong, 255).numpy() == pytest.approx([1, 1], abs=0.15)
+    # No overlap: Dice = (0 + 1) / (55 + 9 + 1) with 55 wrongly predicted and 9 true pixels.
+    assert per_image_dice_loss(labels, wrong, 255).numpy() == pytest.approx([1 - 1 / 65] * 2,
+                                                                            abs=1e-4)
 
 
 def test_dice_loss_leaves_out_ignored_pixels_and_handles_empty_images():

@@ -22,11 +22,27 @@ from tfseg.errors import ConfigError
 
 def bounded(default, low=None, high=None):
     """A dataclass field whose value (or each element of a list) must lie in [low, high];
-    `load_config` enforces it and names the key when it does not."""
+    `check_ranges` enforces it when the section is created."""
     metadata = {"range": (low, high)}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def check_ranges(section):
+    """Raises ValueError naming the first field of `section` outside its `bounded` range, or
+    holding a number that is not finite."""
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        for number in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ValueError(f"{item.name}={value!r} must hold finite numbers")
+        low, high = item.metadata.get("range", (None, None))
+        for number in value if isinstance(value, list) else [value]:
+            if (low is not None and number < low) or (high is not None and number > high):
+                allowed = (f">= {low}" if high is None else f"<= {high}" if low is None
+                           else f"in [{low}, {high}]")
+                raise ValueError(f"{item.name}={value!r} must be {allowed}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,9 @@ class ModelConfig:
     input_channels: int = bounded(1, 1, 4)
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        check_ranges(self)
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -48,6 +67,9 @@ class PreprocessConfig:
     background_alpha: float = bounded(0.9, 0.0, 1.0)  # input = clip(frame - alpha * bg, 0)
     clahe_clip_limit: float = bounded(0.0, 0.0)  # CLAHE clip limit; 0 disables
     clahe_tile_grid: int = bounded(20, 1)
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,7 @@ class DataConfig:
         "horizontal_and_vertical")
 
     def __post_init__(self):
+        check_ranges(self)
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean and std need one value per channel; "
                              f"received mean={self.mean}, std={self.std}")
@@ -98,6 +121,9 @@ class TrainConfig:
     checkpoints_to_keep: int = bounded(3, 1)
 
     def __post_init__(self):
+        check_ranges(self)
+        if self.class_weights and not sum(self.class_weights) > 0:
+            raise ValueError(f"class_weights={self.class_weights} must not all be 0")
         if self.warmup_steps >= self.epochs * self.steps_per_epoch:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be shorter than the run "
                              f"(epochs x steps_per_epoch = {self.epochs * self.steps_per_epoch})")
@@ -116,7 +142,7 @@ class ExportConfig:
 
     saved_model: bool = True
     onnx: bool = True
-    opset: int = bounded(17, 13, 21)
+    opset: int = bounded(17, 13, 18)   # tf2onnx 1.17 converts up to opset 18
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     parity_runtimes: list[Literal["onnxruntime", "opencv", "opencv_classic"]] = field(
         default_factory=lambda: ["onnxruntime", "opencv", "opencv_classic"])
@@ -125,6 +151,7 @@ class ExportConfig:
     min_argmax_agreement: float = bounded(0.999, 0.0, 1.0)   # a fraction, not a percentage
 
     def __post_init__(self):
+        check_ranges(self)
         if self.layout == "NHWC" and {"opencv", "opencv_classic"} & set(self.parity_runtimes):
             raise ValueError("OpenCV DNN is fed NCHW blobs: with layout NHWC, leave opencv "
                              "and opencv_classic out of parity_runtimes")
@@ -149,6 +176,9 @@ class Config:
                              f"but model.num_classes is {self.model.num_classes}")
         if len(self.data.mean) != self.model.input_channels:
             raise ValueError(f"data.mean/std have {len(self.data.mean)} values but "
+                             f"model.input_channels is {self.model.input_channels}")
+        if self.data.source == "synthetic" and self.model.input_channels != 1:
+            raise ValueError(f"synthetic interferograms have 1 channel but "
                              f"model.input_channels is {self.model.input_channels}")
         if self.data.ignore_label < self.model.num_classes:
             raise ValueError(f"data.ignore_label {self.data.ignore_label} is a class id "
@@ -239,25 +269,11 @@ def from_dict(cls, data, *, source, prefix=""):
             raise ConfigError(f"{source}: unknown key '{prefix}{key}'"
                               + _suggest(str(key), list(fields), prefix))
         values[key] = _convert(value, hints[key], source=source, key=f"{prefix}{key}")
-        _check_range(values[key], fields[key].metadata.get("range"), source=source,
-                     key=f"{prefix}{key}")
     try:
         return cls(**values)
     except ValueError as error:
         where = f"section '{prefix[:-1]}'" if prefix else "config"
         raise ConfigError(f"{source}: {where}: {error}") from None
-
-
-def _check_range(value, bounds, *, source, key):
-    """Raises ConfigError if `value` (or an element of it) lies outside `bounds`."""
-    if bounds is None:
-        return
-    low, high = bounds
-    for item in value if isinstance(value, list) else [value]:
-        if (low is not None and item < low) or (high is not None and item > high):
-            allowed = (f">= {low}" if high is None else f"<= {high}" if low is None
-                       else f"in [{low}, {high}]")
-            raise ConfigError(f"{source}: {key}={value!r} must be {allowed}")
 
 
 def _convert(value, expected, *, source, key):

@@ -108,7 +108,9 @@ def check_parity(saved_model_dir, onnx_path, images, *, runtimes, layout, max_ab
                 outputs = run_onnxruntime(onnx_path, images)
             else:
                 outputs = run_opencv(onnx_path, images, runtime=runtime)
-        except Exception as error:  # any failure fails this runtime, reported by name
+        except (TypeError, AttributeError, NameError):
+            raise  # a bug here, not a runtime failure: keep the traceback
+        except Exception as error:  # any runtime failure fails that runtime, by name
             report[runtime] = {"error": str(error), "passed": False}
             continue
         if layout == "NCHW":

@@ -29,9 +29,10 @@ def per_image_dice_loss(labels, logits, ignore_label, smooth=1.0):
     """1 - soft Dice of each image, averaged over the foreground classes (1..C-1); (batch,).
 
     Soft Dice uses softmax probabilities: 2 sum(p g) / (sum(p) + sum(g)), with `smooth` added
-    to both sides so an image without foreground scores 1 when nothing is predicted. Ignored
-    pixels are left out. Cross-entropy scores pixels one by one; Dice scores the overlap the
-    IoU metric measures, which helps rare, small foreground regions.
+    to both sides. An image without foreground scores Dice 1 (loss 0) only when its summed
+    foreground probability is near 0, so per-image Dice pushes hard against any foreground
+    probability on empty frames. Ignored pixels are left out. Cross-entropy scores pixels one by
+    one; Dice scores the overlap the IoU metric measures.
     """
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
