@@ -14,39 +14,31 @@ size() { echo --set data.height=$1 --set data.width=$1 --set data.synthetic.heig
               --set data.synthetic.width=$1; }
 boxes=(--set "data.synthetic.sample_size=[0.12,0.3]" --set "train.class_weights=[1,3]")
 raw=(--set data.preprocess.background_every=0 --set "data.mean=[115.0]" --set "data.std=[50.0]")
+small=($(size 128) "${boxes[@]}" --set data.synthetic.fringes=16)   # 128x128 frames
+fast=("${small[@]}" "${raw[@]}" --set train.mixed_precision=mixed_bfloat16)
 case $run in
   F)  args=("${no_export[@]}" $(size 192) "${boxes[@]}" --set train.steps_per_epoch=70) ;;
   G)  args=("${no_export[@]}" $(size 192) "${boxes[@]}" --set train.steps_per_epoch=100
             --set train.mixed_precision=mixed_bfloat16) ;;
-  H)  args=("${no_export[@]}" $(size 128) "${boxes[@]}" --set data.synthetic.fringes=16
-            --set train.steps_per_epoch=150) ;;
-  J)  args=("${no_export[@]}" $(size 128) "${boxes[@]}" --set data.synthetic.fringes=16
-            "${raw[@]}" --set train.steps_per_epoch=150) ;;
-  K2) args=("${no_export[@]}" $(size 128) "${boxes[@]}" --set data.synthetic.fringes=16
-            "${raw[@]}" --set train.steps_per_epoch=500 --set train.mixed_precision=mixed_bfloat16) ;;
-  L)  args=($(size 128) "${boxes[@]}" --set data.synthetic.fringes=16 "${raw[@]}"
-            --set train.epochs=5 --set train.steps_per_epoch=200 --set train.learning_rate=2e-3
-            --set train.warmup_steps=50 --set train.mixed_precision=mixed_bfloat16) ;;
+  H)  args=("${no_export[@]}" "${small[@]}" --set train.steps_per_epoch=150) ;;
+  J)  args=("${no_export[@]}" "${small[@]}" "${raw[@]}" --set train.steps_per_epoch=150) ;;
+  K2) args=("${no_export[@]}" "${fast[@]}" --set train.steps_per_epoch=500) ;;
+  L)  args=("${fast[@]}" --set train.epochs=5 --set train.steps_per_epoch=200
+            --set train.learning_rate=2e-3 --set train.warmup_steps=50) ;;
   M)  args=($(size 96) "${boxes[@]}" --set data.synthetic.fringes=12 "${raw[@]}"
-            --set train.epochs=6 --set train.steps_per_epoch=300 --set train.learning_rate=2e-3
-            --set train.warmup_steps=100 --set train.mixed_precision=mixed_bfloat16) ;;
-  N)  args=($(size 128) "${boxes[@]}" --set data.synthetic.fringes=16 "${raw[@]}"
-            --set train.epochs=5 --set train.steps_per_epoch=150 --set train.batch_size=16
-            --set train.learning_rate=3e-3 --set train.warmup_steps=50
-            --set train.mixed_precision=mixed_bfloat16) ;;
-  O)  args=($(size 128) --set "data.synthetic.sample_size=[0.12,0.3]" --set data.synthetic.fringes=16
-            "${raw[@]}" --set train.epochs=5 --set train.steps_per_epoch=200
-            --set train.learning_rate=2e-3 --set train.warmup_steps=50 --set train.dice_weight=1.0
-            --set train.mixed_precision=mixed_bfloat16) ;;
-  P)  args=($(size 128) "${boxes[@]}" --set data.synthetic.fringes=16 "${raw[@]}"
-            --set train.epochs=5 --set train.steps_per_epoch=220
-            --set train.mixed_precision=mixed_bfloat16) ;;
-  Q)  args=($(size 128) "${boxes[@]}" --set data.synthetic.fringes=16 "${raw[@]}"
-            --set train.epochs=5 --set train.steps_per_epoch=200 --set train.learning_rate=4e-3
-            --set train.warmup_steps=100 --set train.mixed_precision=mixed_bfloat16) ;;
-  R)  args=($(size 128) "${boxes[@]}" --set data.synthetic.fringes=16 "${raw[@]}"
-            --set train.epochs=5 --set train.steps_per_epoch=300 --set train.learning_rate=4e-3
-            --set train.warmup_steps=100 --set train.mixed_precision=mixed_bfloat16) ;;
+            --set train.mixed_precision=mixed_bfloat16 --set train.epochs=6
+            --set train.steps_per_epoch=300 --set train.learning_rate=2e-3
+            --set train.warmup_steps=100) ;;
+  N)  args=("${fast[@]}" --set train.epochs=5 --set train.steps_per_epoch=150
+            --set train.batch_size=16 --set train.learning_rate=3e-3 --set train.warmup_steps=50) ;;
+  O)  args=("${fast[@]}" --set "train.class_weights=[]" --set train.epochs=5
+            --set train.steps_per_epoch=200 --set train.learning_rate=2e-3
+            --set train.warmup_steps=50 --set train.dice_weight=1.0) ;;
+  P)  args=("${fast[@]}" --set train.epochs=5 --set train.steps_per_epoch=220) ;;
+  Q)  args=("${fast[@]}" --set train.epochs=5 --set train.steps_per_epoch=200
+            --set train.learning_rate=4e-3 --set train.warmup_steps=100) ;;
+  R)  args=("${fast[@]}" --set train.epochs=5 --set train.steps_per_epoch=300
+            --set train.learning_rate=4e-3 --set train.warmup_steps=100) ;;
   *)  echo "unknown run $run" >&2; exit 2 ;;
 esac
 exec python -m tfseg.train "${common[@]}" "${args[@]}" "$@"
