@@ -1,4 +1,4 @@
-"""Pieces of the training loop that need no data: optimizer, schedule, model building."""
+"""Pieces of the training loop that need no data: optimizer choice and learning-rate schedule."""
 
 import keras
 import pytest

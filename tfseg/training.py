@@ -186,7 +186,7 @@ def build_training(config, strategy):
         with dtype_policy(config.train.mixed_precision):
             model = build_model(config)
         if strategy.num_replicas_in_sync > 1:
-            for layer in _all_layers(model):
+            for layer in models.all_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
         optimizer = make_optimizer(config.train)
@@ -195,13 +195,6 @@ def build_training(config, strategy):
         optimizer.build(model.trainable_variables)
         augment = SegmentationAugmentation(flip=config.data.flip, seed=config.train.seed)
     return model, optimizer, make_train_step(strategy, model, optimizer, augment, config)
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def per_image_loss(masks, logits, config):
@@ -293,9 +286,9 @@ def export_run(model, config, run_dir, validation):
             model, run_dir / "export" / "model.onnx", opset=config.export.opset,
             layout=config.export.layout, metadata=metadata)
     if config.export.saved_model and config.export.onnx and config.export.parity_runtimes:
-        images = np.concatenate([batch[0].numpy() for batch in validation])
+        images, _ = next(iter(validation.unbatch().batch(config.export.parity_samples)))
         exported["parity"] = export.check_parity(
-            exported["saved_model"], exported["onnx"], images[:config.export.parity_samples],
+            exported["saved_model"], exported["onnx"], images.numpy(),
             runtimes=config.export.parity_runtimes, layout=config.export.layout,
             max_abs_diff=config.export.max_abs_diff,
             min_argmax_agreement=config.export.min_argmax_agreement,

@@ -8,13 +8,6 @@ import pytest
 from tfseg import models
 
 
-def all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from all_layers(layer)
-
-
 def trainable_parameters(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
@@ -32,7 +25,7 @@ def test_call_without_training_flag_is_inference(name):
     model = models.build(name, num_classes=2, input_shape=(64, 64), input_channels=1,
                          mean=[10.0], std=[5.0])
     # Move batch-norm statistics away from their initial values so modes differ.
-    for layer in all_layers(model):
+    for layer in models.all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.3, np.float32))
     x = np.random.default_rng(0).uniform(0, 40, size=(2, 64, 64, 1)).astype(np.float32)

@@ -38,6 +38,15 @@ def check_options(name, options):
             raise ValueError(f"model {name!r} has no option {option!r}{hint}")
 
 
+def all_layers(model):
+    """Every layer of `model`, descending into nested models (the backbone inside a network,
+    the network inside the normalising wrapper)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
 def build(name, *, num_classes, input_shape, input_channels=3, mean=None, std=None, **options):
     """Builds model `name` of `MODEL_BUILDERS`.
 
