@@ -98,3 +98,22 @@ def test_opencv_failure_is_reported_not_crashing(tmp_path, exported):
         export.check_parity(saved_model, broken, images, runtimes=["opencv"], layout="NCHW",
                             max_abs_diff=1e-3, min_argmax_agreement=0.999,
                             report_path=tmp_path / "parity.json")
+
+
+@pytest.mark.parametrize("size,target", [((3, 5), (7, 11)), ((97, 83), (50, 70))])
+def test_fractional_resize_exports_at_its_exact_size(tmp_path, size, target):
+    # tf2onnx writes 97 -> 50 as scale 50/97, which runtimes may floor to 49 (TOOLCHAIN.md
+    # trap 2).
+    inputs = keras.Input((*size, 3))
+    resized = keras.layers.Resizing(*target, interpolation="bilinear")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(resized))
+    onnx_path = export.export_onnx(model, tmp_path / "resize.onnx")
+    output = onnx.load(str(onnx_path)).graph.output[0]
+    assert [d.dim_value for d in output.type.tensor_type.shape.dim] == [1, 2, *target]
+    images = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
+    expected = model(images, training=False).numpy()
+    for runtime in ("onnxruntime", "opencv"):
+        outputs = (export.run_onnxruntime(onnx_path, images) if runtime == "onnxruntime"
+                   else run_opencv(onnx_path, images, runtime=runtime))
+        np.testing.assert_allclose(outputs.transpose(0, 2, 3, 1), expected, atol=1e-4,
+                                   err_msg=runtime)

@@ -71,10 +71,49 @@ def export_onnx(model, path, *, opset=17, layout="NCHW", metadata=None):
     properties = {"tfseg_version": tfseg.__version__, "input_name": INPUT_NAME,
                   "input_shape": json.dumps(shape), "layout": layout, **(metadata or {})}
     onnx.helper.set_model_props(proto, properties)
+    _resize_by_sizes(proto)
     partial = path.with_name(path.name + ".partial")
     onnx.save(proto, str(partial))
     os.replace(partial, path)
     return path
+
+
+def _resize_by_sizes(proto):
+    """Rewrites every Resize that tf2onnx gave fractional `scales` to exact integer `sizes`.
+
+    tf2onnx stores a static 3 -> 7 resize as scale 7/3, which runtimes floor to 6: onnxruntime
+    then rejects the graph and OpenCV DNN silently returns the wrong size (TOOLCHAIN.md trap 2).
+    The intended size is round(input size x scale), since the scale is that ratio in float32.
+    """
+    graph = proto.graph
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    shapes = {info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+              for info in [*inferred.input, *inferred.value_info]}
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Resize" or len(node.input) != 3 or node.input[2] not in constants:
+            continue
+        scales = onnx.numpy_helper.to_array(constants[node.input[2]])
+        shape = shapes.get(node.input[0])
+        if not shape or 0 in shape or len(shape) != len(scales):
+            raise ValueError(f"Resize node {node.name!r}: cannot rewrite scales {scales} to "
+                             f"sizes without the static input shape (got {shape})")
+        sizes = np.round(np.asarray(shape) * scales).astype(np.int64)
+        sizes_name = f"{node.name}_sizes"
+        graph.initializer.append(onnx.numpy_helper.from_array(sizes, sizes_name))
+        node.input[2] = ""
+        node.input.append(sizes_name)
+    used = {name for node in graph.node for name in node.input}
+    unused = [tensor for tensor in graph.initializer if tensor.name not in used]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+    # Shapes recorded before the rewrite are stale: infer the outputs' anew.
+    graph.ClearField("value_info")
+    for output in graph.output:
+        output.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    graph.ClearField("output")
+    graph.output.extend(inferred.graph.output)
 
 
 def run_onnxruntime(onnx_path, images):

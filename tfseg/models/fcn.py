@@ -5,7 +5,7 @@ bilinear-initialised upsampling back to the input size."""
 import keras
 import numpy as np
 
-from tfseg.models.backbones import build_resnet_backbone
+from tfseg.models.backbones.resnet import build_resnet_backbone
 from tfseg.models.layers import bilinear_upsampling_kernel, crop_padding, pad_to_multiple
 
 

@@ -1,8 +1,4 @@
-"""Feature extractors shared by the segmentation heads.
-
-Contract: a backbone is a functional `keras.Model` whose output is a dict of feature maps keyed
-`"Pn"`, where `Pn` is 2**n times smaller than the input. A head reads only the keys it needs.
-"""
+"""ResNet backbones (He et al., https://arxiv.org/abs/1512.03385)."""
 
 import keras
 
