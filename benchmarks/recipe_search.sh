@@ -5,9 +5,9 @@
 # runs/search-<RUN>/metrics.json. All rows share the held-out set below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${1:?usage: recipe_search.sh RUN (F G H J K2 L M N O P Q R) [extra args]}
+run=${1:?usage: recipe_search.sh RUN (F G H J K2 L M N O P Q R S) [extra args]}
 shift
-common=(--config benchmarks/search_base.yaml --run-dir "runs/search-$run"
+common=(--config benchmarks/search_base.yaml --run-dir "runs/search-$run" --set data.shuffle_frames=64
         --set data.val_sequences=16 --set data.val_frame_stride=4)
 no_export=(--set export.saved_model=false --set export.onnx=false)
 size() { echo --set data.height=$1 --set data.width=$1 --set data.synthetic.height=$1 \
@@ -39,6 +39,9 @@ case $run in
             --set train.learning_rate=4e-3 --set train.warmup_steps=100) ;;
   R)  args=("${fast[@]}" --set train.epochs=5 --set train.steps_per_epoch=300
             --set train.learning_rate=4e-3 --set train.warmup_steps=100) ;;
+  S)  args=("${fast[@]}" --set train.epochs=5 --set train.steps_per_epoch=200
+            --set train.learning_rate=4e-3 --set train.warmup_steps=100
+            --set data.shuffle_frames=1024) ;;
   *)  echo "unknown run $run" >&2; exit 2 ;;
 esac
 exec python -m tfseg.train "${common[@]}" "${args[@]}" "$@"

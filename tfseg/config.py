@@ -87,6 +87,9 @@ class DataConfig:
     val_frame_stride: int = bounded(1, 1)  # keep every k-th validation frame: frames of a
                                            # sequence are alike, many short samples measure better
     val_seed: int = bounded(0, 0, 2**31 - 1)  # fixed, so runs with other train seeds compare
+    # Training frames held in the shuffle buffer. Frames of one sequence are alike: a buffer
+    # spanning many sequences keeps each batch diverse.
+    shuffle_frames: int = bounded(1024, 1)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = (

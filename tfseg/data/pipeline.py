@@ -18,11 +18,11 @@ def train_dataset(config):
     """
     train = config.train
     frames_needed = train.epochs * train.steps_per_epoch * train.batch_size
-    sequences = -(-frames_needed // config.data.synthetic.frames_per_sequence) + 4
+    sequences = -(-(frames_needed + config.data.shuffle_frames)
+                 // config.data.synthetic.frames_per_sequence)
     frames = synthetic_frames(config.data, seed=train.seed, split="train",
                               num_sequences=sequences)
-    # Consecutive frames of a sequence share their background: mix several sequences.
-    frames = frames.shuffle(4 * config.data.synthetic.frames_per_sequence, seed=train.seed)
+    frames = frames.shuffle(config.data.shuffle_frames, seed=train.seed)
     batches = frames.batch(train.batch_size, drop_remainder=True)
     return batches.take(train.epochs * train.steps_per_epoch).prefetch(tf.data.AUTOTUNE)
 
