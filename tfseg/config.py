@@ -67,16 +67,29 @@ class PreprocessConfig:
     background_alpha: float = bounded(0.9, 0.0, 1.0)  # input = clip(frame - alpha * bg, 0)
     clahe_clip_limit: float = bounded(0.0, 0.0)  # CLAHE clip limit; 0 disables
     clahe_tile_grid: int = bounded(20, 1)
+    # [x, y, w, h] region of each frame kept before resizing (the FCN seed's column strip
+    # 200:712 is [200, 0, 512, 3072]); [] keeps the whole frame.
+    crop: list[int] = bounded([], 0)
 
     def __post_init__(self):
         check_ranges(self)
+        if self.crop and (len(self.crop) != 4 or 0 in self.crop[2:]):
+            raise ValueError(f"crop={self.crop} must be [] or [x, y, w, h] with w, h > 0")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where frames come from and how they reach the network."""
 
-    source: Literal["synthetic"] = "synthetic"
+    # "synthetic": interferograms rendered on the fly; "interferograms": folders on disk.
+    source: Literal["synthetic", "interferograms"] = "synthetic"
+    path: str = ""       # interferograms: a sequence folder or a folder of sequence folders
+    val_path: str = ""   # interferograms: held-out folder(s); "" = split off val_fraction
+    val_fraction: float = bounded(0.1, 0.0, 0.9)   # of the frames, drawn with split_seed
+    split_seed: int = bounded(1024, 0, 2**32 - 1)  # the interferogram seed's ICNet split
+    labels: Literal["auto", "rois", "yolo"] = "auto"   # auto: rois.json if present, else YOLO
+    bad_frames: Literal["error", "skip"] = "error"   # skip: log, count and drop unreadable ones
+    cache: str = "memory"   # preprocessed frames: "memory", "none", or a file path prefix
     height: int = bounded(256, 8)     # network input size; frames are resized to it
     width: int = bounded(256, 8)
     class_names: list[str] = field(default_factory=lambda: ["background", "sample"])
@@ -100,6 +113,10 @@ class DataConfig:
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean and std need one value per channel; "
                              f"received mean={self.mean}, std={self.std}")
+        if self.source != "synthetic" and not self.path:
+            raise ValueError(f"source {self.source!r} reads folders: set path")
+        if not self.cache:
+            raise ValueError("cache must be 'memory', 'none' or a file path prefix")
 
 
 @dataclass(frozen=True)
@@ -180,8 +197,8 @@ class Config:
         if len(self.data.mean) != self.model.input_channels:
             raise ValueError(f"data.mean/std have {len(self.data.mean)} values but "
                              f"model.input_channels is {self.model.input_channels}")
-        if self.data.source == "synthetic" and self.model.input_channels != 1:
-            raise ValueError(f"synthetic interferograms have 1 channel but "
+        if self.model.input_channels != 1:   # every source so far is an interferogram
+            raise ValueError(f"interferograms have 1 channel but "
                              f"model.input_channels is {self.model.input_channels}")
         if self.data.ignore_label < self.model.num_classes:
             raise ValueError(f"data.ignore_label {self.data.ignore_label} is a class id "

@@ -18,7 +18,8 @@ import tensorflow as tf
 from tfseg import export, models
 from tfseg.config import save_config
 from tfseg.data.augment import SegmentationAugmentation
-from tfseg.data.pipeline import train_dataset, validation_dataset
+from tfseg.data.interferograms import data_error
+from tfseg.data.pipeline import make_datasets
 from tfseg.errors import ConfigError, TfsegError
 from tfseg.losses import per_image_cross_entropy, per_image_dice_loss
 from tfseg.metrics import confusion_matrix, scores_from_confusion
@@ -102,7 +103,20 @@ def train(config, run_dir):
 
     Returns:
         dict of final validation metrics (also written to `run_dir/metrics.json`).
+
+    Raises:
+        TfsegError: bad configuration or data; a bad frame is named with its problem.
     """
+    try:
+        return _train(config, run_dir)
+    except tf.errors.OpError as error:
+        reported = data_error(error)
+        if reported is None:
+            raise
+        raise reported from None
+
+
+def _train(config, run_dir):
     started = time.perf_counter()
     refuse_existing_run(run_dir)
     keras.utils.set_random_seed(config.train.seed)
@@ -112,15 +126,16 @@ def train(config, run_dir):
     model, optimizer, train_step = build_training(config, strategy)
     with strategy.scope():
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    # The model is built (and its options checked) before anything is written.
+    # The model is built and the data folders checked before anything is written.
+    data = make_datasets(config)
     run_dir = prepare_run_dir(run_dir)
     save_config(config, run_dir / "config.yaml")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints",
                                          max_to_keep=config.train.checkpoints_to_keep)
     eval_step = make_eval_step(strategy, model, config)
-    train_batches = iter(strategy.experimental_distribute_dataset(train_dataset(config)))
-    validation = validation_dataset(config)
+    train_batches = iter(strategy.experimental_distribute_dataset(data.train))
+    validation = data.validation
     validation_batches = strategy.experimental_distribute_dataset(validation)
     panel_images, panel_masks = next(iter(
         validation.unbatch().batch(config.train.log_images)))
@@ -167,12 +182,15 @@ def train(config, run_dir):
                                         validation_batches, class_names)
     final = {"split": "validation", **scores["validation"], "epochs": config.train.epochs,
              "steps": global_step, "train_seconds": round(time.perf_counter() - started, 1),
-             "history": history}
+             "history": history, "skipped_frames": data.skipped}
     export.write_json(final, run_dir / "metrics.json")
     exports = export_run(model, config, run_dir, validation)
     final["total_seconds"] = round(time.perf_counter() - started, 1)
     export.write_json(final, run_dir / "metrics.json")
     _print_summary(run_dir, scores["validation"], exports, final["total_seconds"])
+    if data.skipped:
+        print(f"  skipped        {len(data.skipped)} unreadable frame(s), listed in "
+              f"{run_dir / 'metrics.json'}")
     return final
 
 

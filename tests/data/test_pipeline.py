@@ -6,7 +6,7 @@ import numpy as np
 
 from tfseg.config import Config, DataConfig, TrainConfig
 from tfseg.data.interferograms import synthetic_frames
-from tfseg.data.pipeline import train_dataset, validation_dataset
+from tfseg.data.pipeline import make_datasets
 from tfseg.data.synthetic import SyntheticSpec
 
 SMALL = DataConfig(height=32, width=48, val_sequences=2,
@@ -31,7 +31,7 @@ def test_stream_is_reproducible_and_splits_differ():
 
 def test_training_stream_holds_exactly_the_run_and_has_static_shapes():
     config = Config(data=SMALL, train=TrainConfig(batch_size=4, epochs=2, steps_per_epoch=3))
-    batches = list(train_dataset(config))
+    batches = list(make_datasets(config).train)
     assert len(batches) == 6
     images, masks = batches[0]
     assert images.shape == (4, 32, 48, 1) and masks.shape == (4, 32, 48)
@@ -39,23 +39,23 @@ def test_training_stream_holds_exactly_the_run_and_has_static_shapes():
 
 def test_validation_is_finite():
     config = Config(data=SMALL, train=TrainConfig(batch_size=4))
-    frames = sum(int(i.shape[0]) for i, _ in validation_dataset(config))
+    frames = sum(int(i.shape[0]) for i, _ in make_datasets(config).validation)
     assert frames == SMALL.val_sequences * SMALL.synthetic.frames_per_sequence
 
 
 def test_validation_stride_keeps_every_kth_frame_of_the_stream():
     config = Config(data=dataclasses.replace(SMALL, val_frame_stride=2),
                     train=TrainConfig(batch_size=2))
-    strided = np.concatenate([i.numpy() for i, _ in validation_dataset(config)])
-    full = np.concatenate([i.numpy() for i, _ in validation_dataset(
-        dataclasses.replace(config, data=SMALL))])
+    strided = np.concatenate([i.numpy() for i, _ in make_datasets(config).validation])
+    full = np.concatenate([i.numpy() for i, _ in make_datasets(
+        dataclasses.replace(config, data=SMALL)).validation])
     np.testing.assert_array_equal(strided, full[::2])
 
 
 def test_validation_frames_are_identical_across_epochs():
     config = Config(data=dataclasses.replace(SMALL, val_sequences=1),
                     train=TrainConfig(batch_size=2))
-    dataset = validation_dataset(config)
+    dataset = make_datasets(config).validation
     first = np.concatenate([i.numpy() for i, _ in dataset])
     second = np.concatenate([i.numpy() for i, _ in dataset])
     np.testing.assert_array_equal(first, second)

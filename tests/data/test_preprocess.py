@@ -11,21 +11,32 @@ from tfseg.data.synthetic import SyntheticSpec, generate_sequence
 
 
 def test_box_blur_matches_opencv_and_zero_disables():
-    frames = np.random.default_rng(0).integers(0, 256, (2, 9, 11), dtype=np.uint8)
-    np.testing.assert_array_equal(preprocess.box_blur(frames, 3)[1], cv2.blur(frames[1], (3, 3)))
-    assert preprocess.box_blur(frames, 0) is frames
+    frame = np.random.default_rng(0).integers(0, 256, (9, 11), dtype=np.uint8)
+    np.testing.assert_array_equal(preprocess.box_blur(frame, 3), cv2.blur(frame, (3, 3)))
+    assert preprocess.box_blur(frame, 0) is frame
 
 
-def test_background_is_mean_of_every_kth_frame_and_result_is_clipped():
-    frames = np.stack([np.full((2, 2), v, np.uint8) for v in (10, 50, 30, 90)])
-    out = preprocess.subtract_background(frames, every=2, alpha=0.5)   # background (10+30)/2
-    np.testing.assert_allclose(out[:, 0, 0], [0.0, 40.0, 20.0, 80.0])
-    assert (preprocess.subtract_background(frames, 1, 2.0) >= 0).all()
-    np.testing.assert_array_equal(preprocess.subtract_background(frames, 0, 0.9), frames)
+def test_background_is_the_mean_of_the_blurred_frames_and_result_is_clipped():
+    frames = [np.full((4, 4), v, np.uint8) for v in (10, 50, 30, 90)]
+    background = preprocess.estimate_background(frames[::2], blur=3)   # (10 + 30) / 2
+    np.testing.assert_allclose(background, 20.0)
+    out = [preprocess.subtract_background(f, background, alpha=0.5)[0, 0] for f in frames]
+    np.testing.assert_allclose(out, [0.0, 40.0, 20.0, 80.0])
+    assert (preprocess.subtract_background(frames[0], background, 2.0) >= 0).all()
+    np.testing.assert_array_equal(preprocess.subtract_background(frames[1], None, 0.9),
+                                  frames[1])
+
+
+def test_crop_takes_the_region_and_refuses_one_outside_the_frame():
+    frame = np.arange(30 * 40).reshape(30, 40)
+    np.testing.assert_array_equal(preprocess.crop(frame, [5, 2, 10, 20]), frame[2:22, 5:15])
+    assert preprocess.crop(frame, []) is frame
+    with pytest.raises(ValueError, match=r"reaches outside the 30x40"):
+        preprocess.crop(frame, [35, 0, 10, 10])
 
 
 def test_clahe_spreads_a_narrow_histogram_and_zero_disables():
-    frame = np.random.default_rng(0).integers(100, 120, (1, 64, 64)).astype(np.float32)
+    frame = np.random.default_rng(0).integers(100, 120, (64, 64)).astype(np.float32)
     out = preprocess.equalize(frame, clip_limit=5.0, tile_grid=4, max_value=255)
     assert out.std() > 2 * frame.std()
     assert preprocess.equalize(frame, 0.0, 4, 255) is frame

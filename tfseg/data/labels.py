@@ -47,11 +47,15 @@ def write_yolo(path, boxes, height, width, class_id=0):
     Path(path).write_text("".join(line + "\n" for line in lines))
 
 
-def read_yolo(path, height, width):
-    """Reads a YOLO text file into pixel boxes (x, y, w, h) for a height x width frame."""
+def read_yolo_normalised(path):
+    """Reads a YOLO text file into normalised (x_center, y_center, width, height) boxes."""
     path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise TfsegError(f"{path}: not a readable YOLO label file ({error})") from None
     boxes = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -63,9 +67,20 @@ def read_yolo(path, height, width):
         if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
             raise TfsegError(f"{path}:{number}: coordinates must be normalised to 0..1, "
                              f"got {line!r}")
-        x0, y0 = round((cx - w / 2) * width), round((cy - h / 2) * height)
-        boxes.append((x0, y0, round(w * width), round(h * height)))
+        boxes.append((cx, cy, w, h))
     return boxes
+
+
+def read_yolo(path, height, width):
+    """Reads a YOLO text file into pixel boxes (x, y, w, h) for a height x width frame."""
+    return [yolo_to_pixels(box, height, width) for box in read_yolo_normalised(path)]
+
+
+def yolo_to_pixels(box, height, width):
+    """A normalised YOLO (x_center, y_center, w, h) box -> pixel (x, y, w, h)."""
+    cx, cy, w, h = box
+    return (round((cx - w / 2) * width), round((cy - h / 2) * height), round(w * width),
+            round(h * height))
 
 
 def _box(box, where):

@@ -1,39 +1,118 @@
 """Training and validation tf.data pipelines for a `Config`.
 
-Sources yield single (image float32 HxWxC, mask uint8 HxW) frames; this module shuffles,
-batches and prefetches them. Random augmentation is not here: it runs inside the training step
-(`tfseg.data.augment`), on the accelerator.
+Sources yield single (image float32 HxWxC, mask uint8 HxW) frames; this module caches,
+shuffles, batches and prefetches them. Random augmentation is not here: it runs inside the
+training step (`tfseg.data.augment`), on the accelerator.
 """
 
+from dataclasses import dataclass, field
+
+import numpy as np
 import tensorflow as tf
 
-from tfseg.data.interferograms import synthetic_frames
+from tfseg.data import interferograms
+from tfseg.errors import TfsegError
 
 
-def train_dataset(config):
-    """Shuffled (images, masks) batches for the whole run: epochs x steps_per_epoch of them.
+@dataclass
+class Datasets:
+    """The run's input: `train` (exactly epochs x steps_per_epoch batches) and `validation`
+    batches, plus the files of any bad frames skipped so far (`data.bad_frames: skip`)."""
 
-    A finite stream stops its background workers when training ends, and batch i is always
-    the same batch, whatever happened before it.
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    skipped: list = field(default_factory=list)
+
+
+def make_datasets(config):
+    """Both pipelines of `config`; folder sources are listed and checked here, up front.
+
+    Raises:
+        TfsegError: a data folder is missing, empty or holds badly labelled frames.
     """
+    if config.data.source == "synthetic":
+        return Datasets(_synthetic_train(config), _synthetic_validation(config))
+    skipped = [] if config.data.bad_frames == "skip" else None
+    train_frames, val_frames, backgrounds = split_interferograms(config.data)
+    train = interferograms.folder_frames(train_frames, backgrounds, config.data,
+                                         skipped=skipped)
+    validation = interferograms.folder_frames(val_frames, backgrounds, config.data,
+                                              skipped=skipped)
+    train = _cached(train, config.data.cache, "train").shuffle(
+        min(len(train_frames), config.data.shuffle_frames), seed=config.train.seed,
+        reshuffle_each_iteration=True).repeat()
+    return Datasets(_run_batches(train, config),
+                    _validation_batches(_cached(validation, config.data.cache, "validation"),
+                                        config),
+                    skipped if skipped is not None else [])
+
+
+def split_interferograms(data):
+    """Train and validation frames and each sequence's background.
+
+    With `val_path` the validation frames are that folder's; otherwise `val_fraction` of the
+    frames, drawn with `split_seed` (the seed's ICNet split: 10 % with seed 1024).
+    """
+    sequences = interferograms.find_sequences(data.path)
+    val_sequences = interferograms.find_sequences(data.val_path) if data.val_path else []
+    frames = {folder: interferograms.read_sequence(folder, data.labels)
+              for folder in sequences + val_sequences}
+    backgrounds = {folder: interferograms.sequence_background(folder_frames, data.preprocess)
+                   for folder, folder_frames in frames.items()}
+    train = [frame for folder in sequences for frame in frames[folder]]
+    if val_sequences:
+        validation = [frame for folder in val_sequences for frame in frames[folder]]
+    else:
+        order = np.random.default_rng(data.split_seed).permutation(len(train))
+        count = max(1, round(data.val_fraction * len(train)))
+        if count >= len(train):
+            raise TfsegError(f"{data.path}: {len(train)} frame(s) cannot be split into "
+                             f"training and validation (data.val_fraction "
+                             f"{data.val_fraction}); add frames or set data.val_path")
+        held_out = set(order[:count].tolist())
+        validation = [frame for i, frame in enumerate(train) if i in held_out]
+        train = [frame for i, frame in enumerate(train) if i not in held_out]
+    return train, validation, backgrounds
+
+
+def _cached(frames, cache, split):
+    """Decoded, preprocessed frames kept in memory ("memory"), in files at a path prefix, or
+    not at all ("none")."""
+    if cache == "none":
+        return frames
+    return frames.cache("" if cache == "memory" else f"{cache}-{split}")
+
+
+def _run_batches(frames, config):
+    """Exactly the run's epochs x steps_per_epoch batches, prefetched."""
     train = config.train
-    frames_needed = train.epochs * train.steps_per_epoch * train.batch_size
-    sequences = -(-(frames_needed + config.data.shuffle_frames)
-                 // config.data.synthetic.frames_per_sequence)
-    frames = synthetic_frames(config.data, seed=train.seed, split="train",
-                              num_sequences=sequences)
-    frames = frames.shuffle(config.data.shuffle_frames, seed=train.seed)
     batches = frames.batch(train.batch_size, drop_remainder=True)
     return batches.take(train.epochs * train.steps_per_epoch).prefetch(tf.data.AUTOTUNE)
 
 
-def validation_dataset(config):
-    """The fixed held-out validation frames, decoded once and cached in memory.
+def _validation_batches(frames, config):
+    return frames.batch(config.train.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _synthetic_train(config):
+    """Synthetic sequences rendered on the fly: every training frame is new. A finite stream
+    stops its background workers when training ends, and batch i is always the same batch."""
+    train = config.train
+    frames_needed = train.epochs * train.steps_per_epoch * train.batch_size
+    sequences = -(-(frames_needed + config.data.shuffle_frames)
+                  // config.data.synthetic.frames_per_sequence)
+    frames = interferograms.synthetic_frames(config.data, seed=train.seed, split="train",
+                                             num_sequences=sequences)
+    return _run_batches(frames.shuffle(config.data.shuffle_frames, seed=train.seed), config)
+
+
+def _synthetic_validation(config):
+    """The fixed held-out synthetic frames, rendered once and cached in memory.
 
     Every `val_frame_stride`-th frame of the validation stream is kept; each was preprocessed
     with its whole sequence, as at training time.
     """
-    frames = synthetic_frames(config.data, seed=config.data.val_seed, split="validation",
-                              num_sequences=config.data.val_sequences)
-    frames = frames.shard(config.data.val_frame_stride, 0).cache()
-    return frames.batch(config.train.batch_size).prefetch(tf.data.AUTOTUNE)
+    frames = interferograms.synthetic_frames(config.data, seed=config.data.val_seed,
+                                             split="validation",
+                                             num_sequences=config.data.val_sequences)
+    return _validation_batches(frames.shard(config.data.val_frame_stride, 0).cache(), config)
