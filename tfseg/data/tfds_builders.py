@@ -1,0 +1,165 @@
+"""TensorFlow Datasets builders for local data: CamVid (SegNet layout) and the SR image folders.
+
+Nothing is downloaded: each builder reads its `manual_dir` (the folders of data/README.md) and
+writes TFRecord shards under `data_dir`. Build once, offline:
+
+    from tfseg.data import tfds_builders
+    builder = tfds_builders.prepare("camvid_segnet", manual_dir="../shared/data/camvid",
+                                    data_dir="~/tensorflow_datasets")
+
+which runs, for the builder class of that name,
+
+    builder = tfds_builders.CamvidSegnet(data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, try_download_gcs=False))
+
+Then load it like any TFDS data set (importing this module registers the names):
+
+    import tensorflow_datasets as tfds
+    examples = tfds.load("camvid_segnet", split="train", data_dir=data_dir, download=False)
+    pairs = examples.map(tfds_builders.segmentation_pair)   # (image float32, mask uint8)
+    images = tfds.load("sr_images", split="validation", data_dir=data_dir, download=False)
+
+or use `builder.as_dataset(split=...)`. The stored masks keep CamVid's raw ids (11 = void);
+`segmentation_pair` maps void to the ignore label, as `tfseg.data.camvid.read_segnet` does.
+
+Adding a builder (the interferogram sequences, say): a `GeneratorBasedBuilder` subclass with
+`VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS` (the expected folder layout), `_info` (features,
+`supervised_keys`), `_split_generators` that lists and checks each split's files with the
+module's reader (raising `TfsegError` naming a bad file) and `_generate_examples` yielding
+(key, feature dict) per file, keyed by its path relative to `manual_dir`; then an entry in
+`BUILDERS`.
+"""
+
+import importlib.util
+from pathlib import Path
+from typing import ClassVar
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfseg.data import camvid, super_resolution
+from tfseg.errors import TfsegError
+
+
+class CamvidSegnet(tfds.core.GeneratorBasedBuilder):
+    """CamVid road scenes in the SegNet split: 367 train and 101 validation 480x360 images."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "SegNet split; masks hold label ids 0..10 and 11 = void."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "manual_dir holds the SegNet layout: train/ and val/ with RGB images, trainannot/ and "
+        "valannot/ with 8-bit single-channel label PNGs of the same names.")
+    SPLIT_FOLDERS: ClassVar[dict[str, str]] = {"train": "train", "validation": "val"}
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="CamVid (Brostow et al. 2009), SegNet tutorial split, 11 classes + void.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "segmentation_mask": tfds.features.LabeledImage(
+                    labels=[*camvid.CAMVID_CLASSES, "Void"], shape=(None, None, 1)),
+                "file_name": tfds.features.Text(),
+            }),
+            supervised_keys=("image", "segmentation_mask"),
+            homepage="http://mi.eng.cam.ac.uk/research/projects/VideoRec/CamVid/",
+        )
+
+    def _split_generators(self, dl_manager):
+        root = Path(dl_manager.manual_dir)
+        return {split: self._generate_examples(root, camvid.segnet_pairs(root, folder))
+                for split, folder in self.SPLIT_FOLDERS.items()}
+
+    def _generate_examples(self, root, pairs):
+        for image, label in pairs:
+            name = image.relative_to(root).as_posix()
+            yield name, {"image": _image_value(image), "segmentation_mask": label,
+                         "file_name": name}
+
+
+class SrImages(tfds.core.GeneratorBasedBuilder):
+    """HR images for super-resolution: train = T91 + BSD200, validation = Set5."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "T91 and BSD200 for training, Set5 for validation."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "manual_dir holds t91/ (BMP), bsd200/ and set5/ (PNG) folders of RGB images.")
+    SPLIT_FOLDERS: ClassVar[dict[str, tuple]] = {
+        "train": ("t91", "bsd200"), "validation": ("set5",)}
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="HR images for SR training (T91, BSD200) and evaluation (Set5).",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "file_name": tfds.features.Text(),
+            }),
+        )
+
+    def _split_generators(self, dl_manager):
+        root = Path(dl_manager.manual_dir)
+        splits = {}
+        for split, folders in self.SPLIT_FOLDERS.items():
+            paths = super_resolution.list_hr_images([root / folder for folder in folders])
+            super_resolution.image_sizes(paths)   # names an unreadable image before writing
+            splits[split] = self._generate_examples(root, paths)
+        return splits
+
+    def _generate_examples(self, root, paths):
+        for path in paths:
+            name = path.relative_to(root).as_posix()
+            yield name, {"image": _image_value(path), "file_name": name}
+
+
+def _image_value(path):
+    """What an Image feature stores for an image file: a PNG path as it is (TFDS keeps its
+    bytes), any other format decoded to RGB (TFDS encodes it as PNG)."""
+    if path.suffix.lower() == ".png":
+        return path
+    return camvid.decode_rgb(str(path)).numpy()
+
+
+BUILDERS = {"camvid_segnet": CamvidSegnet, "sr_images": SrImages}
+
+
+def prepare(name, *, manual_dir, data_dir):
+    """Builds data set `name` of `BUILDERS` offline from `manual_dir` into `data_dir`.
+
+    An existing build of the same version is reused.
+
+    Returns:
+        The prepared `tfds.core.DatasetBuilder` (`builder.as_dataset(split=...)`).
+
+    Raises:
+        TfsegError: a missing `manual_dir`, a bad file in it (named), or a missing
+            `importlib_resources` package.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"unknown TFDS builder {name!r}; valid: {sorted(BUILDERS)}")
+    if importlib.util.find_spec("importlib_resources") is None:
+        # TFDS 4.9.10 imports it when building any data set but does not require it for
+        # Python >= 3.9 (tensorflow/datasets#11212).
+        raise TfsegError("building a TFDS data set needs the importlib_resources package, "
+                         "which tensorflow-datasets 4.9.10 uses without installing it: "
+                         "pip install importlib_resources")
+    builder_class = BUILDERS[name]
+    if not Path(manual_dir).is_dir():
+        raise TfsegError(f"{manual_dir}: no such folder; "
+                         f"{builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    builder = builder_class(data_dir=str(data_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual_dir), try_download_gcs=False))
+    return builder
+
+
+def segmentation_pair(example, *, ignore_label=255):
+    """A `camvid_segnet` example -> (image float32 (H, W, 3) 0..255, mask uint8 (H, W)), void
+    pixels set to `ignore_label`: the format of `tfseg.data.camvid.read_segnet`."""
+    camvid.check_ignore_label(ignore_label, len(camvid.CAMVID_CLASSES))
+    mask = example["segmentation_mask"][..., 0]
+    return (tf.cast(example["image"], tf.float32),
+            camvid.void_to_ignore(mask, camvid.CAMVID_VOID_ID, ignore_label))
