@@ -79,41 +79,56 @@ def export_onnx(model, path, *, opset=17, layout="NCHW", metadata=None):
 
 
 def _resize_by_sizes(proto):
-    """Rewrites every Resize that tf2onnx gave fractional `scales` to exact integer `sizes`.
+    """Rewrites every Resize that tf2onnx gave `scales` to exact integer `sizes`.
 
     tf2onnx stores a static 3 -> 7 resize as scale 7/3, which runtimes floor to 6: onnxruntime
     then rejects the graph and OpenCV DNN silently returns the wrong size (TOOLCHAIN.md trap 2).
     The intended size is round(input size x scale), since the scale is that ratio in float32.
+    Nodes are rewritten in graph order, and shapes are inferred again after each size that
+    flooring got wrong, so later nodes see their true input sizes.
     """
     graph = proto.graph
-    inferred = onnx.shape_inference.infer_shapes(proto).graph
-    shapes = {info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
-              for info in [*inferred.input, *inferred.value_info]}
     constants = {tensor.name: tensor for tensor in graph.initializer}
+    shapes = _inferred_shapes(proto)
     for node in graph.node:
         if node.op_type != "Resize" or len(node.input) != 3 or node.input[2] not in constants:
             continue
-        scales = onnx.numpy_helper.to_array(constants[node.input[2]])
+        scales = onnx.numpy_helper.to_array(constants[node.input[2]]).astype(np.float64)
         shape = shapes.get(node.input[0])
         if not shape or 0 in shape or len(shape) != len(scales):
             raise ValueError(f"Resize node {node.name!r}: cannot rewrite scales {scales} to "
                              f"sizes without the static input shape (got {shape})")
-        sizes = np.round(np.asarray(shape) * scales).astype(np.int64)
+        exact = np.round(np.asarray(shape) * scales)
         sizes_name = f"{node.name}_sizes"
-        graph.initializer.append(onnx.numpy_helper.from_array(sizes, sizes_name))
+        graph.initializer.append(onnx.numpy_helper.from_array(exact.astype(np.int64),
+                                                              sizes_name))
         node.input[2] = ""
         node.input.append(sizes_name)
+        if not np.array_equal(np.floor(np.asarray(shape) * scales.astype(np.float32)), exact):
+            shapes = _inferred_shapes(proto)
     used = {name for node in graph.node for name in node.input}
     unused = [tensor for tensor in graph.initializer if tensor.name not in used]
     for tensor in unused:
         graph.initializer.remove(tensor)
-    # Shapes recorded before the rewrite are stale: infer the outputs' anew.
     graph.ClearField("value_info")
     for output in graph.output:
         output.type.tensor_type.ClearField("shape")
     inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     graph.ClearField("output")
     graph.output.extend(inferred.graph.output)
+
+
+def _inferred_shapes(proto):
+    """Static shapes of the graph's inputs and intermediate tensors, inferred afresh (shapes
+    recorded before a rewrite are stale)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    probe.graph.ClearField("value_info")
+    for output in probe.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(probe).graph
+    return {info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+            for info in [*inferred.input, *inferred.value_info]}
 
 
 def run_onnxruntime(onnx_path, images):
