@@ -20,6 +20,7 @@ from keras.export import ExportArchive
 
 import tfseg
 from tfseg.errors import TfsegError
+from tfseg.files import write_text_atomic
 from tfseg.opencv_dnn import run_opencv
 
 INPUT_NAME = "pixels"
@@ -199,10 +200,7 @@ def _describe(result):
 
 def write_json(data, path):
     """Writes JSON atomically (temporary name, then rename); NaN becomes null (valid JSON)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n")
 
 
 def _finite_or_none(value):

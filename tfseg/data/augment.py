@@ -1,33 +1,193 @@
-"""Random augmentation as Keras layers, run inside the training step (so on the accelerator
-when there is one), transforming image and mask together.
+"""Random augmentation run inside the training step (so on the accelerator when there is one),
+transforming image and mask together.
 
-Keras 3.15 returns transformed masks as float32 (TOOLCHAIN.md trap 6); they are cast back to
-their integer dtype here, so label ids stay exact.
+Keras 3.15 preprocessing layers do most of it; where they are subtly wrong for segmentation
+(checked in tests/data/test_augment.py; TOOLCHAIN.md trap 6) this module works around them:
+
+- `RandomFlip("horizontal_and_vertical")` draws ONE coin for both axes, so it only ever
+  yields the identity or a 180-degree rotation: two independent single-axis flips are used.
+- `RandomCrop` takes one window for the whole batch, is not random at all along an axis
+  whose crop size equals the input size (it centre-crops instead: 480x320 out of 480x360
+  frames is always the middle rows) and bilinearly resizes masks when the input is smaller:
+  the crop is written here, one window per image.
+- `RandomContrast(factor)` with one number draws the contrast factor in [1, 1 + factor]
+  (its docstring promises [1 - factor, 1 + factor]): the factor is passed as a pair.
+- Masks come back as float32 and get the image's fill value where a zoom-out pads: masks are
+  shifted by +1 before the geometric layers so that the fill value 0 marks padding, which
+  becomes the ignore label, and are cast back to their integer dtype.
 """
+
+import itertools
+import math
 
 import keras
 import tensorflow as tf
+
+FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 
 
 class SegmentationAugmentation:
     """Applies the configured random transforms to a batch of (images, masks).
 
+    Order: random crop, brightness and contrast (images only), flips, zoom. Every transform
+    is drawn per image. The output spatial size is static: `crop_size`, or the input size.
+    Masks keep their integer dtype and hold only their input ids or `ignore_label` (for
+    areas a zoom-out pads). Build it inside `strategy.scope()` under tf.distribute: the
+    random generators' state is then mirrored, so runs are deterministic under `seed` (each
+    replica draws the same parameters for its slice of the batch).
+
     Args:
-        flip: str. "none", "horizontal", "vertical" or "horizontal_and_vertical".
-        seed: int. Seed of the layers' random generators.
+        flip: str. "none", "horizontal", "vertical" or "horizontal_and_vertical" (each axis
+            flipped independently with probability 0.5).
+        seed: int. Seed of all random draws; the same seed gives the same augmentations.
+        crop_size: tuple of 2 ints or None. (height, width) of a random window cut from each
+            image; it may equal the input size along either axis. Defaults to None (no crop).
+        scale: tuple of 2 floats or None. (min, max) magnification of a random zoom about the
+            image centre, min >= 0.5: 1.25 enlarges the content by 25 %, 0.8 shrinks it and
+            pads the border (mask: `ignore_label`, image: 0). The sampling step 1 / scale is
+            drawn uniformly. Defaults to None (no zoom).
+        brightness: float. Largest offset, in pixel units of `value_range`, added to a whole
+            image (all channels alike): 20 draws an offset in [-20, 20]. Defaults to 0 (off).
+        contrast: float in [0, 1). Images are scaled about their per-channel mean by a
+            factor drawn in [1 - contrast, 1 + contrast]. Defaults to 0 (off).
+        value_range: tuple of 2 floats. Range of the incoming raw pixels (0..255 for 8-bit
+            frames, 0..65535 for 16-bit ones); brightness and contrast clip their output to
+            it. Defaults to (0, 255).
+        ignore_label: int. Mask value for padded areas (and kept where it already is).
+            Defaults to 255.
+
+    Example:
+
+    >>> augment = SegmentationAugmentation(flip="horizontal", seed=0, crop_size=(32, 48))
+    >>> images, masks = augment(tf.zeros((2, 40, 64, 1)), tf.zeros((2, 40, 64), tf.uint8))
+    >>> images.shape, masks.shape, masks.dtype
+    (TensorShape([2, 32, 48, 1]), TensorShape([2, 32, 48]), tf.uint8)
     """
 
-    def __init__(self, *, flip, seed):
-        self.layers = []
-        if flip != "none":
-            self.layers.append(keras.layers.RandomFlip(flip, seed=seed, name="augment_flip"))
+    def __init__(self, *, flip, seed, crop_size=None, scale=None, brightness=0.0,
+                 contrast=0.0, value_range=(0.0, 255.0), ignore_label=255):
+        if flip not in FLIP_MODES:
+            raise ValueError(f"Invalid value for argument `flip`: expected one of "
+                             f"{FLIP_MODES}. Received: flip={flip!r}")
+        if not _is_int(seed):
+            raise ValueError(f"Invalid value for argument `seed`: expected an integer. "
+                             f"Received: seed={seed!r}")
+        if crop_size is not None and not (
+                _is_pair(crop_size) and all(_is_int(v) and v >= 1 for v in crop_size)):
+            raise ValueError(f"Invalid value for argument `crop_size`: expected None or "
+                             f"(height, width), two integers >= 1. "
+                             f"Received: crop_size={crop_size!r}")
+        if scale is not None and not (
+                _is_pair(scale) and all(_is_real(v) for v in scale)
+                and 0.5 <= scale[0] <= scale[1]):
+            raise ValueError(f"Invalid value for argument `scale`: expected None or "
+                             f"(min, max) with 0.5 <= min <= max. Received: scale={scale!r}")
+        if not (_is_pair(value_range) and all(_is_real(v) for v in value_range)
+                and value_range[0] < value_range[1]):
+            raise ValueError(f"Invalid value for argument `value_range`: expected (low, high) "
+                             f"with low < high. Received: value_range={value_range!r}")
+        span = value_range[1] - value_range[0]
+        if not (_is_real(brightness) and 0 <= brightness <= span):
+            raise ValueError(f"Invalid value for argument `brightness`: expected a pixel "
+                             f"offset in [0, {span:g}] (the width of value_range). "
+                             f"Received: brightness={brightness!r}")
+        if not (_is_real(contrast) and 0 <= contrast < 1):
+            raise ValueError(f"Invalid value for argument `contrast`: expected a float in "
+                             f"[0, 1). Received: contrast={contrast!r}")
+        if not (_is_int(ignore_label) and ignore_label >= 0):
+            raise ValueError(f"Invalid value for argument `ignore_label`: expected an "
+                             f"integer >= 0. Received: ignore_label={ignore_label!r}")
+        self.flip = flip
+        self.seed = seed
+        self.crop_size = None if crop_size is None else tuple(crop_size)
+        self.scale = None if scale is None else tuple(scale)
+        self.brightness = brightness
+        self.contrast = contrast
+        self.value_range = tuple(value_range)
+        self.ignore_label = ignore_label
+
+        # Each random source gets its own seed: equal seeds would draw equal numbers.
+        seeds = itertools.count(seed)
+        # float32 whatever the global dtype policy: bfloat16 would round pixels above 256.
+        options = {"dtype": "float32"}
+        self.crop_seed = keras.random.SeedGenerator(next(seeds)) if crop_size else None
+        self.photometric_layers = []
+        if brightness:
+            self.photometric_layers.append(keras.layers.RandomBrightness(
+                brightness / span, value_range=self.value_range, seed=next(seeds),
+                name="augment_brightness", **options))
+        if contrast:
+            self.photometric_layers.append(keras.layers.RandomContrast(
+                (contrast, contrast), value_range=self.value_range, seed=next(seeds),
+                name="augment_contrast", **options))
+        self.geometric_layers = [
+            keras.layers.RandomFlip(mode, seed=next(seeds), name=f"augment_flip_{mode}",
+                                    **options)
+            for mode in ("horizontal", "vertical") if mode in flip]
+        if scale:
+            # Keras zooms by a sampling step 1 + factor, factor in (-1, 1]: step = 1 / scale.
+            factor = (1.0 / scale[1] - 1.0, 1.0 / scale[0] - 1.0)
+            self.geometric_layers.append(keras.layers.RandomZoom(
+                factor, fill_mode="constant", fill_value=0.0, interpolation="bilinear",
+                seed=next(seeds), name="augment_zoom", **options))
 
     def __call__(self, images, masks):
         """images (B, H, W, C) float, masks (B, H, W) integer -> both transformed alike."""
-        if not self.layers:
+        if self.ignore_label > tf.as_dtype(masks.dtype).max:
+            raise ValueError(f"Invalid value for argument `ignore_label`: does not fit the "
+                             f"masks' dtype {tf.as_dtype(masks.dtype).name}. "
+                             f"Received: ignore_label={self.ignore_label}")
+        if self.crop_size:
+            images, masks = self._random_crop(images, masks)
+        for layer in self.photometric_layers:
+            images = layer(images, training=True)
+        if not self.geometric_layers:
             return images, masks
-        data = {"images": images, "segmentation_masks": masks[..., None]}
-        for layer in self.layers:
+        # Shifted by one: the zoom's fill value 0 then marks padding.
+        data = {"images": images,
+                "segmentation_masks": tf.cast(masks, tf.float32)[..., None] + 1.0}
+        for layer in self.geometric_layers:
             data = layer(data, training=True)
-        out_masks = tf.cast(tf.round(data["segmentation_masks"][..., 0]), masks.dtype)
-        return data["images"], out_masks
+        shifted = tf.cast(tf.round(data["segmentation_masks"][..., 0]), tf.int32)
+        out_masks = tf.where(shifted == 0, self.ignore_label, shifted - 1)
+        return data["images"], tf.cast(out_masks, masks.dtype)
+
+    def _random_crop(self, images, masks):
+        """One random `crop_size` window per image, the same for its mask (exact gather)."""
+        height, width = images.shape[1], images.shape[2]
+        crop_height, crop_width = self.crop_size
+        if height is None or width is None:
+            raise ValueError(f"Random crop needs images with a static height and width "
+                             f"(use tf.ensure_shape). Received: images.shape={images.shape}")
+        if crop_height > height or crop_width > width:
+            raise ValueError(f"Invalid value for argument `crop_size`: larger than the "
+                             f"images (height, width) = ({height}, {width}). "
+                             f"Received: crop_size={self.crop_size}")
+        if (crop_height, crop_width) == (height, width):
+            return images, masks
+        batch = tf.shape(images)[0]
+        top = keras.random.randint((batch, 1), 0, height - crop_height + 1,
+                                   seed=self.crop_seed)
+        left = keras.random.randint((batch, 1), 0, width - crop_width + 1,
+                                    seed=self.crop_seed)
+        rows = top + tf.range(crop_height)
+        columns = left + tf.range(crop_width)
+
+        def crop(tensor):
+            tensor = tf.gather(tensor, rows, axis=1, batch_dims=1)
+            return tf.gather(tensor, columns, axis=2, batch_dims=1)
+
+        return crop(images), crop(masks)
+
+
+def _is_pair(value):
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))

@@ -12,12 +12,16 @@ import json
 from pathlib import Path
 
 from tfseg.errors import TfsegError
+from tfseg.files import write_text_atomic
 
 
 def write_roi_json(path, entries):
-    """Writes `[(frame file name, [(x, y, w, h), ...]), ...]` as a JSON ROI list."""
+    """Writes `[(frame file name, [(x, y, w, h), ...]), ...]` as a JSON ROI list.
+
+    Atomic: an interrupted write never leaves a truncated list.
+    """
     data = [[str(name), [[int(v) for v in box] for box in boxes]] for name, boxes in entries]
-    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def read_roi_json(path):

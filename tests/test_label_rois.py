@@ -1,0 +1,207 @@
+"""tools/label_rois.py: YOLO conversion, resume, box mapping and atomic saves without a
+display; a clear one-line exit 2 when there is no display or the input is bad."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO
+
+from tfseg import files
+from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json, write_yolo
+
+TOOL = REPO / "tools" / "label_rois.py"
+_spec = importlib.util.spec_from_file_location("label_rois", TOOL)
+label_rois = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(label_rois)
+
+# name, (height, width), bit depth, boxes (x, y, w, h)
+FRAMES = [
+    ("frame_0000.bmp", (60, 90), 8, [(10, 5, 20, 12), (60, 40, 25, 15)]),
+    ("frame_0001.png", (60, 90), 16, []),
+    ("frame_0002.tif", (75, 50), 16, [(0, 0, 50, 75)]),
+    ("frame_0003.bmp", (60, 90), 8, [(33, 21, 7, 9)]),
+]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A folder of 8- and 16-bit BMP/PNG/TIFF frames with a YOLO file beside each."""
+    folder = tmp_path / "sequence"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (height, width), bits, boxes in FRAMES:
+        dtype = np.uint8 if bits == 8 else np.uint16
+        frame = rng.integers(0, np.iinfo(dtype).max, (height, width), endpoint=True)
+        cv2.imwrite(str(folder / name), frame.astype(dtype))
+        write_yolo((folder / name).with_suffix(".txt"), boxes, height, width)
+    return folder
+
+
+def run_tool(*args, **env):
+    """Runs the tool from the repo root with DISPLAY and WAYLAND_DISPLAY unset (plus `env`)."""
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, check=False, timeout=300,
+                          env={**environment, **env})
+
+
+def assert_one_line_error(result, *expected):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def test_without_a_display_it_says_so_in_one_line_and_exits_2(folder):
+    result = run_tool(folder)
+    assert_one_line_error(result, "no display")
+    assert not (folder / "rois.json").exists()
+
+
+@pytest.mark.skipif(Path("/tmp/.X11-unix/X99").exists(), reason="display :99 exists here")
+def test_an_unreachable_display_is_reported_instead_of_aborting(folder):
+    """OpenCV's Qt build aborts the process when namedWindow cannot reach the display."""
+    result = run_tool(folder, DISPLAY=":99")
+    assert_one_line_error(result, "cannot open an OpenCV window")
+
+
+def test_from_yolo_writes_the_boxes_the_yolo_files_hold(folder):
+    result = run_tool(folder, "--from-yolo")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 4 box(es) of 4 frames" in result.stdout
+    rois = read_roi_json(folder / "rois.json")
+    assert list(rois) == [name for name, *_ in FRAMES]
+    for name, (height, width), _, boxes in FRAMES:
+        assert rois[name] == boxes
+        assert rois[name] == read_yolo((folder / name).with_suffix(".txt"), height, width)
+
+
+def test_from_yolo_does_not_overwrite_an_existing_list(folder):
+    write_roi_json(folder / "rois.json", [("frame_0000.bmp", [(1, 2, 3, 4)])])
+    result = run_tool(folder, "--from-yolo")
+    assert_one_line_error(result, "rois.json: already exists")
+    assert read_roi_json(folder / "rois.json") == {"frame_0000.bmp": [(1, 2, 3, 4)]}
+
+
+def test_a_fully_labelled_folder_needs_no_display(folder):
+    assert run_tool(folder, "--from-yolo").returncode == 0
+    result = run_tool(folder)
+    assert result.returncode == 0, result.stderr
+    assert "all 4 frames are already in" in result.stdout
+
+
+def missing_folder(folder):
+    return folder / "absent", [], "absent: no such folder"
+
+
+def no_frames(folder):
+    for path in folder.glob("frame_*"):
+        path.unlink()
+    return folder, [], "no frames"
+
+
+def corrupt_frame(folder):
+    (folder / "frame_0001.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder, ["--from-yolo"], "frame_0001.png: unreadable or truncated image"
+
+
+def bad_yolo_line(folder):
+    (folder / "frame_0002.txt").write_text("0 0.5 0.5 0.2\n")
+    return folder, ["--from-yolo"], "frame_0002.txt:1: expected 'class x_center"
+
+
+def missing_yolo_file(folder):
+    (folder / "frame_0003.txt").unlink()
+    return folder, ["--from-yolo"], "frame_0003.bmp: no YOLO label file frame_0003.txt"
+
+
+def bad_roi_list(folder):
+    (folder / "rois.json").write_text("[[")
+    return folder, [], "rois.json: not a readable JSON ROI list"
+
+
+@pytest.mark.parametrize("damage", [missing_folder, no_frames, corrupt_frame, bad_yolo_line,
+                                    missing_yolo_file, bad_roi_list])
+def test_bad_input_is_one_line_naming_the_file_and_exit_2(folder, damage):
+    path, options, expected = damage(folder)
+    assert_one_line_error(run_tool(path, *options), expected)
+
+
+def test_resume_picks_up_at_the_first_frame_not_in_the_list(folder):
+    frames = label_rois.list_frames(folder)
+    rois_path = folder / "rois.json"
+    assert label_rois.unlabelled_frames(frames, label_rois.read_rois(rois_path)) == frames
+    write_roi_json(rois_path, [("frame_0000.bmp", []), ("frame_0002.tif", [(1, 1, 2, 2)])])
+    remaining = label_rois.unlabelled_frames(frames, label_rois.read_rois(rois_path))
+    assert [p.name for p in remaining] == ["frame_0001.png", "frame_0003.bmp"]
+    write_roi_json(rois_path, [(p.name, []) for p in frames])
+    assert label_rois.unlabelled_frames(frames, label_rois.read_rois(rois_path)) == []
+
+
+def test_display_fits_max_side_and_boxes_map_back_to_full_resolution():
+    frame = np.arange(300 * 200, dtype=np.uint16).reshape(300, 200)
+    image = label_rois.to_display(frame, 100)
+    assert image.dtype == np.uint8 and image.shape == (100, 67)
+    assert image.min() <= 1 and image.max() >= 254, "16-bit frames are stretched to 8 bits"
+    assert label_rois.to_display(frame[:50, :40].astype(np.uint8), 100).shape == (50, 40)
+    boxes = label_rois.to_frame_boxes([(10, 20, 30, 40), (0, 0, 67, 100), (60, 90, 30, 30),
+                                       (5, 5, 0, 3)], (100, 67), (300, 200))
+    assert boxes == [(30, 60, 89, 120), (0, 0, 200, 300), (179, 270, 21, 30)]
+
+
+def test_labelling_saves_after_every_frame_and_resumes_after_an_interrupt(folder):
+    """The display step is replaced by a function that 'draws' one box per frame."""
+    frames = label_rois.list_frames(folder)
+    rois_path = folder / "rois.json"
+    shown = []
+
+    def draw_one_box(image, title):
+        shown.append(title.split()[0])
+        saved = label_rois.read_rois(rois_path)
+        assert list(saved) == [p.name for p in frames[:len(saved)]]
+        if len(shown) == 3:
+            raise KeyboardInterrupt   # Ctrl+C while the third frame is on screen
+        height, width = image.shape[:2]
+        return [(0, 0, width // 2, height // 2)]
+
+    with pytest.raises(KeyboardInterrupt):
+        label_rois.label_frames(frames, rois_path, 40, draw_one_box)
+    assert list(read_roi_json(rois_path)) == ["frame_0000.bmp", "frame_0001.png"]
+    assert label_rois.label_frames(frames, rois_path, 40, draw_one_box) == 2
+    assert shown == [p.name for p in frames[:3]] + [p.name for p in frames[2:]]
+    rois = read_roi_json(rois_path)
+    for name, (height, width), *_ in FRAMES:   # half the display, mapped back
+        (x, y, w, h), = rois[name]
+        assert (x, y) == (0, 0) and abs(w - width / 2) <= 1.5 and abs(h - height / 2) <= 1.5
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".json"
+                  or p.name.startswith(".")) == ["rois.json"]
+
+
+def test_an_interrupted_save_keeps_the_previous_list_and_leaves_no_partial_file(
+        folder, monkeypatch):
+    rois_path = folder / "rois.json"
+    write_roi_json(rois_path, [("frame_0000.bmp", [(1, 2, 3, 4)])])
+    before = set(folder.iterdir())
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_roi_json(rois_path, [("frame_0000.bmp", []), ("frame_0001.png", [])])
+    assert set(folder.iterdir()) == before
+    assert read_roi_json(rois_path) == {"frame_0000.bmp": [(1, 2, 3, 4)]}
+
+
+def test_frame_types_match_the_interferogram_reader():
+    from tfseg.data import interferograms
+    assert label_rois.FRAME_SUFFIXES == interferograms.FRAME_SUFFIXES
+    assert label_rois.ROI_FILE == interferograms.ROI_FILE

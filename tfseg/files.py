@@ -1,0 +1,22 @@
+"""Atomic file output: a file is either complete or absent, never half-written."""
+
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path, text):
+    """Writes `text` to `path` through a hidden temporary file beside it, then renames.
+
+    The temporary name starts with a dot, so folder readers skip it; an interrupted write
+    leaves the previous `path` (or none) in place.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
