@@ -7,10 +7,11 @@ import sys
 import textwrap
 
 import numpy as np
+import onnx
 import pytest
 import tensorflow as tf
-
 from conftest import REPO, TINY_CONFIG, run_module
+
 from tfseg.config import load_config
 from tfseg.summaries import palette as segmentation_palette
 
@@ -170,7 +171,8 @@ def test_two_replicas_train_like_one_device(tmp_path, write_yaml):
     """Same global batch on 1 device and on 2 mirrored replicas: same losses, same weights,
     and every per-replica copy of every variable (batch-norm statistics included) equal.
     Plain SGD, unlike Adam, would expose a gradient summed or scaled wrongly."""
-    config = write_yaml({**TINY_CONFIG, "data": {**TINY_CONFIG["data"], "flip": "none"},
+    config = write_yaml({**TINY_CONFIG,
+                         "data": {**TINY_CONFIG["data"], "augment": {"flip": "none"}},
                          "train": {**TINY_CONFIG["train"], "batch_size": 4,
                                    "optimizer": "sgd", "learning_rate": 0.1}})
     result = subprocess.run([sys.executable, "-c", REPLICA_CHECK, str(config)], cwd=REPO,
@@ -235,3 +237,19 @@ def test_mixed_bfloat16_run_exports_a_float32_model_that_passes_parity(tmp_path,
     scale = np.abs(exported).max()
     assert np.abs(restored - exported).max() < 0.05 * scale
     assert np.abs(untrained - exported).max() > 0.2 * scale
+
+
+def test_training_on_random_crops_validates_and_exports_whole_frames(tmp_path, write_yaml):
+    """With augment.crop the network trains at the crop size; validation, checkpoints' final
+    weights and the exports work on whole 64x64 frames."""
+    config = write_yaml({**TINY_CONFIG, "data": {
+        **TINY_CONFIG["data"], "augment": {"crop": [32, 48], "scale": [0.8, 1.25],
+                                           "brightness": 10.0, "contrast": 0.2}},
+        "export": {**TINY_CONFIG["export"], "parity_runtimes": ["onnxruntime"]}})
+    result = run_module("tfseg.train", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["frames"] == 4
+    proto = onnx.load(str(tmp_path / "run" / "export" / "model.onnx"))
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [
+        1, 1, 64, 64]

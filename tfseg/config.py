@@ -78,6 +78,29 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Random transforms applied inside the training step (`tfseg.data.augment`)."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = (
+        "horizontal_and_vertical")
+    crop: list[int] = bounded([], 1)   # [height, width] random window; [] = none. The network
+                                       # trains at this size and validates on whole frames
+    scale: list[float] = bounded([], 0.5)   # [min, max] zoom; [] = none
+    brightness: float = bounded(0.0, 0.0)   # largest offset, in pixel units
+    contrast: float = bounded(0.0, 0.0, 0.999)   # factor drawn in [1 - c, 1 + c]
+    value_range: list[float] = field(default_factory=lambda: [0.0, 255.0])   # raw pixels
+
+    def __post_init__(self):
+        check_ranges(self)
+        for key in ("crop", "scale", "value_range"):
+            value = getattr(self, key)
+            if value and len(value) != 2 or (key == "value_range" and not value):
+                raise ValueError(f"{key}={value} must be [] or two numbers")
+        if self.scale and self.scale[0] > self.scale[1]:
+            raise ValueError(f"scale={self.scale} must be [min, max]")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where frames come from and how they reach the network."""
 
@@ -105,8 +128,7 @@ class DataConfig:
     shuffle_frames: int = bounded(1024, 1)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = (
-        "horizontal_and_vertical")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
         check_ranges(self)
@@ -117,6 +139,10 @@ class DataConfig:
             raise ValueError(f"source {self.source!r} reads folders: set path")
         if not self.cache:
             raise ValueError("cache must be 'memory', 'none' or a file path prefix")
+        crop = self.augment.crop
+        if crop and (crop[0] > self.height or crop[1] > self.width):
+            raise ValueError(f"augment.crop {crop} is larger than the {self.height}x"
+                             f"{self.width} (height x width) frames")
 
 
 @dataclass(frozen=True)

@@ -78,15 +78,16 @@ def make_optimizer(train_config):
     return optimizer
 
 
-def build_model(config):
-    """The configured model, taking raw pixels (normalisation inside).
+def build_model(config, input_shape=None):
+    """The configured model, taking raw pixels (normalisation inside), for frames of
+    `input_shape` (H, W); defaults to the data's size.
 
     Raises:
         ConfigError: `model.options` names an option the model lacks or a bad value.
     """
     try:
         return models.build(config.model.name, num_classes=config.model.num_classes,
-                            input_shape=(config.data.height, config.data.width),
+                            input_shape=input_shape or (config.data.height, config.data.width),
                             input_channels=config.model.input_channels,
                             mean=config.data.mean, std=config.data.std,
                             **config.model.options)
@@ -133,7 +134,11 @@ def _train(config, run_dir):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints",
                                          max_to_keep=config.train.checkpoints_to_keep)
-    eval_step = make_eval_step(strategy, model, config)
+    evaluation_model = model
+    if config.data.augment.crop:   # trained on crops, validated on whole frames
+        with strategy.scope(), dtype_policy(config.train.mixed_precision):
+            evaluation_model = build_model(config)
+    eval_step = make_eval_step(strategy, evaluation_model, config)
     train_batches = iter(strategy.experimental_distribute_dataset(data.train))
     validation = data.validation
     validation_batches = strategy.experimental_distribute_dataset(validation)
@@ -159,11 +164,13 @@ def _train(config, run_dir):
             running = scores_from_confusion(matrix, class_names)
             progress.update(step + 1, [("loss", loss_sum / (step + 1))] + [
                 (key, running[key]) for key in ("mean_iou", "foreground_iou") if key in running])
+        if evaluation_model is not model:
+            evaluation_model.set_weights(model.get_weights())
         scores = {"train": {"loss": loss_sum / steps,
                             **scores_from_confusion(matrix, class_names)},
                   "validation": evaluate(eval_step, validation_batches, class_names)}
         global_step = int(optimizer.iterations.numpy())
-        predictions = np.argmax(model(panel_images, training=False), -1)
+        predictions = np.argmax(evaluation_model(panel_images, training=False), -1)
         log.write_epoch(global_step, scores=scores,
                         learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
                         panel_data=(panel_images.numpy(), panel_masks.numpy(), predictions))
@@ -174,6 +181,7 @@ def _train(config, run_dir):
             for key in ("loss", "mean_iou", "foreground_iou") if key in scores[split]}})
         print("  validation: " + _format_scores(scores["validation"]))
 
+    model = evaluation_model
     if config.train.mixed_precision != "none":
         # Export and score the float32 copy that users will deploy.
         with strategy.scope():
@@ -202,7 +210,7 @@ def build_training(config, strategy):
     """
     with strategy.scope():
         with dtype_policy(config.train.mixed_precision):
-            model = build_model(config)
+            model = build_model(config, config.data.augment.crop or None)
         if strategy.num_replicas_in_sync > 1:
             for layer in models.all_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
@@ -211,8 +219,18 @@ def build_training(config, strategy):
         # Slot variables created lazily inside a replica's tf.function fail under
         # MirroredStrategy: create them now.
         optimizer.build(model.trainable_variables)
-        augment = SegmentationAugmentation(flip=config.data.flip, seed=config.train.seed)
+        augment = make_augmentation(config)
     return model, optimizer, make_train_step(strategy, model, optimizer, augment, config)
+
+
+def make_augmentation(config):
+    """The configured `SegmentationAugmentation` (build it in the strategy's scope)."""
+    options = config.data.augment
+    return SegmentationAugmentation(
+        flip=options.flip, seed=config.train.seed, crop_size=tuple(options.crop) or None,
+        scale=tuple(options.scale) or None, brightness=options.brightness,
+        contrast=options.contrast, value_range=tuple(options.value_range),
+        ignore_label=config.data.ignore_label)
 
 
 def per_image_loss(masks, logits, config):
