@@ -3,8 +3,8 @@
 import dataclasses
 
 import pytest
-
 from conftest import REPO, TINY_CONFIG, run_module
+
 from tfseg.config import Config, DataConfig, TrainConfig, load_config, save_config
 from tfseg.errors import ConfigError
 

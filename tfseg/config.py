@@ -49,7 +49,7 @@ def check_ranges(section):
 class ModelConfig:
     """Which network to build. `options` are passed to its builder (see `tfseg.models`)."""
 
-    name: Literal["linknet", "fcn_resnet18"] = "linknet"
+    name: Literal["linknet", "fcn_resnet18", "fcn32_vgg16", "icnet"] = "linknet"
     num_classes: int = bounded(2, 2, 255)
     input_channels: int = bounded(1, 1, 4)
     options: dict[str, Any] = field(default_factory=dict)

@@ -9,22 +9,20 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime
 import tensorflow as tf
-import tf2onnx
 from keras.export import ExportArchive
 
-import tfseg
 from tfseg.errors import TfsegError
 from tfseg.files import write_text_atomic
+from tfseg.onnx_conversion import INPUT_NAME, OUTPUT_NAME
 from tfseg.opencv_dnn import run_opencv
-
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "logits"
 
 
 class ParityError(TfsegError):
@@ -48,88 +46,42 @@ def export_saved_model(model, directory):
     return directory
 
 
-def export_onnx(model, path, *, opset=17, layout="NCHW", metadata=None):
+def export_onnx(model, path, *, opset=17, layout="NCHW", metadata=None, timeout=3600):
     """ONNX file at the model's static input size, batch 1.
 
     With layout "NCHW" the input and output are channels-first, so the blob from
     `cv2.dnn.blobFromImage` feeds the model directly. `metadata` (str -> str) is stored in the
     file's metadata_props next to the tfseg version, input size and layout.
+
+    The conversion runs in a child process (`tfseg.onnx_conversion`) on a saved copy of the
+    model: tf2onnx keeps a copy of every weight per optimiser pass under the default protobuf
+    backend (2 GB extra for LinkNet, out of memory for FCN-32s), which the child avoids.
+
+    Raises:
+        TfsegError: the conversion failed; the message holds the converter's last line.
     """
     path = Path(path)
-    height, width, channels = model.input_shape[1:]
-    spec = tf.TensorSpec([1, height, width, channels], tf.float32, name=INPUT_NAME)
-
-    @tf.function(input_signature=[spec])
-    def infer(pixels):
-        return {OUTPUT_NAME: model(pixels, training=False)}
-
-    nchw = layout == "NCHW"
-    proto, _ = tf2onnx.convert.from_function(
-        infer, input_signature=[spec], opset=opset,
-        inputs_as_nchw=[f"{INPUT_NAME}:0"] if nchw else None,
-        outputs_as_nchw=[OUTPUT_NAME] if nchw else None)
-    shape = [1, channels, height, width] if nchw else [1, height, width, channels]
-    properties = {"tfseg_version": tfseg.__version__, "input_name": INPUT_NAME,
-                  "input_shape": json.dumps(shape), "layout": layout, **(metadata or {})}
-    onnx.helper.set_model_props(proto, properties)
-    _resize_by_sizes(proto)
     partial = path.with_name(path.name + ".partial")
-    onnx.save(proto, str(partial))
+    with tempfile.TemporaryDirectory(prefix="tfseg-onnx-") as tmp:
+        saved = Path(tmp) / "model.keras"
+        model.save(saved)
+        options = {"opset": opset, "layout": layout, "metadata": metadata or {}}
+        command = [sys.executable, "-m", "tfseg.onnx_conversion", str(saved), str(partial),
+                   json.dumps(options)]
+        environment = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+                       "TF_CPP_MIN_LOG_LEVEL": "2"}
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                    env=environment)
+        except subprocess.TimeoutExpired:
+            partial.unlink(missing_ok=True)
+            raise TfsegError(f"{path}: ONNX conversion took longer than {timeout} s") from None
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise TfsegError(f"{path}: ONNX conversion failed: {last}")
     os.replace(partial, path)
     return path
-
-
-def _resize_by_sizes(proto):
-    """Rewrites every Resize that tf2onnx gave `scales` to exact integer `sizes`.
-
-    tf2onnx stores a static 3 -> 7 resize as scale 7/3, which runtimes floor to 6: onnxruntime
-    then rejects the graph and OpenCV DNN silently returns the wrong size (TOOLCHAIN.md trap 2).
-    The intended size is round(input size x scale), since the scale is that ratio in float32.
-    Nodes are rewritten in graph order, and shapes are inferred again after each size that
-    flooring got wrong, so later nodes see their true input sizes.
-    """
-    graph = proto.graph
-    constants = {tensor.name: tensor for tensor in graph.initializer}
-    shapes = _inferred_shapes(proto)
-    for node in graph.node:
-        if node.op_type != "Resize" or len(node.input) != 3 or node.input[2] not in constants:
-            continue
-        scales = onnx.numpy_helper.to_array(constants[node.input[2]]).astype(np.float64)
-        shape = shapes.get(node.input[0])
-        if not shape or 0 in shape or len(shape) != len(scales):
-            raise ValueError(f"Resize node {node.name!r}: cannot rewrite scales {scales} to "
-                             f"sizes without the static input shape (got {shape})")
-        exact = np.round(np.asarray(shape) * scales)
-        sizes_name = f"{node.name}_sizes"
-        graph.initializer.append(onnx.numpy_helper.from_array(exact.astype(np.int64),
-                                                              sizes_name))
-        node.input[2] = ""
-        node.input.append(sizes_name)
-        if not np.array_equal(np.floor(np.asarray(shape) * scales.astype(np.float32)), exact):
-            shapes = _inferred_shapes(proto)
-    used = {name for node in graph.node for name in node.input}
-    unused = [tensor for tensor in graph.initializer if tensor.name not in used]
-    for tensor in unused:
-        graph.initializer.remove(tensor)
-    graph.ClearField("value_info")
-    for output in graph.output:
-        output.type.tensor_type.ClearField("shape")
-    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
-    graph.ClearField("output")
-    graph.output.extend(inferred.graph.output)
-
-
-def _inferred_shapes(proto):
-    """Static shapes of the graph's inputs and intermediate tensors, inferred afresh (shapes
-    recorded before a rewrite are stale)."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(proto)
-    probe.graph.ClearField("value_info")
-    for output in probe.graph.output:
-        output.type.tensor_type.ClearField("shape")
-    inferred = onnx.shape_inference.infer_shapes(probe).graph
-    return {info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
-            for info in [*inferred.input, *inferred.value_info]}
 
 
 def run_onnxruntime(onnx_path, images):

@@ -6,8 +6,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json, write_yolo
 from tfseg.errors import TfsegError
 

@@ -1,4 +1,5 @@
-"""Model zoo: `build(name, ...)` returns a Keras functional model mapping raw pixels to logits.
+"""Model zoo: `build(name, ...)` returns a Keras functional model mapping raw pixels to logits
+(segmentation) or to upscaled pixels (super-resolution).
 
 Input normalisation lives inside the model, so training, evaluation and every exported runtime
 are fed the same raw pixel values.
@@ -10,13 +11,21 @@ import inspect
 import keras
 import numpy as np
 
-from tfseg.models.fcn import build_fcn_resnet18
+from tfseg.models.fcn import build_fcn32_vgg16, build_fcn_resnet18
+from tfseg.models.icnet import build_icnet
 from tfseg.models.linknet import build_linknet
+from tfseg.models.sr_johnson import build_sr_johnson
 
-MODEL_BUILDERS = {
+SEGMENTATION_MODELS = {
+    "fcn32_vgg16": build_fcn32_vgg16,
     "fcn_resnet18": build_fcn_resnet18,
+    "icnet": build_icnet,
     "linknet": build_linknet,
 }
+SUPER_RESOLUTION_MODELS = {
+    "sr_johnson": build_sr_johnson,
+}
+MODEL_BUILDERS = {**SEGMENTATION_MODELS, **SUPER_RESOLUTION_MODELS}
 _COMMON_ARGUMENTS = ("num_classes", "input_shape", "name")
 
 
@@ -47,14 +56,18 @@ def all_layers(model):
             yield from all_layers(layer)
 
 
-def build(name, *, num_classes, input_shape, input_channels=3, mean=None, std=None, **options):
+def build(name, *, input_shape=None, input_channels=3, num_classes=None, mean=None, std=None,
+          **options):
     """Builds model `name` of `MODEL_BUILDERS`.
 
     Args:
         name: str. A key of `MODEL_BUILDERS`.
-        num_classes: int. Output classes.
-        input_shape: tuple. (H, W) of the input.
+        input_shape: tuple. (H, W) of the input; None (or None entries) for a fully
+            convolutional model where the architecture allows it (`sr_johnson`). Defaults
+            to None.
         input_channels: int. 1 (grayscale) or 3 (RGB). Defaults to 3.
+        num_classes: int. Output classes of a segmentation model (required for them; a
+            super-resolution model takes `scale` instead).
         mean: list of float. Per-channel mean subtracted inside the model. Defaults to None
             (no normalisation layer).
         std: list of float. Per-channel standard deviation, used with `mean`.
@@ -62,11 +75,19 @@ def build(name, *, num_classes, input_shape, input_channels=3, mean=None, std=No
 
     Returns:
         A `keras.Model` from (batch, H, W, input_channels) pixels to (batch, H, W, num_classes)
-        logits.
+        logits, or for super-resolution to (batch, H x scale, W x scale, input_channels)
+        pixels 0..255.
     """
     check_options(name, options)
-    shape = (*input_shape, input_channels)
-    network = MODEL_BUILDERS[name](num_classes=num_classes, input_shape=shape, **options)
+    if name in SEGMENTATION_MODELS:
+        if num_classes is None:
+            raise ValueError(f"model {name!r} segments: give num_classes")
+        options["num_classes"] = num_classes
+    elif num_classes is not None:
+        raise ValueError(f"model {name!r} is a super-resolution network: it takes `scale`, "
+                         f"not num_classes")
+    shape = (*(input_shape or (None, None)), input_channels)
+    network = MODEL_BUILDERS[name](input_shape=shape, **options)
     if mean is None:
         return network
     inputs = keras.Input(shape=shape, name="pixels")

@@ -5,7 +5,12 @@ cheaply."""
 import keras
 
 from tfseg.models.backbones.resnet import build_resnet_backbone
-from tfseg.models.layers import apply_conv_bn, apply_deconv_bn, crop_padding, pad_to_multiple
+from tfseg.models.layers import (
+    apply_conv_bn,
+    apply_deconv_bn,
+    crop_padding,
+    pad_to_multiple,
+)
 
 OUTPUT_STRIDE = 32
 
