@@ -54,9 +54,9 @@ class Case:
     width: int
     channels: int
     options: dict
-    target_ms: float = None
-    pytorch_ms: float = None
-    reference_gflops: float = None
+    target_ms: float | None = None
+    pytorch_ms: float | None = None
+    reference_gflops: float | None = None
 
 
 CASES = [
@@ -109,9 +109,10 @@ def main():
         for jit_compile, dtype in variants:
             result = run_child(case, jit_compile=jit_compile, dtype=dtype, warmup=args.warmup,
                                repeats=args.repeats, timeout=args.timeout)
-            print(f"{describe(case)} [{variant_label(jit_compile, dtype)}]: "
-                  f"{result.get('median_ms', result.get('reason'))}", file=sys.stderr,
-                  flush=True)
+            outcome = (f"{result['median_ms']:.1f} ms" if result["status"] == "measured"
+                       else f"{result['status']}: {result['reason']}")
+            print(f"{describe(case)} [{variant_label(jit_compile, dtype)}]: {outcome}",
+                  file=sys.stderr, flush=True)
             results.append(result)
     environment = describe_environment(args)
     print(render_markdown(results, environment))
@@ -128,7 +129,8 @@ def run_child(case, *, jit_compile, dtype, warmup, repeats, timeout):
     result = {**spec["case"], "jit_compile": jit_compile, "dtype": dtype}
     command = [sys.executable, __file__, "--child", json.dumps(spec)]
     try:
-        process = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+        process = subprocess.run(command, check=False, capture_output=True, text=True,
+                                 timeout=timeout,
                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     except subprocess.TimeoutExpired:
         return {**result, "status": "failed", "reason": f"no result within {timeout:.0f} s"}
@@ -144,6 +146,7 @@ def measure(case, *, jit_compile, dtype, warmup, repeats):
     """Runs in the child process: builds the case's model, times it and counts its work."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from tfseg import models
 
@@ -157,7 +160,7 @@ def measure(case, *, jit_compile, dtype, warmup, repeats):
     model = models.build(case["model"], input_shape=shape[1:3], input_channels=shape[3],
                          **case["options"])
     infer = inference_function(model, shape, jit_compile=jit_compile)
-    pixels = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    pixels = tf.constant(np.random.default_rng(0).normal(size=shape), tf.float32)
     started = time.perf_counter()
     outputs = infer(pixels)
     first_call_s = time.perf_counter() - started
@@ -245,8 +248,7 @@ def peak_rss_mib():
 
 
 def describe(case):
-    options = ", ".join(f"{key}={value}" for key, value in case.options.items())
-    return f"{case.model} ({options}) {case.height}x{case.width}x{case.channels}"
+    return f"{case.model} ({_options(case)}) {case.height}x{case.width}x{case.channels}"
 
 
 def variant_label(jit_compile, dtype):
@@ -271,28 +273,27 @@ def _cpu_name():
 def render_markdown(results, environment):
     """The results table, the cases without results, and (for several option sets) the
     speed-up each set gives over float32 without XLA."""
-    lines = [f"{environment['cpu']}, {environment['cores']} cores; TensorFlow "
-             f"{environment['tensorflow']}, Keras {environment['keras']}; "
-             f"{environment['date']}. Batch 1, median of {environment['repeats']} calls after "
-             f"{environment['warmup']} warm-up calls.", "",
-             "| model | options | input -> output | precision | XLA | parameters | GFLOPs "
-             "| ref. GFLOPs | median ms | GFLOP/s | peak RSS MiB | first call s | target ms "
-             "| PyTorch ms | target |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ("model", "options", "input -> output", "precision", "XLA", "parameters", "GFLOPs",
+              "ref. GFLOPs", "median ms", "GFLOP/s", "peak RSS MiB", "first call s",
+              "target ms", "PyTorch ms", "target")
+    lines = [(f"{environment['cpu']}, {environment['cores']} cores; TensorFlow "
+              f"{environment['tensorflow']}, Keras {environment['keras']}; "
+              f"{environment['date']}. Batch 1, median of {environment['repeats']} calls "
+              f"after {environment['warmup']} warm-up calls."), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     measured = [r for r in results if r["status"] == "measured"]
     for r in measured:
-        case = Case(**{field.name: r[field.name] for field in dataclasses.fields(Case)})
-        met = "" if r["target_ms"] is None else (
-            "met" if r["median_ms"] <= r["target_ms"] else "**missed**")
+        case = _case(r)
+        met = "" if case.target_ms is None else (
+            "met" if r["median_ms"] <= case.target_ms else "**missed**")
         output = "x".join(map(str, r["output_shape"]))
-        options = ", ".join(f"{key}={value}" for key, value in case.options.items())
         lines.append(
-            f"| {r['model']} | {options} | {r['height']}x{r['width']}x{r['channels']} -> "
-            f"{output} | {r['dtype']} | {'on' if r['jit_compile'] else 'off'} | "
-            f"{r['parameters']:,} | {r['gflops']:.1f} | {_number(r['reference_gflops'])} | "
+            f"| {case.model} | {_options(case)} | {case.height}x{case.width}x{case.channels} "
+            f"-> {output} | {r['dtype']} | {'on' if r['jit_compile'] else 'off'} | "
+            f"{r['parameters']:,} | {r['gflops']:.1f} | {_number(case.reference_gflops)} | "
             f"{r['median_ms']:.1f} | {r['gflop_per_s']:.0f} | {r['peak_rss_mib']:.0f} | "
-            f"{r['first_call_s']:.1f} | {_number(r['target_ms'])} | "
-            f"{_number(r['pytorch_ms'])} | {met} |")
+            f"{r['first_call_s']:.1f} | {_number(case.target_ms)} | "
+            f"{_number(case.pytorch_ms)} | {met} |")
     missing = [r for r in results if r["status"] != "measured"]
     if missing:
         lines += ["", "Not measured:"]
@@ -325,8 +326,15 @@ def render_speedups(measured):
 
 
 def _label(result):
-    return describe(Case(**{field.name: result[field.name]
-                            for field in dataclasses.fields(Case)}))
+    return describe(_case(result))
+
+
+def _case(result):
+    return Case(**{field.name: result[field.name] for field in dataclasses.fields(Case)})
+
+
+def _options(case):
+    return ", ".join(f"{key}={value}" for key, value in case.options.items())
 
 
 def _number(value):
