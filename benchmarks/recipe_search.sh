@@ -5,7 +5,7 @@
 # runs/search-<RUN>/metrics.json. All rows share the held-out set below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${1:?usage: recipe_search.sh RUN (F G H J K2 L M N O P Q R S) [extra args]}
+run=${1:?usage: recipe_search.sh RUN (F G H J K2 L M N O P Q R S V) [extra args]}
 shift
 common=(--config benchmarks/search_base.yaml --run-dir "runs/search-$run" --set data.shuffle_frames=64
         --set data.val_sequences=16 --set data.val_frame_stride=4)
@@ -42,6 +42,9 @@ case $run in
   S)  args=("${fast[@]}" --set train.epochs=5 --set train.steps_per_epoch=200
             --set train.learning_rate=4e-3 --set train.warmup_steps=100
             --set data.shuffle_frames=1024) ;;
+  V)  args=("${fast[@]}" --set model.name=icnet --set "model.options={width: 0.5}"
+            --set train.epochs=5 --set train.steps_per_epoch=400
+            --set train.learning_rate=4e-3 --set train.warmup_steps=100) ;;
   *)  echo "unknown run $run" >&2; exit 2 ;;
 esac
 exec python -m tfseg.train "${common[@]}" "${args[@]}" "$@"
