@@ -87,7 +87,7 @@ def test_invalid_choice_suggests_closest(write_yaml):
     ({"export": {"opset": 19}}, "section 'export': opset=19 must be in [13, 18]"),
     ({"train": {"class_weights": [0, 0]}}, "class_weights=[0.0, 0.0] must not all be 0"),
     ({"model": {"input_channels": 3}, "data": {"mean": [0, 0, 0], "std": [1, 1, 1]}},
-     "interferograms have 1 channel but model.input_channels is 3"),
+     "data.source 'synthetic' has 1 channel(s) but model.input_channels is 3"),
     ({"export": {"layout": "NHWC"}}, "with layout NHWC, leave opencv and opencv_classic out"),
     ({"train": {"mixed_precision": "mixed_float16", "strategy": "mirrored"}},
      "mixed_float16 is supported with strategy 'default' only"),

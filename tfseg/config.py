@@ -104,9 +104,10 @@ class AugmentConfig:
 class DataConfig:
     """Where frames come from and how they reach the network."""
 
-    # "synthetic": interferograms rendered on the fly; "interferograms": folders on disk.
-    source: Literal["synthetic", "interferograms"] = "synthetic"
-    path: str = ""       # interferograms: a sequence folder or a folder of sequence folders
+    # "synthetic": interferograms rendered on the fly; "interferograms": folders on disk;
+    # "camvid": the SegNet layout (<path>/train, trainannot, val, valannot; void ignored).
+    source: Literal["synthetic", "interferograms", "camvid"] = "synthetic"
+    path: str = ""       # interferograms: a sequence folder or a folder of them; camvid: root
     val_path: str = ""   # interferograms: held-out folder(s); "" = split off val_fraction
     val_fraction: float = bounded(0.1, 0.0, 0.9)   # of the frames, drawn with split_seed
     split_seed: int = bounded(1024, 0, 2**32 - 1)  # the interferogram seed's ICNet split
@@ -146,6 +147,19 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class AsymmetricLossConfig:
+    """Options of the asymmetric loss (Ridnik et al. 2021; `tfseg.losses`)."""
+
+    gamma_pos: float = bounded(0.0, 0.0)
+    gamma_neg: float = bounded(4.0, 0.0)
+    clip: float = bounded(0.05, 0.0, 0.999)   # probability margin on negatives
+    label_smoothing: float = bounded(0.0, 0.0, 0.999)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, distribution and logging."""
 
@@ -154,9 +168,16 @@ class TrainConfig:
     batch_size: int = bounded(8, 1)   # global batch, split across replicas
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
     learning_rate: float = bounded(1e-3, 1e-12)
+    momentum: float = bounded(0.9, 0.0, 0.999)   # sgd only
+    weight_decay: float = bounded(0.0, 0.0)      # decoupled (AdamW-style) weight decay
+    loss: Literal["cross_entropy", "asymmetric"] = "cross_entropy"
+    asymmetric: AsymmetricLossConfig = field(default_factory=AsymmetricLossConfig)
     class_weights: list[float] = bounded([], 0.0)   # per class; [] = unweighted
+    # Or computed from the training masks at start (LinkNet: 1 / ln(1.02 + p) or log2):
+    class_weighting: Literal["none", "linknet_ln", "linknet_log2"] = "none"
     dice_weight: float = bounded(0.0, 0.0)   # adds dice_weight x (1 - soft Dice) to the loss
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    lr_schedule: Literal["constant", "cosine", "poly"] = "cosine"
+    poly_power: float = bounded(0.9, 0.0)   # poly: lr x (1 - step / steps)^power
     warmup_steps: int = bounded(0, 0)   # linear warm-up from 0 to learning_rate (cosine only)
     strategy: Literal["default", "mirrored"] = "default"
     # Compute in half precision (variables, losses and metrics stay float32); the exported
@@ -168,6 +189,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_ranges(self)
+        if self.class_weights and self.class_weighting != "none":
+            raise ValueError("give class_weights or class_weighting, not both")
         if self.class_weights and not sum(self.class_weights) > 0:
             raise ValueError(f"class_weights={self.class_weights} must not all be 0")
         if self.warmup_steps >= self.epochs * self.steps_per_epoch:
@@ -223,8 +246,9 @@ class Config:
         if len(self.data.mean) != self.model.input_channels:
             raise ValueError(f"data.mean/std have {len(self.data.mean)} values but "
                              f"model.input_channels is {self.model.input_channels}")
-        if self.model.input_channels != 1:   # every source so far is an interferogram
-            raise ValueError(f"interferograms have 1 channel but "
+        channels = 3 if self.data.source == "camvid" else 1
+        if self.model.input_channels != channels:
+            raise ValueError(f"data.source {self.data.source!r} has {channels} channel(s) but "
                              f"model.input_channels is {self.model.input_channels}")
         if self.data.ignore_label < self.model.num_classes:
             raise ValueError(f"data.ignore_label {self.data.ignore_label} is a class id "

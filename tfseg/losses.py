@@ -7,7 +7,11 @@ from types import MappingProxyType
 import keras
 import tensorflow as tf
 
-from tfseg.models.backbones.vgg import NOTOP_WEIGHTS_FILE, VGG16_CONVS, build_vgg16_backbone
+from tfseg.models.backbones.vgg import (
+    NOTOP_WEIGHTS_FILE,
+    VGG16_CONVS,
+    build_vgg16_backbone,
+)
 
 # Floor of 1 - p inside the logarithm of the asymmetric loss, for clip = 0 and p -> 1.
 EPSILON = 1e-8

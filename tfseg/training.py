@@ -7,6 +7,7 @@ and optimizer are built inside a `tf.distribute` strategy scope and the data are
 """
 
 import contextlib
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -18,10 +19,15 @@ import tensorflow as tf
 from tfseg import export, models
 from tfseg.config import save_config
 from tfseg.data.augment import SegmentationAugmentation
+from tfseg.data.camvid import class_pixel_counts, linknet_class_weights
 from tfseg.data.interferograms import data_error
 from tfseg.data.pipeline import make_datasets
 from tfseg.errors import ConfigError, TfsegError
-from tfseg.losses import per_image_cross_entropy, per_image_dice_loss
+from tfseg.losses import (
+    per_image_asymmetric_loss,
+    per_image_cross_entropy,
+    per_image_dice_loss,
+)
 from tfseg.metrics import confusion_matrix, scores_from_confusion
 from tfseg.summaries import TensorBoardLog
 
@@ -64,15 +70,23 @@ def make_optimizer(train_config):
     """Optimizer with the configured learning-rate schedule over the whole run (with dynamic
     loss scaling under mixed_float16)."""
     learning_rate = train_config.learning_rate
+    total = train_config.epochs * train_config.steps_per_epoch
     if train_config.lr_schedule == "cosine":
-        total = train_config.epochs * train_config.steps_per_epoch
         warmup = train_config.warmup_steps
         learning_rate = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else learning_rate, decay_steps=total - warmup,
             warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
+    elif train_config.lr_schedule == "poly":
+        learning_rate = keras.optimizers.schedules.PolynomialDecay(
+            learning_rate, decay_steps=total, end_learning_rate=0.0,
+            power=train_config.poly_power)
+    options = {"learning_rate": learning_rate,
+               "weight_decay": train_config.weight_decay or None}
+    if train_config.optimizer == "sgd":
+        options["momentum"] = train_config.momentum
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
                   "sgd": keras.optimizers.SGD}
-    optimizer = optimizers[train_config.optimizer](learning_rate=learning_rate)
+    optimizer = optimizers[train_config.optimizer](**options)
     if train_config.mixed_precision == "mixed_float16":
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -124,11 +138,12 @@ def _train(config, run_dir):
     class_names = config.data.class_names
 
     strategy = make_strategy(config.train.strategy)
+    # The data folders are checked and the model built before anything is written.
+    data = make_datasets(config)
+    config = with_computed_class_weights(config, data.train)
     model, optimizer, train_step = build_training(config, strategy)
     with strategy.scope():
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    # The model is built and the data folders checked before anything is written.
-    data = make_datasets(config)
     run_dir = prepare_run_dir(run_dir)
     save_config(config, run_dir / "config.yaml")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
@@ -233,10 +248,34 @@ def make_augmentation(config):
         ignore_label=config.data.ignore_label)
 
 
+def with_computed_class_weights(config, train_batches, max_batches=100):
+    """`config` with `train.class_weighting` turned into explicit `train.class_weights`,
+    computed from the masks of the first epoch's training batches (at most `max_batches`),
+    so the resolved config records the weights the run used."""
+    weighting = config.train.class_weighting
+    if weighting == "none":
+        return config
+    counts = class_pixel_counts(
+        train_batches.take(min(config.train.steps_per_epoch, max_batches)),
+        config.model.num_classes)
+    weights = linknet_class_weights(counts, log=weighting.removeprefix("linknet_"))
+    train = dataclasses.replace(config.train, class_weighting="none",
+                                class_weights=[round(float(w), 6) for w in weights])
+    return dataclasses.replace(config, train=train)
+
+
 def per_image_loss(masks, logits, config):
-    """The configured training loss of each image: cross-entropy (+ weighted Dice)."""
+    """The configured training loss of each image: cross-entropy or the asymmetric loss
+    (+ weighted Dice)."""
     ignore = config.data.ignore_label
-    loss = per_image_cross_entropy(masks, logits, ignore, config.train.class_weights or None)
+    if config.train.loss == "asymmetric":
+        options = config.train.asymmetric
+        loss = per_image_asymmetric_loss(
+            masks, logits, ignore, gamma_pos=options.gamma_pos, gamma_neg=options.gamma_neg,
+            clip=options.clip, label_smoothing=options.label_smoothing)
+    else:
+        loss = per_image_cross_entropy(masks, logits, ignore,
+                                       config.train.class_weights or None)
     if config.train.dice_weight:
         loss += config.train.dice_weight * per_image_dice_loss(masks, logits, ignore)
     return loss

@@ -1,5 +1,6 @@
 """CamVid readers: pairing, RGB decoding, void -> ignore, colour tables, class weights."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
+from conftest import run_module
 
 from tfseg.data import camvid
 from tfseg.errors import TfsegError
@@ -265,3 +267,26 @@ def test_normalizations_are_mean_std_pairs_that_a_rescaling_layer_reproduces():
     with pytest.raises(ValueError, match="imagenet_mean"):
         camvid.normalization("imagenet")
 
+
+
+@needs_shared
+@pytest.mark.slow
+def test_camvid_source_trains_on_random_crops(tmp_path, write_yaml):
+    """data.source camvid end to end on 4 + 2 real images: 3-channel LinkNet at 11 classes
+    on 320x480 crops, validated on whole 360x480 frames with void ignored."""
+    for folder, count in (("train", 4), ("trainannot", 4), ("val", 2), ("valannot", 2)):
+        (tmp_path / "camvid" / folder).mkdir(parents=True)
+        for path in sorted((SHARED / "camvid" / folder).iterdir())[:count]:
+            shutil.copy(path, tmp_path / "camvid" / folder)
+    config = write_yaml({
+        "model": {"name": "linknet", "num_classes": 11, "input_channels": 3},
+        "data": {"source": "camvid", "path": str(tmp_path / "camvid"), "height": 360,
+                 "width": 480, "class_names": list(camvid.CAMVID_CLASSES),
+                 "mean": [123.68, 116.779, 103.939], "std": [255.0, 255.0, 255.0],
+                 "augment": {"flip": "horizontal", "crop": [320, 480]}},
+        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "log_images": 2},
+        "export": {"parity_runtimes": ["onnxruntime"], "parity_samples": 1}})
+    result = run_module("tfseg.train", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["frames"] == 2 and len(metrics["per_class_iou"]) == 11

@@ -6,6 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tfseg.data import tfds_builders
+from tfseg.data.labels import write_roi_json
 from tfseg.errors import TfsegError
 
 
@@ -78,3 +79,30 @@ def test_bad_manual_folder_raises_naming_the_file(tmp_path, camvid_dir):
                               data_dir=tmp_path / "t")
     with pytest.raises(ValueError, match="camvid_segnet"):
         tfds_builders.prepare("camvid", manual_dir=camvid_dir, data_dir=tmp_path / "t")
+
+
+def test_interferograms_build_offline_with_frames_and_boxes(tmp_path):
+    folder = tmp_path / "interferograms" / "sequence_000"
+    rng = np.random.default_rng(2)
+    frames = {f"frame_{i}.bmp": write_image(folder / f"frame_{i}.bmp", rng, (12, 16))
+              for i in range(3)}
+    rois = {"frame_0.bmp": [(1, 2, 3, 4), (5, 6, 2, 2)], "frame_1.bmp": [],
+            "frame_2.bmp": [(0, 0, 16, 12)]}
+    write_roi_json(folder / "rois.json", list(rois.items()))
+    builder = tfds_builders.prepare("interferograms", manual_dir=tmp_path / "interferograms",
+                                    data_dir=tmp_path / "tfds")
+    assert builder.info.splits["train"].num_examples == 3
+    for example in tfds.load("interferograms", split="train", data_dir=str(tmp_path / "tfds"),
+                             download=False):
+        name = example["file_name"].numpy().decode().split("/")[-1]
+        assert example["sequence"].numpy().decode() == "sequence_000"
+        np.testing.assert_array_equal(example["frame"][..., 0], frames[name])
+        assert [tuple(box) for box in example["boxes"].numpy()] == rois[name]
+
+
+def test_interferogram_box_outside_the_frame_is_named(tmp_path):
+    folder = tmp_path / "interferograms"
+    write_image(folder / "frame_0.bmp", np.random.default_rng(3), (12, 16))
+    write_roi_json(folder / "rois.json", [("frame_0.bmp", [(10, 2, 8, 4)])])
+    with pytest.raises(TfsegError, match=r"rois.json: box .* of frame_0.bmp lies outside"):
+        tfds_builders.prepare("interferograms", manual_dir=folder, data_dir=tmp_path / "tfds")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from tfseg.data import interferograms
+from tfseg.data import camvid, interferograms
 from tfseg.errors import TfsegError
 
 
@@ -32,19 +32,33 @@ def make_datasets(config):
     """
     if config.data.source == "synthetic":
         return Datasets(_synthetic_train(config), _synthetic_validation(config))
+    if config.data.source == "camvid":
+        # Frames are used at their stored size, which must be data.height x data.width.
+        shape = (config.data.height, config.data.width)
+        train, validation = (camvid.read_segnet(config.data.path, split,
+                                                ignore_label=config.data.ignore_label).map(
+            lambda image, mask: (tf.ensure_shape(image, (*shape, 3)),
+                                 tf.ensure_shape(mask, shape))) for split in ("train", "val"))
+        return _datasets_from_frames(train, validation, config)
     skipped = [] if config.data.bad_frames == "skip" else None
     train_frames, val_frames, backgrounds = split_interferograms(config.data)
     train = interferograms.folder_frames(train_frames, backgrounds, config.data,
                                          skipped=skipped)
     validation = interferograms.folder_frames(val_frames, backgrounds, config.data,
                                               skipped=skipped)
+    return _datasets_from_frames(train, validation, config,
+                                 skipped if skipped is not None else [])
+
+
+def _datasets_from_frames(train, validation, config, skipped=None):
+    """Cached, shuffled, repeated training batches and cached validation batches; `skipped`
+    is the list the frame readers append bad frames to while they run."""
     train = _cached(train, config.data.cache, "train").shuffle(
-        min(len(train_frames), config.data.shuffle_frames), seed=config.train.seed,
+        config.data.shuffle_frames, seed=config.train.seed,
         reshuffle_each_iteration=True).repeat()
     return Datasets(_run_batches(train, config),
                     _validation_batches(_cached(validation, config.data.cache, "validation"),
-                                        config),
-                    skipped if skipped is not None else [])
+                                        config), [] if skipped is None else skipped)
 
 
 def split_interferograms(data):

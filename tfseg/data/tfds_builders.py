@@ -1,4 +1,5 @@
-"""TensorFlow Datasets builders for local data: CamVid (SegNet layout) and the SR image folders.
+"""TensorFlow Datasets builders for local data: CamVid (SegNet layout), the SR image folders
+and interferogram sequences.
 
 Nothing is downloaded: each builder reads its `manual_dir` (the folders of data/README.md) and
 writes TFRecord shards under `data_dir`. Build once, offline:
@@ -19,11 +20,12 @@ Then load it like any TFDS data set (importing this module registers the names):
     examples = tfds.load("camvid_segnet", split="train", data_dir=data_dir, download=False)
     pairs = examples.map(tfds_builders.segmentation_pair)   # (image float32, mask uint8)
     images = tfds.load("sr_images", split="validation", data_dir=data_dir, download=False)
+    frames = tfds.load("interferograms", split="train", data_dir=data_dir, download=False)
 
 or use `builder.as_dataset(split=...)`. The stored masks keep CamVid's raw ids (11 = void);
 `segmentation_pair` maps void to the ignore label, as `tfseg.data.camvid.read_segnet` does.
 
-Adding a builder (the interferogram sequences, say): a `GeneratorBasedBuilder` subclass with
+Adding a builder: a `GeneratorBasedBuilder` subclass with
 `VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS` (the expected folder layout), `_info` (features,
 `supervised_keys`), `_split_generators` that lists and checks each split's files with the
 module's reader (raising `TfsegError` naming a bad file) and `_generate_examples` yielding
@@ -35,10 +37,11 @@ import importlib.util
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfseg.data import camvid, super_resolution
+from tfseg.data import camvid, interferograms, super_resolution
 from tfseg.errors import TfsegError
 
 
@@ -115,6 +118,49 @@ class SrImages(tfds.core.GeneratorBasedBuilder):
             yield name, {"image": _image_value(path), "file_name": name}
 
 
+class Interferograms(tfds.core.GeneratorBasedBuilder):
+    """8-bit interferogram sequences with their sample boxes (one split, "train": split the
+    frames as the training recipe does)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Grey frames, pixel boxes (x, y, w, h), sequence and file names."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "manual_dir holds one folder per sequence (or is one): 8-bit BMP, PNG or TIFF frames "
+        "with their boxes in the folder's rois.json or in YOLO .txt files beside the frames.")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Interferometric microscope frame sequences with sample boxes.",
+            features=tfds.features.FeaturesDict({
+                "frame": tfds.features.Image(shape=(None, None, 1)),
+                "boxes": tfds.features.Tensor(shape=(None, 4), dtype=tf.int32),
+                "sequence": tfds.features.Text(),
+                "file_name": tfds.features.Text(),
+            }),
+        )
+
+    def _split_generators(self, dl_manager):
+        root = Path(dl_manager.manual_dir)
+        frames = [frame for folder in interferograms.find_sequences(root)
+                  for frame in interferograms.read_sequence(folder)]
+        return {"train": self._generate_examples(root, frames)}
+
+    def _generate_examples(self, root, frames):
+        for frame in frames:
+            image = interferograms.read_frame(frame.path)
+            if image.dtype != "uint8":
+                raise TfsegError(f"{frame.path}: {image.dtype} frame; this builder stores 8-bit "
+                                 f"frames (read 16-bit ones with data.source: interferograms)")
+            boxes = interferograms.pixel_boxes(frame, image.shape)
+            name = frame.path.relative_to(root).as_posix()
+            yield name, {"frame": image[..., None],
+                         "boxes": np.array(boxes, np.int32).reshape(-1, 4),
+                         "sequence": frame.path.parent.relative_to(root).as_posix(),
+                         "file_name": name}
+
+
 def _image_value(path):
     """What an Image feature stores for an image file: a PNG path as it is (TFDS keeps its
     bytes), any other format decoded to RGB (TFDS encodes it as PNG)."""
@@ -123,7 +169,8 @@ def _image_value(path):
     return camvid.decode_rgb(str(path)).numpy()
 
 
-BUILDERS = {"camvid_segnet": CamvidSegnet, "sr_images": SrImages}
+BUILDERS = {"camvid_segnet": CamvidSegnet, "sr_images": SrImages,
+            "interferograms": Interferograms}
 
 
 def prepare(name, *, manual_dir, data_dir):
