@@ -113,6 +113,23 @@ def test_checkpoint_restores_the_exported_weights(run):
                                atol=1e-4)
 
 
+def test_evaluate_scores_the_checkpoint_like_the_run_did(run, tmp_path):
+    run_dir, _ = run
+    result = run_module("tfseg.evaluate", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run_dir / "evaluation.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert report["frames"] == metrics["frames"]
+    for key in ("mean_iou", "pixel_accuracy", "foreground_iou"):
+        assert report[key] == pytest.approx(metrics[key], abs=1e-6), key
+    for key in ("mean_class_accuracy", "frequency_weighted_iou", "mean_iiou",
+                "seed_per_image_foreground_iou"):
+        assert key in report, key
+    missing = run_module("tfseg.evaluate", "--run-dir", tmp_path)
+    assert missing.returncode == 2 and "not a tfseg run" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
 def test_existing_run_directory_is_refused(run):
     run_dir, _ = run
     result = run_module("tfseg.train", "--config", run_dir / "config.yaml",
