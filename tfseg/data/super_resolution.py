@@ -114,7 +114,9 @@ def training_pairs(folders, *, factor=4, patch_size=288, blur_sigma=1.0, seed=0,
 
     Each pass visits every usable image once, in an order shuffled anew per pass; example k is
     cropped at a position drawn from the stateless seed (seed, k), so the stream is the same
-    on every run. LR = to_8bit(degrade(hr, factor, blur_sigma=blur_sigma)).
+    on every run. LR = to_8bit(degrade(hr, factor, blur_sigma=blur_sigma)). The decoded HR
+    images are cached in memory after the first pass (8-bit: about 100 MB for T91 + BSD200),
+    so later passes only crop and degrade.
 
     Args:
         folders: path or list of paths. HR image folders (e.g. T91 and BSD200).
@@ -153,14 +155,15 @@ def training_pairs(folders, *, factor=4, patch_size=288, blur_sigma=1.0, seed=0,
         if skipped is not None:
             skipped.extend(map(str, small))
 
-    def crop(index, path):
+    def crop(index, image):
         hr = tf.image.stateless_random_crop(
-            tf.cast(decode_rgb(path), tf.float32), [patch_size, patch_size, 3],
+            tf.cast(image, tf.float32), [patch_size, patch_size, 3],
             seed=tf.stack([tf.constant(seed, tf.int64), index]))
         return to_8bit(degrade(hr, factor, blur_sigma=blur_sigma)), hr
 
-    order = tf.data.Dataset.from_tensor_slices(usable).shuffle(
-        len(usable), seed=seed, reshuffle_each_iteration=True).repeat()
+    images = tf.data.Dataset.from_tensor_slices(usable).map(
+        decode_rgb, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    order = images.shuffle(len(usable), seed=seed, reshuffle_each_iteration=True).repeat()
     return order.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
