@@ -96,6 +96,10 @@ def test_invalid_choice_suggests_closest(write_yaml):
      "warmup_steps (10) must be shorter than the run"),
     ({"train": {"warmup_steps": 5, "lr_schedule": "constant"}},
      "warmup_steps needs lr_schedule 'cosine'"),
+    ({"model": {"name": "icnet"}, "train": {"loss": "asymmetric"}},
+     "set train.cascade: off to train ICNet with the asymmetric loss"),
+    ({"train": {"class_weights": [1, 2], "class_weighting": "linknet_ln"}},
+     "give class_weights or class_weighting, not both"),
 ])
 def test_out_of_range_and_inconsistent_values_are_named(write_yaml, content, expected):
     message, path = error_for(write_yaml, content)

@@ -8,7 +8,9 @@ import tensorflow as tf
 from tfseg.config import AugmentConfig, Config, DataConfig, ModelConfig, TrainConfig
 from tfseg.losses import per_image_asymmetric_loss, per_image_cross_entropy
 from tfseg.training import (
+    build_model,
     build_training,
+    copy_weights,
     make_optimizer,
     per_image_loss,
     with_computed_class_weights,
@@ -84,3 +86,20 @@ def test_linknet_class_weighting_is_computed_from_training_masks():
     assert weights.class_weighting == "none"
     np.testing.assert_allclose(weights.class_weights,
                                [1 / np.log(1.02 + 0.75), 1 / np.log(1.02 + 0.25)], rtol=1e-5)
+
+
+def test_icnet_trains_on_its_cascade_and_hands_weights_to_the_inference_model():
+    config = Config(model=ModelConfig(name="icnet", options={"width": 0.5}),
+                    data=DataConfig(height=64, width=64, augment=AugmentConfig(flip="none")),
+                    train=TrainConfig(batch_size=2))
+    model, _, train_step = build_training(config, tf.distribute.get_strategy())
+    assert set(model.output) == {"logits", "logits_4", "logits_8", "logits_16"}
+    rng = np.random.default_rng(0)
+    batch = (rng.uniform(0, 255, (2, 64, 64, 1)).astype(np.float32),
+             rng.integers(0, 2, (2, 64, 64)).astype(np.uint8))
+    loss, matrix = train_step(iter([batch]))
+    assert np.isfinite(float(loss)) and int(np.sum(matrix)) == 2 * 64 * 64
+    inference = build_model(config)
+    copy_weights(model, inference)
+    np.testing.assert_allclose(inference(batch[0], training=False),
+                               model(batch[0], training=False)["logits"], atol=1e-5)

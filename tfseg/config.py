@@ -171,6 +171,10 @@ class TrainConfig:
     momentum: float = bounded(0.9, 0.0, 0.999)   # sgd only
     weight_decay: float = bounded(0.0, 0.0)      # decoupled (AdamW-style) weight decay
     loss: Literal["cross_entropy", "asymmetric"] = "cross_entropy"
+    # ICNet only: cascade label guidance on its 1/4, 1/8, 1/16 logits (cross-entropy), with
+    # the paper's weights (1, 0.4, 0.4) or the seed's (1, 1, 0.4); "off" trains the full-size
+    # logits with train.loss.
+    cascade: Literal["paper", "seed", "off"] = "paper"
     asymmetric: AsymmetricLossConfig = field(default_factory=AsymmetricLossConfig)
     class_weights: list[float] = bounded([], 0.0)   # per class; [] = unweighted
     # Or computed from the training masks at start (LinkNet: 1 / ln(1.02 + p) or log2):
@@ -239,6 +243,10 @@ class Config:
         if len(self.data.class_names) != self.model.num_classes:
             raise ValueError(f"data.class_names has {len(self.data.class_names)} names but "
                              f"model.num_classes is {self.model.num_classes}")
+        if (self.model.name == "icnet" and self.train.cascade != "off"
+                and self.train.loss != "cross_entropy"):
+            raise ValueError("train.cascade (ICNet's label guidance) uses cross-entropy; set "
+                             "train.cascade: off to train ICNet with the asymmetric loss")
         if self.train.class_weights and (
                 len(self.train.class_weights) != self.model.num_classes):
             raise ValueError(f"train.class_weights has {len(self.train.class_weights)} values "

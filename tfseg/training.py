@@ -24,6 +24,9 @@ from tfseg.data.interferograms import data_error
 from tfseg.data.pipeline import make_datasets
 from tfseg.errors import ConfigError, TfsegError
 from tfseg.losses import (
+    ICNET_PAPER_WEIGHTS,
+    ICNET_SEED_WEIGHTS,
+    cascade_loss,
     per_image_asymmetric_loss,
     per_image_cross_entropy,
     per_image_dice_loss,
@@ -92,19 +95,28 @@ def make_optimizer(train_config):
     return optimizer
 
 
-def build_model(config, input_shape=None):
+def uses_cascade(config):
+    """Whether training uses ICNet's cascade outputs and label guidance."""
+    return config.model.name == "icnet" and config.train.cascade != "off"
+
+
+def build_model(config, input_shape=None, *, for_training=False):
     """The configured model, taking raw pixels (normalisation inside), for frames of
-    `input_shape` (H, W); defaults to the data's size.
+    `input_shape` (H, W); defaults to the data's size. `for_training` adds the outputs the
+    training loss needs (ICNet's cascade levels); inference and export models have only the
+    full-size logits.
 
     Raises:
         ConfigError: `model.options` names an option the model lacks or a bad value.
     """
+    options = dict(config.model.options)
+    if uses_cascade(config):
+        options["cascade_outputs"] = for_training
     try:
         return models.build(config.model.name, num_classes=config.model.num_classes,
                             input_shape=input_shape or (config.data.height, config.data.width),
                             input_channels=config.model.input_channels,
-                            mean=config.data.mean, std=config.data.std,
-                            **config.model.options)
+                            mean=config.data.mean, std=config.data.std, **options)
     except ValueError as error:
         raise ConfigError(f"model.options: {error}") from None
 
@@ -150,7 +162,9 @@ def _train(config, run_dir):
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints",
                                          max_to_keep=config.train.checkpoints_to_keep)
     evaluation_model = model
-    if config.data.augment.crop:   # trained on crops, validated on whole frames
+    if config.data.augment.crop or uses_cascade(config):
+        # Trained on crops or with extra outputs; validated and exported on whole frames with
+        # the full-size logits only.
         with strategy.scope(), dtype_policy(config.train.mixed_precision):
             evaluation_model = build_model(config)
     eval_step = make_eval_step(strategy, evaluation_model, config)
@@ -180,7 +194,7 @@ def _train(config, run_dir):
             progress.update(step + 1, [("loss", loss_sum / (step + 1))] + [
                 (key, running[key]) for key in ("mean_iou", "foreground_iou") if key in running])
         if evaluation_model is not model:
-            evaluation_model.set_weights(model.get_weights())
+            copy_weights(model, evaluation_model)
         scores = {"train": {"loss": loss_sum / steps,
                             **scores_from_confusion(matrix, class_names)},
                   "validation": evaluate(eval_step, validation_batches, class_names)}
@@ -225,7 +239,7 @@ def build_training(config, strategy):
     """
     with strategy.scope():
         with dtype_policy(config.train.mixed_precision):
-            model = build_model(config, config.data.augment.crop or None)
+            model = build_model(config, config.data.augment.crop or None, for_training=True)
         if strategy.num_replicas_in_sync > 1:
             for layer in models.all_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
@@ -266,16 +280,20 @@ def with_computed_class_weights(config, train_batches, max_batches=100):
 
 def per_image_loss(masks, logits, config):
     """The configured training loss of each image: cross-entropy or the asymmetric loss
-    (+ weighted Dice)."""
+    (+ weighted Dice); for a dict of ICNet cascade outputs, the cascade label guidance."""
     ignore = config.data.ignore_label
-    if config.train.loss == "asymmetric":
+    class_weights = config.train.class_weights or None
+    if isinstance(logits, dict):
+        weights = ICNET_SEED_WEIGHTS if config.train.cascade == "seed" else ICNET_PAPER_WEIGHTS
+        loss = cascade_loss(masks, logits, ignore, weights=weights, class_weights=class_weights)
+        logits = logits["logits"]
+    elif config.train.loss == "asymmetric":
         options = config.train.asymmetric
         loss = per_image_asymmetric_loss(
             masks, logits, ignore, gamma_pos=options.gamma_pos, gamma_neg=options.gamma_neg,
             clip=options.clip, label_smoothing=options.label_smoothing)
     else:
-        loss = per_image_cross_entropy(masks, logits, ignore,
-                                       config.train.class_weights or None)
+        loss = per_image_cross_entropy(masks, logits, ignore, class_weights)
     if config.train.dice_weight:
         loss += config.train.dice_weight * per_image_dice_loss(masks, logits, ignore)
     return loss
@@ -292,9 +310,10 @@ def make_train_step(strategy, model, optimizer, augment, config):
     def replica_train_step(images, masks):
         images, masks = augment(images, masks)
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            loss = tf.nn.compute_average_loss(per_image_loss(masks, logits, config),
+            outputs = model(images, training=True)
+            loss = tf.nn.compute_average_loss(per_image_loss(masks, outputs, config),
                                               global_batch_size=config.train.batch_size)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
         gradients = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss, confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore)
@@ -325,6 +344,16 @@ def make_eval_step(strategy, model, config):
 
 def _sum_replicas(strategy, values):
     return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+
+
+def copy_weights(source, target):
+    """Copies every weight of `target` from the layer of the same name in `source` (models
+    whose layers match by name but not by position, e.g. ICNet with and without its cascade
+    outputs)."""
+    layers = {layer.name: layer for layer in models.all_layers(source)}
+    for layer in models.all_layers(target):
+        if layer.weights and not isinstance(layer, keras.Model):
+            layer.set_weights(layers[layer.name].get_weights())
 
 
 def float32_copy(model, config):
