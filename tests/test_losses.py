@@ -8,12 +8,13 @@ import pytest
 import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
 
-from tfseg.data.camvid import class_pixel_counts, linknet_class_weights
 from tfseg.losses import (
     ICNET_PAPER_WEIGHTS,
     ICNET_SEED_WEIGHTS,
     PerceptualLoss,
     cascade_loss,
+    class_pixel_counts,
+    linknet_class_weights,
     per_image_asymmetric_loss,
     per_image_cross_entropy,
     per_image_dice_loss,

@@ -140,12 +140,7 @@ class InstanceIoU:
                 (stuff, crowd regions), which count only as false positives of other classes.
                 None for connected components. Defaults to None.
         """
-        labels = np.asarray(labels)
-        predictions = np.asarray(predictions)
-        if labels.ndim not in (2, 3) or predictions.shape != labels.shape:
-            raise ValueError(f"labels must be (H, W) or (B, H, W) and predictions of the same "
-                             f"shape; received labels.shape={labels.shape}, "
-                             f"predictions.shape={predictions.shape}")
+        labels, predictions = _label_maps(labels, predictions)
         images = labels.reshape((-1,) + labels.shape[-2:])
         if instances is not None and np.shape(instances) != labels.shape:
             raise ValueError(f"instances must have the shape of labels {labels.shape}; "
@@ -216,12 +211,7 @@ def seed_per_image_foreground_iou(labels, predictions):
     Returns:
         float64 array (B,) (or (1,) for one image) of per-image values.
     """
-    labels = np.asarray(labels)
-    predictions = np.asarray(predictions)
-    if labels.ndim not in (2, 3) or predictions.shape != labels.shape:
-        raise ValueError(f"labels must be (H, W) or (B, H, W) and predictions of the same shape;"
-                         f" received labels.shape={labels.shape}, "
-                         f"predictions.shape={predictions.shape}")
+    labels, predictions = _label_maps(labels, predictions)
     truth = (labels == 1).reshape(-1, labels.shape[-2] * labels.shape[-1])
     hits = truth & (predictions == 1).reshape(truth.shape)
     sizes = truth.sum(1)
@@ -316,3 +306,13 @@ def _shaved_y(sr, hr, shave):
     crop = (Ellipsis, slice(shave, sr.shape[-3] - shave), slice(shave, sr.shape[-2] - shave),
             slice(None))
     return rgb_to_y(sr[crop]), rgb_to_y(hr[crop])
+
+
+def _label_maps(labels, predictions):
+    """`labels` and `predictions` as numpy (H, W) or (B, H, W) maps of one shape."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.ndim not in (2, 3) or predictions.shape != labels.shape:
+        raise ValueError(f"labels must be (H, W) or (B, H, W) and predictions of the same shape;"
+                         f" received labels.shape={labels.shape}, "
+                         f"predictions.shape={predictions.shape}")
+    return labels, predictions

@@ -19,7 +19,6 @@ import tensorflow as tf
 from tfseg import export, models
 from tfseg.config import save_config
 from tfseg.data.augment import SegmentationAugmentation
-from tfseg.data.camvid import class_pixel_counts, linknet_class_weights
 from tfseg.data.interferograms import data_error
 from tfseg.data.pipeline import make_datasets
 from tfseg.errors import ConfigError, TfsegError
@@ -27,6 +26,8 @@ from tfseg.losses import (
     ICNET_PAPER_WEIGHTS,
     ICNET_SEED_WEIGHTS,
     cascade_loss,
+    class_pixel_counts,
+    linknet_class_weights,
     per_image_asymmetric_loss,
     per_image_cross_entropy,
     per_image_dice_loss,

@@ -12,6 +12,7 @@ from conftest import run_module
 
 from tfseg.data import camvid
 from tfseg.errors import TfsegError
+from tfseg.losses import class_pixel_counts, linknet_class_weights
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "camvid").is_dir(),
@@ -220,17 +221,17 @@ def test_class_counts_and_linknet_weights_match_hand_computed_values(tmp_path):
     labels = np.array([[0, 0, 0, 1], [0, 0, 1, 11], [11, 11, 0, 11]], np.uint8)
     cv2.imwrite(str(root / "train" / "x.png"), np.zeros((3, 4, 3), np.uint8))
     cv2.imwrite(str(root / "trainannot" / "x.png"), labels)
-    counts = camvid.class_pixel_counts(camvid.read_segnet(root, "train"), 3)
+    counts = class_pixel_counts(camvid.read_segnet(root, "train"), 3)
     np.testing.assert_array_equal(counts, [6, 2, 0])    # void (4 pixels) is not counted
     # p = (0.75, 0.25, 0): 1 / ln(1.77), 1 / ln(1.27), 1 / ln(1.02); log2 versions likewise.
-    np.testing.assert_allclose(camvid.linknet_class_weights(counts),
+    np.testing.assert_allclose(linknet_class_weights(counts),
                                [1.751376, 4.183805, 50.498350], rtol=1e-6)
-    np.testing.assert_allclose(camvid.linknet_class_weights(counts, log="log2"),
+    np.testing.assert_allclose(linknet_class_weights(counts, log="log2"),
                                [1.213961, 2.899992, 35.002789], rtol=1e-6)
     with pytest.raises(ValueError, match="log"):
-        camvid.linknet_class_weights(counts, log="log10")
+        linknet_class_weights(counts, log="log10")
     with pytest.raises(ValueError, match="counts"):
-        camvid.linknet_class_weights([0, 0])
+        linknet_class_weights([0, 0])
 
 
 # data/README.md, first 50 training labels, as (count, unit of its last printed digit).
@@ -245,10 +246,10 @@ def test_class_counts_of_first_50_training_labels_match_readme(tmp_path):
         (tmp_path / folder).mkdir()
         for path in sorted((SHARED / "camvid" / folder).iterdir())[:50]:
             shutil.copy(path, tmp_path / folder)
-    counts = camvid.class_pixel_counts(camvid.read_segnet(tmp_path, "train"), 11)
+    counts = class_pixel_counts(camvid.read_segnet(tmp_path, "train"), 11)
     for count, (expected, unit) in zip(counts, README_COUNTS):
         assert abs(count - expected) <= unit / 2, (counts, README_COUNTS)
-    weights = camvid.linknet_class_weights(counts)
+    weights = linknet_class_weights(counts)
     np.testing.assert_allclose(weights, 1 / np.log(1.02 + counts / counts.sum()), rtol=1e-6)
     assert weights.argmax() == 10 and weights.argmin() == 1   # rarest Bicyclist, Building
 

@@ -400,51 +400,6 @@ def read_colour_coded(image_dir, label_dir, table, *, label_suffix="_L", ignore_
     return _dataset_of(pairs, decode)
 
 
-# === Class weights ===
-
-def class_pixel_counts(examples, num_classes):
-    """Pixels per class over the masks of a data set of (image, mask) examples.
-
-    Pixels of other values (the ignore label) are not counted.
-
-    Returns:
-        int64 numpy array (num_classes,).
-    """
-    if (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
-            or not 1 <= num_classes <= 256):
-        raise ValueError(f"num_classes must be an integer in [1, 256]; received "
-                         f"num_classes={num_classes!r}")
-    counts = examples.map(
-        lambda image, mask: tf.math.bincount(tf.cast(tf.reshape(mask, [-1]), tf.int32),
-                                             minlength=256, maxlength=256, dtype=tf.int64),
-        num_parallel_calls=tf.data.AUTOTUNE).reduce(tf.zeros(256, tf.int64), tf.add)
-    return counts.numpy()[:num_classes]
-
-
-def linknet_class_weights(counts, *, log="ln"):
-    """LinkNet class weights w_c = 1 / log(1.02 + p_c) from per-class pixel counts.
-
-    p_c is the class's share of the valid (non-void) pixels. The LinkNet paper uses the natural
-    log ("ln"); some ports use "log2", which gives smaller weights (by ln 2) of the same ratios.
-    With "ln" the weights lie between 1.42 (a class on every pixel) and 50.5 (an absent one).
-
-    Args:
-        counts: array of non-negative pixel counts, one per class.
-        log: str. "ln" or "log2". Defaults to "ln".
-
-    Returns:
-        float32 numpy array of the weights.
-    """
-    logs = {"ln": np.log, "log2": np.log2}
-    if log not in logs:
-        raise ValueError(f"log must be one of {list(logs)}; received log={log!r}")
-    counts = np.asarray(counts, np.float64)
-    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any() or counts.sum() == 0:
-        raise ValueError(f"counts must be non-negative pixel counts, one per class, not all 0; "
-                         f"received {counts!r}")
-    return (1.0 / logs[log](1.02 + counts / counts.sum())).astype(np.float32)
-
-
 # === Normalisation ===
 
 def normalization(name):
