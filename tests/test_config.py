@@ -118,6 +118,15 @@ def test_malformed_yaml_reports_line_and_column(write_yaml):
     assert line in (2, 3)
 
 
+def test_overrides_are_validated_together_in_any_order(write_yaml):
+    path = write_yaml({"train": {"epochs": 2, "steps_per_epoch": 50, "warmup_steps": 20}})
+    config = load_config(path, ["train.steps_per_epoch=2", "train.warmup_steps=0"])
+    assert config.train.steps_per_epoch == 2 and config.train.warmup_steps == 0
+    with pytest.raises(ConfigError, match="--set train.steps_per_epoch=2, --set train.epochs=1: "
+                                          ".*warmup_steps \\(20\\) must be shorter"):
+        load_config(path, ["train.steps_per_epoch=2", "train.epochs=1"])
+
+
 def test_overrides_apply_with_yaml_types(write_yaml):
     config = load_config(write_yaml(TINY_CONFIG),
                          ["train.epochs=7", "train.learning_rate=3e-4",

@@ -24,8 +24,8 @@ def test_recipe_trains_for_two_steps(path, tmp_path):
         pytest.skip(f"{config.data.path}: the recipe's data is not on this machine")
     result = run_module(
         "tfseg.train", "--config", path, "--run-dir", tmp_path / "run",
-        "--set", "train.warmup_steps=0", "--set", "train.epochs=1",
-        "--set", "train.steps_per_epoch=2", "--set", "train.batch_size=2",
+        "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2",
+        "--set", "train.batch_size=2", "--set", "train.warmup_steps=0",
         "--set", "export.saved_model=false", "--set", "export.onnx=false")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.json").exists()

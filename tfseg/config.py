@@ -289,13 +289,18 @@ def load_config(path, overrides=()):
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{where}: malformed YAML: {problem}") from None
     config = from_dict(Config, {} if raw is None else raw, source=str(path))
+    if not overrides:
+        return config
+    # All overrides first, then one validation: checks that tie keys together (warm-up
+    # shorter than the run, say) see the final values whatever the overrides' order.
+    raw = to_dict(config)
     for override in overrides:
-        config = apply_override(config, override)
-    return config
+        _set_override(raw, override)
+    return from_dict(Config, raw, source=", ".join(f"--set {o}" for o in overrides))
 
 
-def apply_override(config, override):
-    """Returns `config` with one `dotted.key=value` override applied and re-validated."""
+def _set_override(raw, override):
+    """Sets one `dotted.key=value` override in the plain config data `raw`."""
     source = f"--set {override}"
     key, sep, value = override.partition("=")
     if not sep or not key.strip():
@@ -304,7 +309,6 @@ def apply_override(config, override):
         value = yaml.safe_load(value)
     except yaml.YAMLError:
         raise ConfigError(f"{source}: value is not valid YAML") from None
-    raw = to_dict(config)
     node = raw
     parts = key.strip().split(".")
     for depth, part in enumerate(parts[:-1]):
@@ -314,7 +318,6 @@ def apply_override(config, override):
                               + _suggest(part, [k for k, v in node.items() if isinstance(v, dict)]))
         node = node[part]
     node[parts[-1]] = value
-    return from_dict(Config, raw, source=source)
 
 
 def to_dict(config):
