@@ -17,8 +17,9 @@ the loss (`ignore_class`) and the metrics skip. Images are decoded by TensorFlow
 
 The whole split is checked once, before the data set is returned: a missing or extra
 annotation, an empty folder, a file of another type, an unreadable image, a label of another size
-than its image, a label that is not an 8-bit PNG of the expected channels, or (SegNet layout) a
-label id above 11 raises `TfsegError` naming the file. The check decodes every file once, in
+than its image, a label that is not an 8-bit PNG of the expected channels, (SegNet layout) a
+label id above 11 or an image of another size than the one asked for raises `TfsegError` naming
+the file. The check decodes every file once, in
 parallel (a few seconds for the 367 CamVid training pairs on 2 cores).
 
 The module also holds the image-folder helpers the other readers share (`list_files`,
@@ -155,7 +156,7 @@ def pair_files(image_dir, label_dir, *, label_suffix=""):
     return pairs
 
 
-def check_pairs(pairs, *, label_channels, max_label_id=None):
+def check_pairs(pairs, *, label_channels, max_label_id=None, size=None):
     """Decodes every pair once; TfsegError naming the first bad file.
 
     Args:
@@ -163,6 +164,8 @@ def check_pairs(pairs, *, label_channels, max_label_id=None):
         label_channels: tuple of int. Channel counts a label PNG may have (1 for ids, 3 or 4
             for colour codes).
         max_label_id: int or None. Largest id a label may hold; None skips the check.
+        size: (height, width) or None. The size every image must have (the run's
+            data.height x data.width); None accepts any.
     """
     for _, label in pairs:
         depth, channels = png_format(label)
@@ -179,6 +182,9 @@ def check_pairs(pairs, *, label_channels, max_label_id=None):
         if tuple(image_size) != tuple(label_size):
             raise TfsegError(f"{label}: label is {label_size[0]}x{label_size[1]} (HxW) but its "
                              f"image {image.name} is {image_size[0]}x{image_size[1]}")
+        if size is not None and tuple(image_size) != tuple(size):
+            raise TfsegError(f"{image}: image is {image_size[0]}x{image_size[1]} (HxW); "
+                             f"expected {size[0]}x{size[1]} (data.height x data.width)")
         if max_label_id is not None and top > max_label_id:
             raise TfsegError(f"{label}: label id {top} outside 0..{max_label_id}")
 
@@ -198,21 +204,24 @@ def void_to_ignore(mask, void_id, ignore_label):
 
 # === SegNet layout ===
 
-def segnet_pairs(root, split):
-    """Checked (image, label) paths of `<root>/<split>` and `<root>/<split>annot`."""
+def segnet_pairs(root, split, size=None):
+    """Checked (image, label) paths of `<root>/<split>` and `<root>/<split>annot`; `size`
+    (height, width), when given, is the size every image must have."""
     root = Path(root)
     pairs = pair_files(root / split, root / f"{split}annot")
-    check_pairs(pairs, label_channels=(1,), max_label_id=CAMVID_VOID_ID)
+    check_pairs(pairs, label_channels=(1,), max_label_id=CAMVID_VOID_ID, size=size)
     return pairs
 
 
-def read_segnet(root, split, *, ignore_label=255):
+def read_segnet(root, split, *, ignore_label=255, size=None):
     """CamVid in the SegNet layout as a tf.data set of single examples.
 
     Args:
         root: path. Folder holding `<split>/` and `<split>annot/`.
         split: str. Folder name of the split: "train", "val" or "test".
         ignore_label: int. Mask value of void (id 11) pixels. Defaults to 255.
+        size: (height, width) or None. The size every image must have; None (the default)
+            accepts any.
 
     Returns:
         tf.data.Dataset of (image float32 (H, W, 3) RGB 0..255, mask uint8 (H, W)) with ids
@@ -222,7 +231,7 @@ def read_segnet(root, split, *, ignore_label=255):
         TfsegError naming the file, for the problems listed in the module docstring.
     """
     check_ignore_label(ignore_label, len(CAMVID_CLASSES))
-    pairs = segnet_pairs(root, split)
+    pairs = segnet_pairs(root, split, size)
 
     def decode(image_path, label_path):
         mask = tf.io.decode_png(tf.io.read_file(label_path), channels=1)[..., 0]

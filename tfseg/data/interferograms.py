@@ -113,7 +113,10 @@ def read_sequence(folder, label_format="auto"):
 
 def read_frame(path):
     """A grayscale frame as (H, W) uint8 or uint16; TfsegError for an unreadable file."""
-    frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:   # OpenCV raises for some corrupt headers (a huge size, say)
+        frame = None
     if frame is None:
         raise TfsegError(f"{path}: unreadable or truncated image")
     if frame.ndim == 3:   # grayscale stored as 24/32-bit colour
@@ -137,6 +140,28 @@ def pixel_boxes(frame, shape):
                              f"{frame.path.name} lies outside its {height}x{width} (HxW) frame")
         boxes.append(box)
     return boxes
+
+
+def check_frames(frames):
+    """Reads every frame once, in parallel threads, before anything is written: TfsegError
+    naming the first frame that is unreadable, whose boxes leave it, or whose size or bit
+    depth differs from the first frame of its sequence."""
+    def summary(frame):
+        raw = read_frame(frame.path)
+        pixel_boxes(frame, raw.shape)
+        return raw.shape, raw.dtype.itemsize * 8
+
+    with ThreadPoolExecutor() as pool:
+        summaries = list(pool.map(summary, frames))
+    first = {}
+    for frame, (shape, bits) in zip(frames, summaries):
+        first_shape, first_bits = first.setdefault(frame.path.parent, (shape, bits))
+        if shape != first_shape:
+            raise TfsegError(f"{frame.path}: {shape[0]}x{shape[1]} frame in a sequence of "
+                             f"{first_shape[0]}x{first_shape[1]} frames")
+        if bits != first_bits:
+            raise TfsegError(f"{frame.path}: {bits}-bit frame in a sequence of {first_bits}-bit "
+                             f"frames")
 
 
 def sequence_background(frames, preprocess_config):
