@@ -1,5 +1,6 @@
-"""Exports agree with Keras in TensorFlow, onnxruntime and both OpenCV DNN engines; failures
-name the runtime; nothing half-written is left behind."""
+"""Exports agree with Keras in the SavedModel, onnxruntime and both OpenCV DNN engines; the
+export command checks every size it writes, names a failing runtime and exits non-zero;
+nothing half-written is left behind."""
 
 import json
 
@@ -8,33 +9,40 @@ import numpy as np
 import onnx
 import pytest
 import tensorflow as tf
+import yaml
+from conftest import TINY_CONFIG, randomize_batch_norm, run_module
 
-from tfseg import export, models
-from tfseg.opencv_dnn import OpenCVError, run_opencv
+from tfseg import export, models, runtimes
+from tfseg.errors import run_cli
 
-SIZE = (48, 80)
+SIZE = (64, 64)
 
 
-def make_model(seed):
-    keras.utils.set_random_seed(seed)
-    model = models.build("linknet", num_classes=2, input_shape=SIZE, input_channels=1,
-                         mean=[12.0], std=[12.0])
-    # Non-trivial batch-norm statistics: a training-mode export would disagree (trap 1).
-    rng = np.random.default_rng(seed)
-    for variable in model.non_trainable_variables:
-        if "moving_mean" in variable.path:
-            variable.assign(rng.normal(0, 0.3, variable.shape).astype(np.float32))
-    return model
+def trained_run_dir(tmp_path_factory):
+    """A tiny trained run (TINY_CONFIG, exported by the training run itself), trained once
+    per test session and shared by the export and evaluation tests."""
+    from tfseg.config import Config, from_dict
+    from tfseg.training import train
+
+    run_dir = tmp_path_factory.getbasetemp() / "tiny_run"
+    if not (run_dir / "export" / "parity.json").exists():
+        train(from_dict(Config, TINY_CONFIG, source="TINY_CONFIG"), run_dir)
+    return run_dir
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    model = make_model(0)
+def run_dir(tmp_path_factory):
+    return trained_run_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir):
+    """The run's restored model and a few raw validation-like frames."""
+    from tfseg.runs import load_run
+
+    _, model = load_run(run_dir)
     images = np.random.default_rng(0).uniform(0, 60, (3, *SIZE, 1)).astype(np.float32)
-    saved_model = export.export_saved_model(model, out / "saved_model")
-    onnx_path = export.export_onnx(model, out / "model.onnx", metadata={"model": "linknet"})
-    return model, images, saved_model, onnx_path, out
+    return model, images
 
 
 def test_json_reports_stay_valid_json_with_nan(tmp_path):
@@ -44,60 +52,58 @@ def test_json_reports_stay_valid_json_with_nan(tmp_path):
         "foreground_iou": None, "per_class": [1.0, None]}
 
 
-def test_saved_model_serves_inference_mode(exported):
-    model, images, saved_model, _, _ = exported
-    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+def test_saved_model_serves_inference_mode(run_dir, trained):
+    model, images = trained
+    serve = tf.saved_model.load(str(run_dir / "export" / "saved_model")).signatures[
+        "serving_default"]
     served = serve(pixels=tf.constant(images))["logits"].numpy()
     np.testing.assert_allclose(served, model(images, training=False).numpy(), atol=1e-5)
     assert np.abs(served - model(images, training=True).numpy()).max() > 1e-3
 
 
-def test_onnx_is_nchw_static_with_metadata(exported):
-    _, _, _, onnx_path, out = exported
-    proto = onnx.load(str(onnx_path))
+def test_onnx_is_nchw_static_with_metadata(run_dir):
+    out = run_dir / "export"
+    proto = onnx.load(str(out / "model.onnx"))
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 1, *SIZE]
     assert proto.opset_import[0].version == 17
     properties = {p.key: p.value for p in proto.metadata_props}
     assert properties["layout"] == "NCHW" and properties["model"] == "linknet"
-    assert json.loads(properties["input_shape"]) == [1, 1, *SIZE]
+    assert properties["input_size"] == "64x64" and properties["input_channels"] == "1"
     assert not list(out.glob("*.partial"))
 
 
-def test_parity_in_every_runtime(exported, tmp_path):
-    _, images, saved_model, onnx_path, _ = exported
-    runtimes = ["onnxruntime", "opencv", "opencv_classic"]
-    results = export.check_parity(saved_model, onnx_path, images, runtimes=runtimes,
-                                  layout="NCHW", max_abs_diff=1e-3, min_argmax_agreement=0.999,
-                                  report_path=tmp_path / "parity.json")
-    report = json.loads((tmp_path / "parity.json").read_text())
-    assert set(report["runtimes"]) == set(runtimes) and report["samples"] == 3
-    for runtime in runtimes:
-        assert results[runtime]["passed"], (runtime, results[runtime])
-        assert results[runtime]["max_abs_diff"] <= 1e-3
-
-
-def test_disagreeing_export_fails_naming_the_runtime(exported, tmp_path):
-    _, images, saved_model, _, _ = exported
-    other = export.export_onnx(make_model(1), tmp_path / "other.onnx")
+def test_a_disagreeing_export_fails_naming_the_runtime(run_dir, trained, tmp_path):
+    _, images = trained
+    keras.utils.set_random_seed(1)
+    other = models.build("linknet", num_classes=2, input_shape=SIZE, input_channels=1,
+                         mean=[12.0], std=[12.0])
     with pytest.raises(export.ParityError, match="onnxruntime: max abs diff"):
-        export.check_parity(saved_model, other, images, runtimes=["onnxruntime"],
-                            layout="NCHW", max_abs_diff=1e-3, min_argmax_agreement=0.999,
+        export.check_parity([(run_dir / "export" / "model.onnx", other)], images,
+                            runtimes=["onnxruntime"], task="segmentation",
                             report_path=tmp_path / "parity.json")
     report = json.loads((tmp_path / "parity.json").read_text())
-    assert report["runtimes"]["onnxruntime"]["passed"] is False
+    assert report["runtimes"]["onnxruntime"]["passed"] is False and not report["passed"]
 
 
-def test_opencv_failure_is_reported_not_crashing(tmp_path, exported):
-    _, images, saved_model, _, _ = exported
-    broken = tmp_path / "broken.onnx"
-    broken.write_bytes(b"not an onnx model")
-    with pytest.raises(OpenCVError, match="opencv: exit status"):
-        run_opencv(broken, images[:1])
-    with pytest.raises(export.ParityError, match="opencv"):
-        export.check_parity(saved_model, broken, images, runtimes=["opencv"], layout="NCHW",
-                            max_abs_diff=1e-3, min_argmax_agreement=0.999,
-                            report_path=tmp_path / "parity.json")
+def test_super_resolution_exports_pass_psnr_parity(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = models.build("sr_johnson", scale=2, input_shape=(16, 16), input_channels=3,
+                         mean=[127.5] * 3, std=[127.5] * 3)
+    randomize_batch_norm(model)
+    metadata = runtimes.make_metadata(
+        model="sr_johnson", task="super_resolution", input_size=(16, 16), input_channels=3,
+        layout="NCHW", mean=[127.5] * 3, std=[127.5] * 3,
+        preprocessing={"resize_to": [16, 16], "colour": "rgb"}, scale=2)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    exported = export.export_model(model, metadata, tmp_path, images)
+    assert not (tmp_path / "labels.txt").exists()
+    assert set(exported["parity"]) == {"savedmodel", "onnxruntime", "opencv", "opencv_classic"}
+    for result in exported["parity"].values():
+        assert result["psnr"] >= 60 and result["passed"], result
+    upscaled = runtimes.load(tmp_path / "model.onnx")(images)
+    assert upscaled.shape == (2, 32, 32, 3)
+    assert runtimes.load(tmp_path / "saved_model").metadata["scale"] == 2
 
 
 @pytest.mark.parametrize("size,target", [((3, 5), (7, 11)), ((97, 83), (50, 70))])
@@ -113,7 +119,54 @@ def test_fractional_resize_exports_at_its_exact_size(tmp_path, size, target):
     images = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
     expected = model(images, training=False).numpy()
     for runtime in ("onnxruntime", "opencv"):
-        outputs = (export.run_onnxruntime(onnx_path, images) if runtime == "onnxruntime"
-                   else run_opencv(onnx_path, images, runtime=runtime))
-        np.testing.assert_allclose(outputs.transpose(0, 2, 3, 1), expected, atol=1e-4,
-                                   err_msg=runtime)
+        with runtimes.load(onnx_path, runtime) as loaded:
+            np.testing.assert_allclose(loaded(images), expected, atol=1e-4, err_msg=runtime)
+
+
+def test_training_run_exports_through_the_same_code(run_dir):
+    report = json.loads((run_dir / "export" / "parity.json").read_text())
+    assert report["reference"] == "keras" and report["passed"]
+    assert set(report["runtimes"]) == {"savedmodel", "onnxruntime", "opencv",
+                                       "opencv_classic"}
+    assert (run_dir / "export" / "labels.txt").read_text() == "background\nsample\n"
+    metadata = runtimes.load(run_dir / "export" / "model.onnx").metadata
+    assert metadata["task"] == "segmentation" and metadata["input_size"] == [64, 64]
+    assert metadata["preprocessing"]["background_every"] == 1
+    assert metadata["preprocessing"]["resize_to"] == [64, 64]
+
+
+def test_export_command_writes_and_checks_every_size(run_dir):
+    result = run_module("tfseg.export", "--run-dir", run_dir, "--size", "64x64",
+                        "--size", "96x80", "--skip-runtime", "opencv_classic")
+    assert result.returncode == 0, result.stderr
+    out = run_dir / "export"
+    report = json.loads((out / "parity.json").read_text())
+    assert report["skipped"] == ["opencv_classic"] and report["passed"]
+    assert set(report["runtimes"]) == {"savedmodel", "onnxruntime", "opencv",
+                                       "onnxruntime model_96x80.onnx",
+                                       "opencv model_96x80.onnx"}
+    for result_ in report["runtimes"].values():
+        assert result_["max_abs_diff"] <= 1e-3 and result_["argmax_agreement"] >= 0.999
+    assert report["runtimes"]["opencv model_96x80.onnx"]["input_size"] == [96, 80]
+    assert runtimes.load(out / "model_96x80.onnx").input_size == (96, 80)
+    assert "parity      opencv model_96x80.onnx: max abs diff" in result.stdout
+    assert not [p for p in out.iterdir() if p.name.endswith((".partial", ".tmp"))]
+
+
+def test_parity_failure_exits_non_zero_naming_the_runtime(run_dir, tmp_path, capsys):
+    """A run whose tolerance no runtime can meet: the export names onnxruntime, exits 2 and
+    still leaves complete files and the report behind."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["export"].update(saved_model=False, parity_runtimes=["onnxruntime"],
+                            max_abs_diff=0.0)
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    (copy / "checkpoints").symlink_to(run_dir / "checkpoints")
+    assert run_cli(export.main, ["--run-dir", str(copy)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: exports disagree with Keras (onnxruntime: max abs diff")
+    report = json.loads((copy / "export" / "parity.json").read_text())
+    assert set(report["runtimes"]) == {"onnxruntime"} and not report["passed"]
+    # The export itself is complete: only the check failed.
+    assert runtimes.load(copy / "export" / "model.onnx").metadata["model"] == "linknet"

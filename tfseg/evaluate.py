@@ -1,87 +1,253 @@
-"""`python -m tfseg.evaluate --run-dir DIR`: score a trained run on its validation data.
+"""`python -m tfseg.evaluate`: score a trained run or an exported model on a run's data.
 
-Restores the run's latest checkpoint with the run's own `config.yaml`, runs the validation
-frames through it once and writes every segmentation score to `DIR/evaluation.json`: the
-confusion-matrix scores (mean IoU, per-class IoU, pixel and mean class accuracy, frequency-
-weighted IoU, foreground IoU), iIoU, and the interferogram seed's per-image figure under its
-honest name.
+    python -m tfseg.evaluate --run-dir DIR                         # latest checkpoint, Keras
+    python -m tfseg.evaluate --run-dir DIR --runtime onnxruntime   # DIR/export/model.onnx
+    python -m tfseg.evaluate --model FILE --config FILE [--runtime opencv]
+
+The model runs in any runtime of `tfseg.runtimes` (with `--run-dir`: keras = the latest
+checkpoint, savedmodel = `export/saved_model`, onnxruntime / opencv / opencv_classic =
+`export/model.onnx`) on the validation frames (or one epoch of training batches with
+`--split train`) of the run's `config.yaml` or `--config`. A per-class table is printed, and
+written with every score to `evaluation.json`, `evaluation.csv` (one row per class) and
+`confusion_matrix.png` in the run directory, the `--output` folder, or else the model's folder.
+
+Scores: the confusion-matrix scores (mean IoU, per-class IoU, pixel and mean class accuracy,
+frequency-weighted IoU, foreground IoU), iIoU, and the interferogram seed's per-image figure
+under its honest name.
+
+Frames whose size differs from a static model's input size (an ONNX file exported at another
+`--size`) are resized (bilinear) to the model's size, and the logits resized back (bilinear)
+to the frame size, so scores are always counted on the data's own masks; a note says so.
 """
 
 import argparse
+import csv
+import io
+import os
 from pathlib import Path
 
 import numpy as np
 
-from tfseg.config import load_config
 from tfseg.errors import TfsegError, run_cli
+
+RUN_RUNTIMES = {"savedmodel": Path("export") / "saved_model",
+                "onnxruntime": Path("export") / "model.onnx",
+                "opencv": Path("export") / "model.onnx",
+                "opencv_classic": Path("export") / "model.onnx"}
+SUMMARY_KEYS = ("mean_iou", "mean_iiou", "pixel_accuracy", "mean_class_accuracy",
+                "frequency_weighted_iou", "foreground_iou", "seed_per_image_foreground_iou")
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m tfseg.evaluate",
-                                     description="Score a trained run on its validation data.")
-    parser.add_argument("--run-dir", type=Path, required=True, help="a tfseg.train run")
-    return parser.parse_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m tfseg.evaluate",
+        description="Score a trained run or an exported model on a run's data.")
+    parser.add_argument("--run-dir", type=Path, help="a tfseg.train run")
+    parser.add_argument("--model", type=Path,
+                        help="a SavedModel directory, .onnx or .keras file (instead of the "
+                             "run's latest checkpoint)")
+    parser.add_argument("--config", type=Path,
+                        help="the recipe whose data to score on (default: the run's "
+                             "config.yaml)")
+    parser.add_argument("--runtime", choices=["keras", *RUN_RUNTIMES],
+                        help="default: keras for a run, the file's own for --model")
+    parser.add_argument("--split", choices=["validation", "train"], default="validation")
+    parser.add_argument("--output", type=Path, help="folder for the evaluation files")
+    args = parser.parse_args(argv)
+    if args.run_dir is None and (args.model is None or args.config is None):
+        parser.error("give --run-dir, or --model with --config")
+    return args
 
 
-def evaluate_run(run_dir):
-    """Scores `run_dir`'s latest checkpoint on its validation frames; returns the report."""
+def open_model(args):
+    """(config, runtime, what was loaded) for the command-line arguments."""
+    from tfseg import runtimes
+    from tfseg.config import load_config
+    from tfseg.export import metadata_for
+    from tfseg.runs import load_run
+
+    if args.model is None and args.runtime in (None, "keras"):
+        config, model = load_run(args.run_dir)
+        if args.config:
+            config = load_config(args.config)
+        return config, runtimes.from_keras(model, metadata_for(config, "NHWC")), (
+            f"{args.run_dir / 'checkpoints'} (latest)")
+    if args.config:
+        config = load_config(args.config)
+    else:
+        config_path = args.run_dir / "config.yaml"
+        if not config_path.is_file():
+            raise TfsegError(f"{args.run_dir}: not a tfseg run (no config.yaml)")
+        config = load_config(config_path)
+    path = args.model or args.run_dir / RUN_RUNTIMES[args.runtime]
+    return config, runtimes.load(path, args.runtime), str(path)
+
+
+def predict(runtime, images, notes):
+    """Logits of `runtime` for NHWC `images`, at the images' size (see the module notes on
+    resizing); `notes` (a set) collects the resize note once."""
     import tensorflow as tf
 
-    from tfseg.data.pipeline import make_datasets
-    from tfseg.export import write_json
+    size = tuple(images.shape[1:3])
+    if runtime.input_size is None or runtime.input_size == size:
+        return runtime(images)
+    notes.add(f"frames are {size[0]}x{size[1]} but the model takes "
+              f"{runtime.input_size[0]}x{runtime.input_size[1]}: frames resized to the "
+              f"model's size and logits back to the frame size")
+    logits = runtime(tf.image.resize(images, runtime.input_size).numpy())
+    return tf.image.resize(logits, size).numpy()
+
+
+def evaluate(runtime, config, batches):
+    """Scores `runtime` on `batches` of (images, masks) under `config`'s classes.
+
+    Returns:
+        dict: the scores, "per_class" rows, "confusion_matrix", "frames" and "notes".
+    """
     from tfseg.metrics import (
         InstanceIoU,
         confusion_matrix,
         scores_from_confusion,
         seed_per_image_foreground_iou,
     )
-    from tfseg.training import build_model
-
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        raise TfsegError(f"{run_dir}: not a tfseg run (no config.yaml)")
-    config = load_config(config_path)
-    checkpoint_path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-    if checkpoint_path is None:
-        raise TfsegError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate")
-    model = build_model(config)
-    try:
-        tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
-    except (tf.errors.OpError, ValueError, AssertionError) as error:
-        raise TfsegError(f"{checkpoint_path}: does not fit the model of {config_path} "
-                         f"({str(error).splitlines()[0]})") from None
 
     class_names = config.data.class_names
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
     instances = InstanceIoU(class_names, ignore_label=ignore)
-    matrix, seed_figures, frames = 0, [], 0
-    for images, masks in make_datasets(config).validation:
-        predictions = np.argmax(model(images, training=False), -1)
-        matrix = matrix + confusion_matrix(masks, predictions, num_classes, ignore).numpy()
+    matrix, seed_figures, frames, notes = np.zeros((num_classes,) * 2, np.int64), [], 0, set()
+    for images, masks in batches:
+        logits = predict(runtime, images.numpy(), notes)
+        if logits.shape[-1] != num_classes:
+            raise TfsegError(f"the model outputs {logits.shape[-1]} classes but the config "
+                             f"has {num_classes} ({', '.join(class_names)})")
+        predictions = logits.argmax(-1)
+        matrix += confusion_matrix(masks, predictions, num_classes, ignore).numpy()
         instances.update(masks.numpy(), predictions)
         if num_classes == 2:
             seed_figures.extend(seed_per_image_foreground_iou(masks.numpy(), predictions))
-        frames += int(images.shape[0])
-    report = {"run_dir": str(run_dir), "checkpoint": checkpoint_path, "split": "validation",
-              "frames": frames, **scores_from_confusion(matrix, class_names),
+        frames += len(images)
+    report = {"frames": frames, **scores_from_confusion(matrix, class_names),
               **instances.result()}
     if seed_figures:
         # The seed's "mean IoU": |prediction & truth| / |truth| per image, averaged over
         # images with foreground (a recall; false positives do not lower it).
         report["seed_per_image_foreground_iou"] = float(np.nanmean(seed_figures))
-    write_json(report, run_dir / "evaluation.json")
+    report["per_class"] = per_class_rows(matrix, report)
+    report["confusion_matrix"] = matrix.tolist()
+    report["notes"] = sorted(notes)
     return report
+
+
+def per_class_rows(matrix, report):
+    """One dict per class: IoU, iIoU, recall, precision and pixel counts."""
+    rows = []
+    for class_id, name in enumerate(report["per_class_iou"]):
+        truth, predicted = matrix[class_id].sum(), matrix[:, class_id].sum()
+        hits = matrix[class_id, class_id]
+        rows.append({"id": class_id, "class": name, "iou": report["per_class_iou"][name],
+                     "iiou": report["per_class_iiou"].get(name, float("nan")),
+                     "recall": hits / truth if truth else float("nan"),
+                     "precision": hits / predicted if predicted else float("nan"),
+                     "pixels": int(truth), "predicted_pixels": int(predicted)})
+    return [{key: float(v) if isinstance(v, np.floating) else v for key, v in row.items()}
+            for row in rows]
+
+
+def format_table(report):
+    """The per-class table and the summary scores, as printed."""
+    header = (f"{'id':>3}  {'class':<20} {'IoU':>7} {'iIoU':>7} {'recall':>7} "
+              f"{'precision':>9} {'pixels':>10}")
+    lines = [header]
+    for row in report["per_class"]:
+        lines.append(f"{row['id']:>3}  {row['class']:<20} {row['iou']:>7.4f} "
+                     f"{row['iiou']:>7.4f} {row['recall']:>7.4f} {row['precision']:>9.4f} "
+                     f"{row['pixels']:>10}")
+    lines.append(", ".join(f"{key} {report[key]:.4f}" for key in SUMMARY_KEYS
+                           if key in report))
+    return "\n".join(lines)
+
+
+def write_csv(rows, path):
+    """The per-class rows as CSV, written atomically."""
+    from tfseg.files import write_text_atomic
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
+
+
+def confusion_image(matrix, class_names, cell=64, margin=140):
+    """uint8 BGR picture of the row-normalised confusion matrix (rows = ground truth), each
+    cell holding its percentage."""
+    import cv2
+
+    matrix = np.asarray(matrix, np.float64)
+    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    size = len(class_names)
+    image = np.full((margin + size * cell, margin + size * cell, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for row in range(size):
+        for column in range(size):
+            top, left = margin + row * cell, margin + column * cell
+            shade = int(255 * (1 - rates[row, column]))
+            image[top:top + cell, left:left + cell] = (255, shade, shade)
+            cv2.putText(image, f"{100 * rates[row, column]:.1f}", (left + 6, top + cell // 2 + 5),
+                        font, 0.45, (0, 0, 0) if shade > 110 else (255, 255, 255), 1,
+                        cv2.LINE_AA)
+        cv2.putText(image, class_names[row][:16], (4, margin + row * cell + cell // 2 + 5),
+                    font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, class_names[row][:cell // 9], (margin + row * cell + 4, margin - 8),
+                    font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, "truth \\ predicted (%)", (4, 20), font, 0.45, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return image
+
+
+def write_png(image, path):
+    """Writes a PNG through a hidden temporary name, then renames (never half-written)."""
+    import cv2
+
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(cv2.imencode(".png", image)[1].tobytes())
+    os.replace(temporary, path)
+
+
+def evaluation_batches(config, split):
+    """The validation batches, or one epoch (`train.steps_per_epoch` batches) of training
+    batches."""
+    from tfseg.data.pipeline import make_datasets
+
+    datasets = make_datasets(config)
+    if split == "train":
+        return datasets.train.take(config.train.steps_per_epoch)
+    return datasets.validation
 
 
 def main(argv=None):
     args = parse_args(argv)
-    report = evaluate_run(args.run_dir)
-    keys = ("mean_iou", "mean_iiou", "pixel_accuracy", "mean_class_accuracy",
-            "frequency_weighted_iou", "foreground_iou", "seed_per_image_foreground_iou")
-    print(f"{report['frames']} validation frames; "
-          + ", ".join(f"{key} {report[key]:.4f}" for key in keys if key in report))
-    print(f"written to {args.run_dir / 'evaluation.json'}")
+    from tfseg.export import write_json
+
+    config, runtime, source = open_model(args)
+    if config.model.task != "segmentation":
+        raise TfsegError(f"{config.model.name} is a {config.model.task} model: "
+                         f"tfseg.evaluate scores segmentation models")
+    with runtime:
+        report = evaluate(runtime, config, evaluation_batches(config, args.split))
+    output = args.output or args.run_dir or args.model.parent
+    output.mkdir(parents=True, exist_ok=True)
+    report = {"model": source, "runtime": runtime.name, "split": args.split, **report}
+    write_json(report, output / "evaluation.json")
+    write_csv(report["per_class"], output / "evaluation.csv")
+    write_png(confusion_image(report["confusion_matrix"], config.data.class_names),
+              output / "confusion_matrix.png")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"{report['frames']} {args.split} frames, {runtime.name} ({source})")
+    print(format_table(report))
+    print(f"written to {output / 'evaluation.json'}, evaluation.csv, confusion_matrix.png")
     return 0
 
 

@@ -39,9 +39,10 @@ def convert(model, *, opset, layout, metadata):
         infer, input_signature=[spec], opset=opset,
         inputs_as_nchw=[f"{INPUT_NAME}:0"] if nchw else None,
         outputs_as_nchw=[OUTPUT_NAME] if nchw else None)
-    shape = [1, channels, height, width] if nchw else [1, height, width, channels]
-    properties = {"tfseg_version": tfseg.__version__, "input_name": INPUT_NAME,
-                  "input_shape": json.dumps(shape), "layout": layout, **metadata}
+    # The file's own facts win over the caller's metadata (str -> str, already encoded).
+    properties = {**metadata, "tfseg_version": tfseg.__version__, "input_name": INPUT_NAME,
+                  "input_size": f"{height}x{width}", "input_channels": str(channels),
+                  "layout": layout}
     onnx.helper.set_model_props(proto, properties)
     resize_by_sizes(proto)
     return proto

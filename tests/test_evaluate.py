@@ -1,0 +1,71 @@
+"""`python -m tfseg.evaluate` scores a run's checkpoint or its exports alike and writes the
+per-class table, JSON, CSV and confusion-matrix picture."""
+
+import csv
+import json
+
+import cv2
+import keras
+import numpy as np
+import pytest
+from conftest import run_module
+from test_export import trained_run_dir
+
+from tfseg import evaluate, models, runtimes
+from tfseg.errors import run_cli
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return trained_run_dir(tmp_path_factory)
+
+
+def test_exported_onnx_scores_like_keras(run_dir, tmp_path):
+    result = run_module("tfseg.evaluate", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "background" in result.stdout and "mean_iou" in result.stdout
+    keras_report = json.loads((run_dir / "evaluation.json").read_text())
+    assert run_cli(evaluate.main, ["--run-dir", str(run_dir), "--runtime", "onnxruntime",
+                                   "--output", str(tmp_path)]) == 0
+    onnx_report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert keras_report["runtime"] == "keras" and onnx_report["runtime"] == "onnxruntime"
+    assert onnx_report["frames"] == keras_report["frames"] > 0
+    assert abs(onnx_report["mean_iou"] - keras_report["mean_iou"]) <= 0.001
+    with open(tmp_path / "evaluation.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["class"] for row in rows] == ["background", "sample"]
+    assert sum(int(row["pixels"]) for row in rows) == np.sum(onnx_report["confusion_matrix"])
+    picture = cv2.imread(str(tmp_path / "confusion_matrix.png"))
+    assert picture is not None and picture.shape[0] > 100
+
+
+def test_model_file_with_config_scores_on_the_training_split(run_dir, tmp_path, capsys):
+    assert run_cli(evaluate.main, [
+        "--model", str(run_dir / "export" / "saved_model"),
+        "--config", str(run_dir / "config.yaml"), "--split", "train",
+        "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["split"] == "train" and report["runtime"] == "savedmodel"
+    assert report["frames"] == 4  # one epoch: 2 steps of batch 2
+    assert "4 train frames, savedmodel" in capsys.readouterr().out
+
+
+def test_frames_of_another_size_are_resized_with_a_note():
+    keras.utils.set_random_seed(0)
+    model = models.build("linknet", num_classes=2, input_shape=(32, 32), input_channels=1,
+                         mean=[12.0], std=[12.0])
+    notes = set()
+    logits = evaluate.predict(runtimes.from_keras(model), np.ones((2, 48, 40, 1), np.float32),
+                              notes)
+    assert logits.shape == (2, 48, 40, 2)
+    assert notes == {("frames are 48x40 but the model takes 32x32: frames resized to the "
+                      "model's size and logits back to the frame size")}
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
+    assert run_cli(evaluate.main, ["--run-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}: not a tfseg run (no config.yaml)\n"
+    (tmp_path / "config.yaml").write_text("model: {name: linknet}\n")
+    assert run_cli(evaluate.main, ["--run-dir", str(tmp_path), "--runtime",
+                                   "onnxruntime"]) == 2
+    assert "model.onnx: no such file or directory" in capsys.readouterr().err

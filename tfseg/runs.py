@@ -1,0 +1,51 @@
+"""A finished or interrupted training run, read back: its config and its latest weights."""
+
+from pathlib import Path
+
+from tfseg.config import load_config
+from tfseg.errors import TfsegError
+
+
+def load_run(run_dir):
+    """The config of `run_dir` and its float32 inference model at the latest checkpoint.
+
+    Args:
+        run_dir: str or Path. A `python -m tfseg.train` run directory.
+
+    Returns:
+        (config, model): the run's `Config` and a `keras.Model` from raw pixels to logits
+        (or upscaled pixels) at the config's frame size.
+
+    Raises:
+        TfsegError: not a run (no config.yaml), no checkpoint yet, or a checkpoint that does
+            not fit the model the config describes.
+    """
+    import tensorflow as tf
+
+    from tfseg.training import build_model, copy_weights, uses_cascade
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise TfsegError(f"{run_dir}: not a tfseg run (no config.yaml)")
+    config = load_config(config_path)
+    checkpoint_path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    if checkpoint_path is None:
+        raise TfsegError(f"{run_dir / 'checkpoints'}: no checkpoint in this run yet")
+    # The checkpoint holds the model as trained (crop size, ICNet's cascade outputs); the
+    # inference model takes whole frames and returns the full-size output only.
+    crop = tuple(config.data.augment.crop) or None
+    trained = build_model(config, crop, for_training=True)
+    try:
+        # Every variable of the model must come from the checkpoint, so a checkpoint of
+        # another architecture is refused, not half-loaded.
+        tf.train.Checkpoint(model=trained).restore(
+            checkpoint_path).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as error:
+        raise TfsegError(f"{checkpoint_path}: does not fit the model of {config_path} "
+                         f"({str(error).splitlines()[0]})") from None
+    if not crop and not uses_cascade(config):
+        return config, trained
+    model = build_model(config)
+    copy_weights(trained, model)
+    return config, model

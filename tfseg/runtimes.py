@@ -1,0 +1,302 @@
+"""One way to run any tfseg model, exported or in memory: `load(path)` or `from_keras(model)`.
+
+Every `Runtime` takes float32 raw pixels NHWC (N, H, W, C) and returns float32 NHWC outputs
+(segmentation logits (N, H, W, K); super-resolution pixels (N, sH, sW, C)) whatever the
+file's own layout, and carries the tfseg metadata of the export (`make_metadata`).
+
+Metadata lives in an ONNX file's `metadata_props` (all values strings, JSON where structured,
+`encode_metadata`) and in a SavedModel's `assets.extra/tfseg.json` (plain JSON);
+`Runtime.metadata` holds decoded values (lists, dicts, ints) for both.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tfseg.errors import TfsegError
+
+RUNTIMES = ("keras", "savedmodel", "onnxruntime", "opencv", "opencv_classic")
+SAVED_MODEL_METADATA = Path("assets.extra") / "tfseg.json"
+NORMALISATION = "inside the model: feed raw pixels"
+# Metadata values stored as JSON text in ONNX metadata_props; input_size is "HxW".
+_JSON_KEYS = ("class_names", "class_colours", "mean", "std", "preprocessing", "input_channels",
+              "scale")
+
+
+def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
+                  preprocessing, class_names=None, scale=None):
+    """The tfseg metadata of an export (decoded values).
+
+    Args:
+        model: str. The model family, e.g. "linknet".
+        task: str. "segmentation" or "super_resolution".
+        input_size: (H, W). The static input size of the export.
+        input_channels: int. 1 or 3.
+        layout: str. "NCHW" or "NHWC", the file's input and output layout.
+        mean, std: lists of float. Informational: the normalisation is inside the model.
+        preprocessing: dict. What a caller must do to a raw frame first (the config's
+            `data.preprocess` plus "resize_to": [H, W] and "colour": "gray" | "rgb").
+        class_names: list of str. Segmentation only.
+        scale: int. Super-resolution factor, super-resolution only.
+    """
+    import tfseg
+    from tfseg.summaries import palette
+
+    metadata = {"tfseg_version": tfseg.__version__, "model": model, "task": task,
+                "input_size": [int(v) for v in input_size],
+                "input_channels": int(input_channels), "layout": layout,
+                "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+                "normalisation": NORMALISATION, "preprocessing": preprocessing}
+    if task == "segmentation":
+        metadata["class_names"] = list(class_names)
+        metadata["class_colours"] = palette(len(class_names)).tolist()
+    else:
+        metadata["scale"] = int(scale)
+    return metadata
+
+
+def encode_metadata(metadata):
+    """ONNX metadata_props (str -> str) of decoded `metadata`."""
+    encoded = {}
+    for key, value in metadata.items():
+        if key == "input_size":
+            value = "x".join(str(int(v)) for v in value)
+        elif key in _JSON_KEYS:
+            value = json.dumps(value)
+        encoded[key] = str(value)
+    return encoded
+
+
+def decode_metadata(properties):
+    """Decoded metadata of ONNX metadata_props (str -> str)."""
+    decoded = dict(properties)
+    for key, value in properties.items():
+        if key == "input_size":
+            decoded[key] = [int(v) for v in value.split("x")]
+        elif key in _JSON_KEYS:
+            decoded[key] = json.loads(value)
+    return decoded
+
+
+class Runtime:
+    """A loaded model: call it with float32 raw pixels NHWC, get float32 NHWC outputs.
+
+    Attributes:
+        name: str. One of `RUNTIMES`.
+        metadata: dict. The export's tfseg metadata, decoded.
+        input_size: (H, W) the model requires, or None when any size works.
+        channels: int. Input channels.
+    """
+
+    def __init__(self, name, predict, *, metadata, input_size, channels, close=None):
+        self.name, self.metadata, self.channels = name, metadata, channels
+        self.input_size = tuple(input_size) if input_size else None
+        self._predict, self._close = predict, close
+
+    def __call__(self, pixels):
+        pixels = np.asarray(pixels, np.float32)
+        if pixels.ndim != 4 or pixels.shape[-1] != self.channels:
+            raise TfsegError(f"{self.name}: expected (N, H, W, {self.channels}) pixels, got "
+                             f"shape {pixels.shape}")
+        if self.input_size and tuple(pixels.shape[1:3]) != self.input_size:
+            height, width = self.input_size
+            raise TfsegError(f"{self.name}: the model takes {height}x{width} frames, got "
+                             f"{pixels.shape[1]}x{pixels.shape[2]}; resize them first")
+        return np.asarray(self._predict(pixels), np.float32)
+
+    def close(self):
+        """Releases what the runtime holds (OpenCV's child process)."""
+        if self._close:
+            self._close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return (f"Runtime({self.name!r}, input_size={self.input_size}, "
+                f"channels={self.channels}, model={self.metadata.get('model')!r})")
+
+
+def load(path, runtime=None):
+    """The model at `path` in `runtime`.
+
+    Args:
+        path: str or Path. A SavedModel directory ("savedmodel"), a `.onnx` file
+            ("onnxruntime", or "opencv" / "opencv_classic") or a `.keras` file ("keras";
+            such files carry no tfseg metadata, so `metadata` is empty).
+        runtime: str. One of `RUNTIMES`, or None for the file's natural one.
+
+    Raises:
+        TfsegError: missing path, not a model, not a tfseg export, or a runtime that does not
+            run this kind of file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TfsegError(f"{path}: no such file or directory; expected a SavedModel "
+                         f"directory, a .onnx or a .keras file")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise TfsegError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    kind = "savedmodel" if path.is_dir() else {".onnx": "onnx", ".keras": "keras"}.get(
+        path.suffix.lower())
+    if kind is None:
+        raise TfsegError(f"{path}: not a model file; expected a SavedModel directory, a "
+                         f".onnx or a .keras file")
+    allowed = {"savedmodel": ("savedmodel",), "keras": ("keras",),
+               "onnx": ("onnxruntime", "opencv", "opencv_classic")}[kind]
+    runtime = runtime or allowed[0]
+    if runtime not in allowed:
+        raise TfsegError(f"{path}: runtime {runtime!r} cannot run this file; use "
+                         f"{' or '.join(allowed)}")
+    loaders = {"savedmodel": _load_saved_model, "keras": _load_keras,
+               "onnxruntime": _load_onnxruntime, "opencv": _load_opencv,
+               "opencv_classic": _load_opencv}
+    return loaders[runtime](path, runtime)
+
+
+def from_keras(model, metadata=None, *, batch_size=8):
+    """A "keras" runtime for an in-memory model (called with `training=False`, TOOLCHAIN.md
+    trap 1), `batch_size` frames at a time."""
+    def predict(pixels):
+        return np.concatenate([
+            model(pixels[start:start + batch_size], training=False)
+            for start in range(0, len(pixels), batch_size)])
+
+    _, height, width, channels = model.input_shape
+    return Runtime("keras", predict, metadata=dict(metadata or {}),
+                   input_size=(height, width) if height and width else None,
+                   channels=channels)
+
+
+def read_onnx_metadata(path):
+    """Decoded tfseg metadata of the ONNX file `path`.
+
+    Raises:
+        TfsegError: not an ONNX model, or an ONNX model without tfseg metadata.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # onnx raises protobuf's DecodeError and others
+        raise TfsegError(f"{path}: not an ONNX model ({str(error).splitlines()[0]})") from None
+    properties = {p.key: p.value for p in proto.metadata_props}
+    if "tfseg_version" not in properties:
+        raise TfsegError(f"{path}: not a tfseg export: no tfseg metadata")
+    try:
+        return decode_metadata(properties)
+    except ValueError as error:
+        raise TfsegError(f"{path}: malformed tfseg metadata ({error})") from None
+
+
+def write_saved_model_metadata(saved_model_dir, metadata):
+    """Writes decoded `metadata` to `<saved_model_dir>/assets.extra/tfseg.json`."""
+    from tfseg.files import write_text_atomic
+
+    path = Path(saved_model_dir) / SAVED_MODEL_METADATA
+    path.parent.mkdir(exist_ok=True)
+    write_text_atomic(path, json.dumps(metadata, indent=2) + "\n")
+
+
+def read_saved_model_metadata(saved_model_dir):
+    """Decoded tfseg metadata of a SavedModel directory.
+
+    Raises:
+        TfsegError: not a SavedModel, or one without tfseg metadata.
+    """
+    saved_model_dir = Path(saved_model_dir)
+    if not (saved_model_dir / "saved_model.pb").exists():
+        raise TfsegError(f"{saved_model_dir}: not a SavedModel directory (no saved_model.pb)")
+    path = saved_model_dir / SAVED_MODEL_METADATA
+    if not path.exists():
+        raise TfsegError(f"{saved_model_dir}: not a tfseg export: no tfseg metadata "
+                         f"({SAVED_MODEL_METADATA} is missing)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise TfsegError(f"{path}: malformed tfseg metadata ({error})") from None
+
+
+def _load_keras(path, runtime):
+    import keras
+
+    import tfseg.models  # noqa: F401  (registers the custom layers the file names)
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad archive
+        raise TfsegError(f"{path}: not a Keras model file "
+                         f"({str(error).splitlines()[0]})") from None
+    return from_keras(model)
+
+
+def _load_saved_model(path, runtime):
+    import tensorflow as tf
+
+    metadata = read_saved_model_metadata(path)
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (name, spec), = serve.structured_input_signature[1].items()
+    _, height, width, channels = spec.shape
+
+    def predict(pixels):
+        (output,) = serve(**{name: tf.constant(pixels)}).values()
+        return output.numpy()
+
+    return Runtime(runtime, predict, metadata=metadata,
+                   input_size=(height, width) if height and width else None,
+                   channels=channels)
+
+
+def _onnx_input(metadata):
+    """(input size, channels, NCHW?) from the metadata onnx_conversion writes."""
+    if not {"input_size", "input_channels", "layout"} <= metadata.keys():
+        raise TfsegError("tfseg metadata without input_size, input_channels and layout: "
+                         "export the model again with this tfseg version")
+    return metadata["input_size"], metadata["input_channels"], metadata["layout"] == "NCHW"
+
+
+def _to_nhwc(outputs, nchw):
+    return outputs.transpose(0, 2, 3, 1) if nchw else outputs
+
+
+def _load_onnxruntime(path, runtime):
+    import onnxruntime
+
+    metadata = read_onnx_metadata(path)
+    size, channels, nchw = _onnx_input(metadata)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def predict(pixels):
+        # Exports have a static batch of 1.
+        batches = pixels.transpose(0, 3, 1, 2) if nchw else pixels
+        return _to_nhwc(np.concatenate([session.run(None, {name: batch[None]})[0]
+                                        for batch in batches]), nchw)
+
+    return Runtime(runtime, predict, metadata=metadata, input_size=size, channels=channels)
+
+
+def _load_opencv(path, runtime):
+    from tfseg.opencv_dnn import OpenCVError, OpenCVWorker
+
+    metadata = read_onnx_metadata(path)
+    size, channels, nchw = _onnx_input(metadata)
+    if not nchw:
+        raise TfsegError(f"{path}: OpenCV DNN feeds NCHW blobs; this export is "
+                         f"{metadata.get('layout')}")
+    try:
+        worker = OpenCVWorker(path, runtime)
+    except OpenCVError as error:
+        raise TfsegError(f"{path}: {error}") from None
+
+    def predict(pixels):
+        try:
+            return _to_nhwc(worker(pixels), nchw)
+        except OpenCVError as error:
+            raise TfsegError(f"{path}: {error}") from None
+
+    return Runtime(runtime, predict, metadata=metadata, input_size=size, channels=channels,
+                   close=worker.close)
