@@ -1,0 +1,276 @@
+"""python -m tfseg.predict: folders, videos and 16-bit frames preprocessed exactly as in
+training, tiled super-resolution with histogram matching, and clean errors that leave nothing
+half-written."""
+
+from types import SimpleNamespace
+
+import cv2
+import keras
+import numpy as np
+import onnx
+import pytest
+from conftest import psnr, randomize_batch_norm, run_module
+
+from tfseg import export, models, predict, runtimes
+from tfseg.config import DataConfig, PreprocessConfig
+from tfseg.data.interferograms import prepare_sequence
+from tfseg.errors import TfsegError, run_cli
+
+MODEL_SIZE = (32, 48)
+FRAME_SIZE = (48, 64)   # raw frames: cropped to 40x56, resized to the model size
+STEPS = {"blur": 3, "background_every": 2, "background_alpha": 0.9, "clahe_clip_limit": 2.0,
+         "clahe_tile_grid": 4, "crop": [4, 2, 56, 40]}
+
+
+def segmentation_metadata(steps, *, mean, std):
+    return runtimes.make_metadata(
+        model="linknet", task="segmentation", input_size=MODEL_SIZE, input_channels=1,
+        layout="NCHW", mean=mean, std=std, class_names=["background", "sample"],
+        preprocessing={**steps, "resize_to": list(MODEL_SIZE), "colour": "gray"})
+
+
+def make_segmenter(mean, std, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = models.build("linknet", num_classes=2, input_shape=MODEL_SIZE, input_channels=1,
+                         mean=mean, std=std)
+    randomize_batch_norm(model, seed)
+    return model
+
+
+def make_frames(count, size, *, maximum=255, dtype=np.uint8, seed=0):
+    """Smooth random frames with a bright blob moving across them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size[0], :size[1]]
+    frames = []
+    for index in range(count):
+        noise = cv2.GaussianBlur(rng.uniform(0, 1, size).astype(np.float32), (0, 0), 3)
+        blob = np.exp(-((yy - size[0] / 2) ** 2 + (xx - 10 - 12 * index) ** 2) / 60)
+        frame = (noise - noise.min()) / np.ptp(noise) * 0.6 + 0.4 * blob
+        frames.append(np.round(frame * maximum).astype(dtype))
+    return np.stack(frames)
+
+
+def write_frames(folder, frames, suffix=".png"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"frame_{index:04d}{suffix}"), frame)
+    return folder
+
+
+def training_masks(model, frames, steps):
+    """Class ids of `frames` preprocessed by the training pipeline, from the Keras model."""
+    config = DataConfig(height=MODEL_SIZE[0], width=MODEL_SIZE[1],
+                        preprocess=PreprocessConfig(**steps))
+    images, _ = prepare_sequence(frames, [[] for _ in frames], config)
+    return np.asarray(model(images, training=False)).argmax(-1)
+
+
+def read_mask(path):
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert mask is not None and mask.dtype == np.uint8, path
+    return mask
+
+
+def make_segmentation_export(folder):
+    """A tiny LinkNet exported to ONNX with tfseg metadata in `folder`, and a folder of 4 raw
+    frames. Exported once per session, whichever test module asks first: the model's
+    weights are the same every time."""
+    model = make_segmenter(mean=[90.0], std=[40.0])
+    onnx_path = folder / "model.onnx"
+    if not onnx_path.exists():
+        folder.mkdir(exist_ok=True)
+        metadata = segmentation_metadata(STEPS, mean=[90.0], std=[40.0])
+        export.export_onnx(model, onnx_path, metadata=metadata)
+    frames = make_frames(4, FRAME_SIZE)
+    return SimpleNamespace(model=model, onnx=onnx_path, frames=frames,
+                           folder=write_frames(folder / "frames", frames))
+
+
+@pytest.fixture(scope="session")
+def segmentation_export(tmp_path_factory):
+    return make_segmentation_export(tmp_path_factory.getbasetemp() / "segmentation_export")
+
+
+def test_folder_is_segmented_exactly_as_training_preprocesses(segmentation_export, tmp_path):
+    exported = segmentation_export
+    result = run_module("tfseg.predict", "--model", exported.onnx, "--input", exported.folder,
+                        "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    expected = training_masks(exported.model, exported.frames, STEPS)
+    assert 0.05 < expected.mean() < 0.95   # both classes present: the comparison means much
+    masks = np.stack([read_mask(tmp_path / "out" / f"frame_{i:04d}_mask.png")
+                      for i in range(4)])
+    assert masks.shape == (4, *MODEL_SIZE)
+    assert np.mean(masks == expected) >= 0.999
+    overlay = cv2.imread(str(tmp_path / "out" / "frame_0000_overlay.png"))
+    assert overlay.shape == (*MODEL_SIZE, 3)
+    # Class 1 is painted red (RGB 255, 64, 64) half over the frame: red dominates there.
+    red = overlay[masks[0] == 1].astype(int)
+    assert (red[:, 2] > red[:, 1]).all()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"frame_{i:04d}_{kind}.png" for i in range(4) for kind in ("mask", "overlay"))
+
+
+def test_video_frames_are_named_and_share_the_video_background(segmentation_export,
+                                                                tmp_path):
+    exported = segmentation_export
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5,
+                             FRAME_SIZE[::-1])
+    assert writer.isOpened()
+    for frame in exported.frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    capture = cv2.VideoCapture(str(video))
+    decoded = []   # the frames as the video codec returns them
+    while (frame := capture.read()[1]) is not None:
+        decoded.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    assert run_cli(predict.main, ["--model", str(exported.onnx), "--input", str(video),
+                                  "--output", str(tmp_path / "out")]) == 0
+    masks = np.stack([read_mask(tmp_path / "out" / f"clip_{i:06d}_mask.png")
+                      for i in range(4)])
+    assert not (tmp_path / "out" / "clip_000004_mask.png").exists()
+    expected = training_masks(exported.model, np.stack(decoded), STEPS)
+    assert np.mean(masks == expected) >= 0.999
+
+
+def test_16_bit_frames_keep_their_values_as_in_training(tmp_path):
+    # A model trained on 16-bit frames (CLAHE spreads them over 0..65535) segments 16-bit
+    # PNGs exactly as training preprocessed them.
+    model = make_segmenter(mean=[30000.0], std=[15000.0], seed=1)
+    metadata = segmentation_metadata(STEPS, mean=[30000.0], std=[15000.0])
+    frames = make_frames(3, FRAME_SIZE, maximum=4000, dtype=np.uint16, seed=1)
+    folder = write_frames(tmp_path / "frames16", frames)
+    assert cv2.imread(str(folder / "frame_0000.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    (sequence,) = predict.find_sequences([folder])
+    outputs = dict(predict.predict_sequence(runtimes.from_keras(model, metadata), sequence))
+    masks = np.stack([outputs[f"frame_{i:04d}"]["mask"] for i in range(3)])
+    expected = training_masks(model, frames, STEPS)
+    assert 0.02 < expected.mean() < 0.98
+    assert np.mean(masks == expected) >= 0.999
+
+
+@pytest.fixture(scope="module")
+def super_resolution_export(tmp_path_factory):
+    """A x2 SR network exported as a SavedModel at a static 24x24 input, and the same weights
+    in a model that takes any size."""
+    out = tmp_path_factory.mktemp("super_resolution")
+    keras.utils.set_random_seed(0)
+    options = {"scale": 2, "input_channels": 3, "mean": [127.5] * 3, "std": [127.5] * 3}
+    model = models.build("sr_johnson", input_shape=(24, 24), **options)
+    any_size = models.build("sr_johnson", **options)
+    any_size.set_weights(model.get_weights())
+    metadata = runtimes.make_metadata(
+        model="sr_johnson", task="super_resolution", input_size=(24, 24), input_channels=3,
+        layout="NHWC", mean=options["mean"], std=options["std"], scale=2,
+        preprocessing={"blur": 0, "background_every": 0, "background_alpha": 0.0,
+                       "clahe_clip_limit": 0.0, "clahe_tile_grid": 1, "crop": [],
+                       "resize_to": [], "colour": "rgb"})
+    saved_model = export.export_saved_model(model, out / "saved_model", metadata)
+    return SimpleNamespace(any_size=any_size, saved_model=saved_model)
+
+
+def test_super_resolution_is_tiled_to_the_scaled_size(super_resolution_export, tmp_path):
+    image = make_frames(3, (40, 56), seed=2).transpose(1, 2, 0)   # RGB
+    cv2.imwrite(str(tmp_path / "frame.png"), image[..., ::-1])
+    assert run_cli(predict.main, ["--model", str(super_resolution_export.saved_model),
+                                  "--input", str(tmp_path / "frame.png"), "--output",
+                                  str(tmp_path / "out"), "--overlap", "12"]) == 0
+    upscaled = cv2.imread(str(tmp_path / "out" / "frame_x2.png"))[..., ::-1]
+    assert upscaled.shape == (80, 112, 3)
+    whole = np.asarray(super_resolution_export.any_size(image[None].astype(np.float32),
+                                                        training=False))[0]
+    # Tiles of 24 pixels are small for this network's receptive field (9x9 convolutions and
+    # 4 residual blocks); blended, they still agree with one pass to within 45 dB.
+    reference = np.clip(np.round(whole), 0, 255)
+    assert psnr(upscaled, reference) >= 45
+    assert np.mean(np.abs(upscaled - reference)) <= 0.6
+
+
+def test_histogram_matching_gives_the_upscaled_frame_the_input_tones(super_resolution_export,
+                                                                     tmp_path):
+    image = make_frames(3, (32, 32), seed=3).transpose(1, 2, 0)
+    cv2.imwrite(str(tmp_path / "frame.png"), image[..., ::-1])
+    outputs = {}
+    for flag in ([], ["--match-histogram"]):
+        out = tmp_path / ("matched" if flag else "plain")
+        assert run_cli(predict.main, ["--model", str(super_resolution_export.saved_model),
+                                      "--input", str(tmp_path / "frame.png"), "--output",
+                                      str(out), *flag]) == 0
+        outputs[bool(flag)] = cv2.imread(str(out / "frame_x2.png"))[..., ::-1]
+    quantiles = np.linspace(5, 95, 10)
+    for channel in range(3):
+        target, matched, plain = (picture[..., channel].astype(float)
+                                  for picture in (image, outputs[True], outputs[False]))
+        assert abs(plain.mean() - target.mean()) > 15   # the untrained network's own tones
+        assert abs(matched.mean() - target.mean()) <= 3
+        assert abs(matched.std() - target.std()) <= 3
+        # The plain output has about 50 grey levels; each maps to one level as a whole.
+        assert np.abs(np.percentile(matched, quantiles)
+                      - np.percentile(target, quantiles)).max() <= 8
+
+
+def test_match_histogram_follows_the_reference_and_keeps_the_order():
+    rng = np.random.default_rng(0)
+    image = rng.normal(60, 10, (64, 64, 1)).clip(0, 255).astype(np.uint8)
+    reference = rng.uniform(100, 250, (20, 30, 1)).astype(np.uint8)
+    matched = predict.match_histogram(image, reference)
+    np.testing.assert_allclose(np.percentile(matched, [10, 50, 90]),
+                               np.percentile(reference, [10, 50, 90]), atol=3)
+    order = np.argsort(image.ravel(), kind="stable")
+    assert (np.diff(matched.ravel()[order].astype(int)) >= 0).all()
+
+
+def test_inputs_are_checked_before_anything_is_written(tmp_path, segmentation_export):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    write_frames(tmp_path / "a", segmentation_export.frames[:1])
+    write_frames(tmp_path / "b", segmentation_export.frames[:1])
+    cases = [([tmp_path / "missing.png"], "missing.png: no such file"),
+             ([tmp_path / "empty"], "empty: no images in this folder"),
+             ([tmp_path / "notes.txt"], "notes.txt: not an image"),
+             ([tmp_path / "a", tmp_path / "b"], "frame_0000.png: its outputs would overwrite")]
+    for inputs, message in cases:
+        with pytest.raises(TfsegError, match=message):
+            predict.main(["--model", str(segmentation_export.onnx), "--input",
+                          *map(str, inputs), "--output", str(tmp_path / "out")])
+    with pytest.raises(TfsegError, match="--tile 64x64: the model takes 32x48"):
+        predict.main(["--model", str(segmentation_export.onnx), "--input",
+                      str(tmp_path / "a"), "--output", str(tmp_path / "out"),
+                      "--tile", "64x64"])
+    assert not (tmp_path / "out").exists()
+
+
+def assert_one_line_error(result, *expected):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def test_unreadable_frame_stops_cleanly_with_earlier_outputs_complete(segmentation_export,
+                                                                      tmp_path):
+    folder = write_frames(tmp_path / "frames", segmentation_export.frames[:3])
+    bad = folder / "frame_0001.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = run_module("tfseg.predict", "--model", segmentation_export.onnx, "--input",
+                        folder, "--output", tmp_path / "out")
+    assert_one_line_error(result, str(bad), "unreadable")
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["frame_0000_mask.png", "frame_0000_overlay.png"]   # no temporaries
+    assert read_mask(tmp_path / "out" / "frame_0000_mask.png").shape == MODEL_SIZE
+
+
+def test_onnx_without_tfseg_metadata_is_refused_before_writing(tmp_path,
+                                                               segmentation_export):
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "plain",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 4, 4])])
+    plain = tmp_path / "plain.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(plain))
+    result = run_module("tfseg.predict", "--model", plain, "--input",
+                        segmentation_export.folder, "--output", tmp_path / "out")
+    assert_one_line_error(result, str(plain), "not a tfseg export")
+    assert not (tmp_path / "out").exists()
