@@ -27,7 +27,7 @@ def run(tmp_path_factory):
     config_path.write_text(yaml.safe_dump(TINY_CONFIG))
     run_dir = tmp / "run"
     result = run_module("tfseg.train", "--config", config_path, "--run-dir", run_dir,
-                        "--set", "train.seed=3")
+                        "--set", "train.seed=3", "--profile")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
 
@@ -50,6 +50,46 @@ def test_run_directory_holds_every_artifact(run):
                      "export/model.onnx", "export/parity.json"]:
         assert (run_dir / relative).exists(), relative
     assert not list(run_dir.rglob("*.partial"))
+
+
+def test_profile_records_a_trace_for_the_profile_tab(run):
+    run_dir, result = run
+    assert list((run_dir / "logs" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert "profiler trace of steps 2-4" in result.stdout
+
+
+def test_super_resolution_run_scores_against_bicubic_and_logs_panels(tmp_path):
+    import cv2
+    import yaml
+    rng = np.random.default_rng(0)
+    for name, count in (("train", 2), ("validation", 2)):
+        (tmp_path / name).mkdir()
+        for index in range(count):
+            image = cv2.GaussianBlur(rng.integers(0, 256, (40, 48, 3), np.uint8), (5, 5), 0)
+            cv2.imwrite(str(tmp_path / name / f"{index}.png"), image)
+    config = {"model": {"name": "sr_johnson", "scale": 4, "input_channels": 3},
+              "data": {"source": "super_resolution", "height": 8, "width": 8,
+                       "mean": [127.5] * 3, "std": [127.5] * 3,
+                       "super_resolution": {"train": [str(tmp_path / "train")],
+                                            "validation": [str(tmp_path / "validation")],
+                                            "patch_size": 32}},
+              "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "loss": "pixel",
+                        "log_images": 2},
+              "export": {"parity_samples": 2, "parity_runtimes": ["onnxruntime"]}}
+    (tmp_path / "sr.yaml").write_text(yaml.safe_dump(config))
+    result = run_module("tfseg.train", "--config", tmp_path / "sr.yaml", "--run-dir",
+                        tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["images"] == 2 and metrics["best"]["metric"] == "psnr_y"
+    assert 15 < metrics["bicubic_psnr_y"] < 60 and 0 < metrics["ssim_y"] <= 1
+    assert metrics["psnr_y"] < metrics["bicubic_psnr_y"]   # two steps do not beat bicubic
+    validation = event_values(tmp_path / "run" / "logs" / "validation")
+    _, encoded = validation["LR | bicubic | SR | HR"][-1]
+    # Both images centre-cropped to the smaller LR size (10x12 -> 40x48 HR), 4 views wide.
+    assert (int(encoded[0]), int(encoded[1]), len(encoded) - 2) == (4 * 48, 40, 2)
+    parity = json.loads((tmp_path / "run" / "export" / "parity.json").read_text())
+    assert parity["passed"]
 
 
 def test_resolved_config_includes_overrides(run):
@@ -78,6 +118,9 @@ def test_tensorboard_has_scalars_and_prediction_panels(run):
     for tag in ("loss", "mean_iou", "foreground_iou", "pixel_accuracy"):
         assert [step for step, _ in validation[tag]] == [2, 4], tag
     assert float(train["learning_rate"][1][1]) < float(train["learning_rate"][0][1])
+    assert all(float(value) > 0 for _, value in train["images_per_second"])
+    for tag in ("iou/background", "iou/sample"):
+        assert [step for step, _ in validation[tag]] == [2, 4], tag
     (panel_tag,) = [t for t in validation if "prediction" in t]
     step, encoded = validation[panel_tag][-1]
     # An image summary holds width, height, then one PNG per image.
@@ -94,7 +137,7 @@ def test_tensorboard_has_scalars_and_prediction_panels(run):
 def test_parity_report_covers_every_runtime(run):
     run_dir, result = run
     report = json.loads((run_dir / "export" / "parity.json").read_text())
-    assert set(report["runtimes"]) == {"onnxruntime", "opencv", "opencv_classic"}
+    assert set(report["runtimes"]) == {"savedmodel", "onnxruntime", "opencv", "opencv_classic"}
     assert all(r["passed"] for r in report["runtimes"].values())
     assert "tensorboard --logdir" in result.stdout and "parity" in result.stdout
 

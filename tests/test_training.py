@@ -5,14 +5,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfseg.config import AugmentConfig, Config, DataConfig, ModelConfig, TrainConfig
+from tfseg.config import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    ModelConfig,
+    SuperResolutionDataConfig,
+    TrainConfig,
+)
 from tfseg.losses import per_image_asymmetric_loss, per_image_cross_entropy
+from tfseg.tasks import make_task
 from tfseg.training import (
     build_model,
     build_training,
     copy_weights,
     make_optimizer,
-    per_image_loss,
     with_computed_class_weights,
 )
 
@@ -48,8 +55,8 @@ def test_random_crops_train_a_network_of_the_crop_size():
     model, _, train_step = build_training(config, tf.distribute.get_strategy())
     assert model.input_shape == (None, 24, 32, 1)
     batch = (np.zeros((2, 40, 56, 1), np.float32), np.ones((2, 40, 56), np.uint8))
-    loss, matrix = train_step(iter([batch]))
-    assert int(np.sum(matrix)) == 2 * 24 * 32 and np.isfinite(float(loss))
+    loss, matrix, finite = train_step(iter([batch]))
+    assert int(np.sum(matrix)) == 2 * 24 * 32 and np.isfinite(float(loss)) and bool(finite)
 
 
 def test_poly_schedule_decays_with_power_to_zero():
@@ -71,9 +78,9 @@ def test_loss_choice_selects_the_asymmetric_loss():
     masks = tf.constant(rng.integers(0, 2, (2, 8, 8)), tf.uint8)
     logits = tf.constant(rng.normal(size=(2, 8, 8, 2)), tf.float32)
     asymmetric = Config(train=TrainConfig(loss="asymmetric"))
-    np.testing.assert_allclose(per_image_loss(masks, logits, asymmetric),
+    np.testing.assert_allclose(make_task(asymmetric).per_image_loss(masks, logits),
                                per_image_asymmetric_loss(masks, logits, 255))
-    np.testing.assert_allclose(per_image_loss(masks, logits, Config()),
+    np.testing.assert_allclose(make_task(Config()).per_image_loss(masks, logits),
                                per_image_cross_entropy(masks, logits, 255))
 
 
@@ -97,9 +104,79 @@ def test_icnet_trains_on_its_cascade_and_hands_weights_to_the_inference_model():
     rng = np.random.default_rng(0)
     batch = (rng.uniform(0, 255, (2, 64, 64, 1)).astype(np.float32),
              rng.integers(0, 2, (2, 64, 64)).astype(np.uint8))
-    loss, matrix = train_step(iter([batch]))
+    loss, matrix, _ = train_step(iter([batch]))
     assert np.isfinite(float(loss)) and int(np.sum(matrix)) == 2 * 64 * 64
     inference = build_model(config)
     copy_weights(model, inference)
     np.testing.assert_allclose(inference(batch[0], training=False),
                                model(batch[0], training=False)["logits"], atol=1e-5)
+
+
+def small_config(**train):
+    return Config(model=ModelConfig(name="fcn_resnet18"),
+                  data=DataConfig(height=32, width=32, augment=AugmentConfig(flip="none")),
+                  train=TrainConfig(batch_size=2, lr_schedule="constant", **train))
+
+
+def one_step_updates(config, images=None):
+    """{variable path: update} of one training step of `config` on a fixed batch."""
+    keras.utils.set_random_seed(0)
+    model, _, train_step = build_training(config, tf.distribute.get_strategy())
+    rng = np.random.default_rng(0)
+    if images is None:
+        images = rng.uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    batch = (images, rng.integers(0, 2, (2, 32, 32)).astype(np.uint8))
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    loss, _, finite = train_step(iter([batch]))
+    updates = {v.path: v.numpy() - before[v.path] for v in model.trainable_variables}
+    return updates, float(loss), bool(finite)
+
+
+def test_lr_multipliers_scale_the_adam_step_of_matching_variables_only():
+    plain, _, _ = one_step_updates(small_config(learning_rate=1e-3))
+    scaled, _, _ = one_step_updates(small_config(learning_rate=1e-3,
+                                                 lr_multipliers={"^fcn_resnet18_(?!backbone)": 10.0}))
+    matched = [path for path in plain if "backbone" not in path]
+    assert matched and len(matched) < len(plain)
+    for path, update in plain.items():
+        factor = 10.0 if path in matched else 1.0
+        np.testing.assert_allclose(scaled[path], factor * update, rtol=1e-4, atol=1e-9,
+                                   err_msg=path)
+
+
+def test_jit_compiled_step_matches_the_plain_step():
+    # Plain SGD: the update is the gradient (Adam's first step is its sign, which flips for
+    # gradients that round differently near zero). XLA fuses and orders sums differently, so
+    # each variable's update must agree to 5 % in norm, not bit for bit.
+    sgd = {"optimizer": "sgd", "momentum": 0.0, "learning_rate": 1.0}
+    plain, plain_loss, _ = one_step_updates(small_config(**sgd))
+    compiled, compiled_loss, _ = one_step_updates(small_config(jit_compile=True, **sgd))
+    assert compiled_loss == pytest.approx(plain_loss, rel=1e-4)
+    for path, update in plain.items():
+        error = np.linalg.norm(compiled[path] - update)
+        assert error <= 0.05 * np.linalg.norm(update) + 1e-9, path
+
+
+def test_skip_batch_leaves_the_weights_untouched_on_a_non_finite_loss():
+    images = np.full((2, 32, 32, 1), np.nan, np.float32)
+    updates, loss, finite = one_step_updates(small_config(nan_policy="skip_batch"), images)
+    assert not finite and not np.isfinite(loss)
+    assert all(not np.any(update) for update in updates.values())
+
+
+def test_super_resolution_step_trains_on_patches_and_counts_psnr():
+    config = Config(model=ModelConfig(name="sr_johnson", scale=4, input_channels=3),
+                    data=DataConfig(source="super_resolution", height=8, width=8,
+                                    mean=[127.5] * 3, std=[127.5] * 3,
+                                    super_resolution=SuperResolutionDataConfig(
+                                        train=["x"], validation=["y"])),
+                    train=TrainConfig(batch_size=2, loss="pixel"))
+    model, _, train_step = build_training(config, tf.distribute.get_strategy())
+    assert model.input_shape == (None, None, None, 3)
+    rng = np.random.default_rng(0)
+    batch = (rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32),
+             rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32))
+    loss, statistics, finite = train_step(iter([batch]))
+    assert bool(finite) and float(loss) > 0
+    psnr_sum, count = statistics.numpy()
+    assert count == 2 and 0 < psnr_sum / count < 30

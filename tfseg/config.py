@@ -8,6 +8,8 @@ was expected and, for a misspelled key or choice, the closest valid one.
 import dataclasses
 import difflib
 import math
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,13 +51,30 @@ def check_ranges(section):
 class ModelConfig:
     """Which network to build. `options` are passed to its builder (see `tfseg.models`)."""
 
-    name: Literal["linknet", "fcn_resnet18", "fcn32_vgg16", "icnet"] = "linknet"
-    num_classes: int = bounded(2, 2, 255)
+    name: Literal["linknet", "fcn_resnet18", "fcn32_vgg16", "icnet", "sr_johnson"] = "linknet"
+    num_classes: int = bounded(2, 2, 255)   # segmentation models
+    scale: int = bounded(4, 2, 8)           # super-resolution models: the upscaling factor
     input_channels: int = bounded(1, 1, 4)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         check_ranges(self)
+
+    @property
+    def task(self):
+        """"super_resolution" or "segmentation"."""
+        return "super_resolution" if self.name == "sr_johnson" else "segmentation"
+
+
+@dataclass(frozen=True)
+class SuperResolutionDataConfig:
+    """`data.source: super_resolution`: HR image folders; LR inputs are computed in the graph
+    (`tfseg.data.super_resolution`)."""
+
+    train: list[str] = field(default_factory=list)        # HR folders, e.g. T91 and BSD200
+    validation: list[str] = field(default_factory=list)   # whole images, e.g. Set5
+    patch_size: int = bounded(288, 8)    # HR training patch side, a multiple of model.scale
+    blur_sigma: float = bounded(1.0, 0.0)   # Gaussian blur before the bicubic downscale
 
 
 @dataclass(frozen=True)
@@ -106,7 +125,8 @@ class DataConfig:
 
     # "synthetic": interferograms rendered on the fly; "interferograms": folders on disk;
     # "camvid": the SegNet layout (<path>/train, trainannot, val, valannot; void ignored).
-    source: Literal["synthetic", "interferograms", "camvid"] = "synthetic"
+    # "super_resolution": HR folders of the `super_resolution` section.
+    source: Literal["synthetic", "interferograms", "camvid", "super_resolution"] = "synthetic"
     path: str = ""       # interferograms: a sequence folder or a folder of them; camvid: root
     val_path: str = ""   # interferograms: held-out folder(s); "" = split off val_fraction
     val_fraction: float = bounded(0.1, 0.0, 0.9)   # of the frames, drawn with split_seed
@@ -128,6 +148,8 @@ class DataConfig:
     # spanning many sequences keeps each batch diverse.
     shuffle_frames: int = bounded(1024, 1)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    super_resolution: SuperResolutionDataConfig = field(
+        default_factory=SuperResolutionDataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -136,7 +158,11 @@ class DataConfig:
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean and std need one value per channel; "
                              f"received mean={self.mean}, std={self.std}")
-        if self.source != "synthetic" and not self.path:
+        if self.source == "super_resolution":
+            if not (self.super_resolution.train and self.super_resolution.validation):
+                raise ValueError("source 'super_resolution' reads HR folders: set "
+                                 "super_resolution.train and super_resolution.validation")
+        elif self.source != "synthetic" and not self.path:
             raise ValueError(f"source {self.source!r} reads folders: set path")
         if not self.cache:
             raise ValueError("cache must be 'memory', 'none' or a file path prefix")
@@ -160,6 +186,21 @@ class AsymmetricLossConfig:
 
 
 @dataclass(frozen=True)
+class PerceptualLossConfig:
+    """Options of the perceptual loss (Johnson et al. 2016; `tfseg.losses.PerceptualLoss`)."""
+
+    # The keras.applications VGG16 notop .h5 file, or "random" (warns: not perceptual).
+    weights: str = ""
+    layers: list[str] = field(default_factory=lambda: ["block2_conv2"])   # Johnson's relu2_2
+    layer_weights: list[float] = bounded([], 0.0)   # one per layer; [] = 1 each
+    pixel_weight: float = bounded(0.0, 0.0)
+    tv_weight: float = bounded(0.0, 0.0)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, distribution and logging."""
 
@@ -170,12 +211,14 @@ class TrainConfig:
     learning_rate: float = bounded(1e-3, 1e-12)
     momentum: float = bounded(0.9, 0.0, 0.999)   # sgd only
     weight_decay: float = bounded(0.0, 0.0)      # decoupled (AdamW-style) weight decay
-    loss: Literal["cross_entropy", "asymmetric"] = "cross_entropy"
+    # Segmentation: cross_entropy or asymmetric; super-resolution: pixel (MSE) or perceptual.
+    loss: Literal["cross_entropy", "asymmetric", "pixel", "perceptual"] = "cross_entropy"
     # ICNet only: cascade label guidance on its 1/4, 1/8, 1/16 logits (cross-entropy), with
     # the paper's weights (1, 0.4, 0.4) or the seed's (1, 1, 0.4); "off" trains the full-size
     # logits with train.loss.
     cascade: Literal["paper", "seed", "off"] = "paper"
     asymmetric: AsymmetricLossConfig = field(default_factory=AsymmetricLossConfig)
+    perceptual: PerceptualLossConfig = field(default_factory=PerceptualLossConfig)
     class_weights: list[float] = bounded([], 0.0)   # per class; [] = unweighted
     # Or computed from the training masks at start (LinkNet: 1 / ln(1.02 + p) or log2):
     class_weighting: Literal["none", "linknet_ln", "linknet_log2"] = "none"
@@ -183,13 +226,25 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine", "poly"] = "cosine"
     poly_power: float = bounded(0.9, 0.0)   # poly: lr x (1 - step / steps)^power
     warmup_steps: int = bounded(0, 0)   # linear warm-up from 0 to learning_rate (cosine only)
-    strategy: Literal["default", "mirrored"] = "default"
+    # Learning-rate multipliers: {regex: factor}; a variable whose path (e.g.
+    # "icnet_classifier/kernel") matches a regex first trains at factor x the learning rate.
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    # "multi_worker": MultiWorkerMirroredStrategy over the hosts of the TF_CONFIG variable.
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    jit_compile: bool = False   # XLA-compile the train and validation steps
     # Compute in half precision (variables, losses and metrics stay float32); the exported
     # model is a float32 copy of the trained weights.
     mixed_precision: Literal["none", "mixed_bfloat16", "mixed_float16"] = "none"
     seed: int = bounded(0, 0, 2**31 - 1)
     log_images: int = bounded(4, 1)   # validation panels written to TensorBoard each epoch
     checkpoints_to_keep: int = bounded(3, 1)
+    checkpoint_every: int = bounded(100, 0)   # steps between checkpoints (and every epoch end)
+    # The validation score whose best value keeps its own checkpoint (checkpoints/best);
+    # "auto": foreground_iou for two classes, mean_iou otherwise, psnr_y for super-resolution.
+    best_metric: str = "auto"
+    # A NaN or Inf loss: "stop" the run (the last checkpoint stays the last good one), or
+    # "skip_batch" (no update from that batch; counted in metrics.json).
+    nan_policy: Literal["stop", "skip_batch"] = "stop"
 
     def __post_init__(self):
         check_ranges(self)
@@ -202,6 +257,14 @@ class TrainConfig:
                              f"(epochs x steps_per_epoch = {self.epochs * self.steps_per_epoch})")
         if self.warmup_steps and self.lr_schedule != "cosine":
             raise ValueError("warmup_steps needs lr_schedule 'cosine'")
+        for pattern, factor in self.lr_multipliers.items():
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"lr_multipliers: {pattern!r} is not a regex ({error})") from None
+            if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor < 0:
+                raise ValueError(f"lr_multipliers: {pattern!r} needs a number >= 0, "
+                                 f"got {factor!r}")
         if self.mixed_precision == "mixed_float16" and self.strategy != "default":
             # Keras 3.15's loss-scale optimizer checks only the first replica's gradients
             # for overflow when gradients are not summed first, as in this trainer.
@@ -240,6 +303,40 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self):
+        if self.model.task == "super_resolution":
+            self._check_super_resolution()
+        else:
+            self._check_segmentation()
+        if len(self.data.mean) != self.model.input_channels:
+            raise ValueError(f"data.mean/std have {len(self.data.mean)} values but "
+                             f"model.input_channels is {self.model.input_channels}")
+        channels = 3 if self.data.source in ("camvid", "super_resolution") else 1
+        if self.model.input_channels != channels:
+            raise ValueError(f"data.source {self.data.source!r} has {channels} channel(s) but "
+                             f"model.input_channels is {self.model.input_channels}")
+
+    def _check_super_resolution(self):
+        if self.data.source != "super_resolution":
+            raise ValueError(f"model {self.model.name!r} needs data.source "
+                             f"'super_resolution', not {self.data.source!r}")
+        if self.train.loss not in ("pixel", "perceptual"):
+            raise ValueError(f"train.loss {self.train.loss!r} is a segmentation loss; "
+                             f"super-resolution trains with 'pixel' or 'perceptual'")
+        if self.train.loss == "perceptual" and not self.train.perceptual.weights:
+            raise ValueError("train.perceptual.weights: give the local keras.applications "
+                             "VGG16 notop .h5 file, or 'random' (not perceptual features)")
+        if self.data.super_resolution.patch_size % self.model.scale:
+            raise ValueError(f"data.super_resolution.patch_size "
+                             f"{self.data.super_resolution.patch_size} must be a multiple of "
+                             f"model.scale {self.model.scale}")
+
+    def _check_segmentation(self):
+        if self.data.source == "super_resolution":
+            raise ValueError(f"data.source 'super_resolution' needs model.name 'sr_johnson', "
+                             f"not {self.model.name!r}")
+        if self.train.loss in ("pixel", "perceptual"):
+            raise ValueError(f"train.loss {self.train.loss!r} is a super-resolution loss; "
+                             f"segmentation trains with 'cross_entropy' or 'asymmetric'")
         if len(self.data.class_names) != self.model.num_classes:
             raise ValueError(f"data.class_names has {len(self.data.class_names)} names but "
                              f"model.num_classes is {self.model.num_classes}")
@@ -251,13 +348,6 @@ class Config:
                 len(self.train.class_weights) != self.model.num_classes):
             raise ValueError(f"train.class_weights has {len(self.train.class_weights)} values "
                              f"but model.num_classes is {self.model.num_classes}")
-        if len(self.data.mean) != self.model.input_channels:
-            raise ValueError(f"data.mean/std have {len(self.data.mean)} values but "
-                             f"model.input_channels is {self.model.input_channels}")
-        channels = 3 if self.data.source == "camvid" else 1
-        if self.model.input_channels != channels:
-            raise ValueError(f"data.source {self.data.source!r} has {channels} channel(s) but "
-                             f"model.input_channels is {self.model.input_channels}")
         if self.data.ignore_label < self.model.num_classes:
             raise ValueError(f"data.ignore_label {self.data.ignore_label} is a class id "
                              f"(model.num_classes is {self.model.num_classes}); use 255")
@@ -278,16 +368,18 @@ def load_config(path, overrides=()):
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a YAML text file (byte {error.start} is not "
+                          f"UTF-8)") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+        raise ConfigError(_yaml_error(path, text, error)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     config = from_dict(Config, {} if raw is None else raw, source=str(path))
     if not overrides:
         return config
@@ -297,6 +389,19 @@ def load_config(path, overrides=()):
     for override in overrides:
         _set_override(raw, override)
     return from_dict(Config, raw, source=", ".join(f"--set {o}" for o in overrides))
+
+
+def _yaml_error(path, text, error):
+    """`file:line:column: malformed YAML: problem` in one line for a PyYAML error."""
+    if isinstance(error, yaml.reader.ReaderError):   # a character YAML does not allow
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - text.rfind("\n", 0, error.position)
+        return (f"{path}:{line}:{column}: malformed YAML: character #x{error.character:04x} "
+                f"is not allowed")
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{where}: malformed YAML: {problem}"
 
 
 def _set_override(raw, override):
@@ -364,8 +469,11 @@ def _convert(value, expected, *, source, key):
     if dataclasses.is_dataclass(expected):
         return from_dict(expected, value, source=source, prefix=f"{key}.")
     if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{source}: {key}={value!r} is not one of {list(args)}"
+        if value not in args or isinstance(value, bool):
+            hint = (" (YAML reads bare off/on/no/yes as false/true: quote the word)"
+                    if isinstance(value, bool) else "")
+            raise ConfigError(f"{source}: {key}={_REPR.repr(value)} is not one of {list(args)}"
+                              + hint
                               + _suggest(str(value), [str(a) for a in args], quoted=True))
         return value
     if origin in (typing.Union, types.UnionType):
@@ -412,7 +520,12 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 
 
 def _describe(value):
-    return "nothing" if value is None else f"{value!r} ({type(value).__name__})"
+    return "nothing" if value is None else f"{_REPR.repr(value)} ({type(value).__name__})"
+
+
+_REPR = reprlib.Repr()   # values in messages, shortened to about a line
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 2
 
 
 def _suggest(word, candidates, prefix="", quoted=False):

@@ -12,9 +12,10 @@ class ConfigError(TfsegError):
 
 
 def run_cli(main, argv=None):
-    """Runs `main(argv)`; a `TfsegError` becomes `error: ...` on stderr and exit status 2."""
+    """Runs `main(argv)`; a `TfsegError` becomes `error: ...` on stderr and exit status 2 (or
+    the error's own `exit_status`, e.g. 130 after SIGINT)."""
     try:
         return main(argv)
     except TfsegError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_status", 2)

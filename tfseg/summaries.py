@@ -1,5 +1,5 @@
 """TensorBoard output: per-epoch scalars for training and validation, and prediction panels
-(input | ground truth | prediction, side by side)."""
+(segmentation: input | ground truth | prediction; super-resolution: LR | bicubic | SR | HR)."""
 
 from pathlib import Path
 
@@ -45,43 +45,71 @@ def segmentation_panels(images, masks, predictions, *, num_classes, ignore_label
                            colourize(predictions, num_classes, ignore_label)], axis=2)
 
 
+def super_resolution_panels(low_resolution, outputs, high_resolution, scale):
+    """uint8 (N, sH, 4 sW, 3) panels: LR (nearest, to show its pixels) | bicubic | SR | HR.
+
+    Args:
+        low_resolution: (N, H, W, 3) LR pixels 0..255.
+        outputs: (N, sH, sW, 3) SR pixels 0..255.
+        high_resolution: (N, sH, sW, 3) HR pixels 0..255.
+        scale: int. The upscaling factor s.
+    """
+    import tensorflow as tf
+
+    size = np.asarray(high_resolution).shape[1:3]
+    views = [tf.image.resize(low_resolution, size, method=method)
+             for method in ("nearest", "bicubic")] + [outputs, high_resolution]
+    return np.concatenate([np.clip(np.round(np.asarray(view)), 0, 255).astype(np.uint8)
+                           for view in views], axis=2)
+
+
 class TensorBoardLog:
-    """Per-epoch TensorBoard output: scalars for `train` and `validation` (same tags, so
-    TensorBoard overlays them), the learning rate, and validation prediction panels."""
+    """Per-epoch TensorBoard output: every score of `train` and `validation` (same tags, so
+    TensorBoard overlays them; per-class IoU under iou/<class>), the learning rate, training
+    images per second, and validation prediction panels."""
 
-    SCALARS = ("loss", "mean_iou", "foreground_iou", "pixel_accuracy")
-
-    def __init__(self, log_dir, *, num_classes, ignore_label):
+    def __init__(self, log_dir):
         import tensorflow as tf
 
         self.writers = {split: tf.summary.create_file_writer(str(Path(log_dir) / split))
                         for split in ("train", "validation")}
-        self.num_classes, self.ignore_label = num_classes, ignore_label
 
-    def write_epoch(self, step, *, scores, learning_rate, panel_data):
+    def write_epoch(self, step, *, scores, learning_rate, images_per_second, panels):
         """Writes one epoch.
 
         Args:
             step: int. Global optimizer step (x axis).
-            scores: dict split -> scores from `tfseg.metrics.scores_from_confusion` + loss.
+            scores: dict split -> dict of scores (numbers, and `per_class_iou`).
             learning_rate: float. Current learning rate.
-            panel_data: (images, masks, predictions) arrays for the validation panels.
+            images_per_second: float. Training throughput over the epoch.
+            panels: (tag, uint8 (N, H, W, 3) images) of the validation predictions.
         """
         import tensorflow as tf
 
         for split, split_scores in scores.items():
             with self.writers[split].as_default(step=step):
-                for key in self.SCALARS:
-                    if key in split_scores:
-                        tf.summary.scalar(key, split_scores[key])
-                for name, value in split_scores["per_class_iou"].items():
-                    tf.summary.scalar(f"iou/{name}", value)
-        panels = segmentation_panels(*panel_data, num_classes=self.num_classes,
-                                     ignore_label=self.ignore_label)
+                for key, value in split_scores.items():
+                    if isinstance(value, float):
+                        tf.summary.scalar(key, value)
+                for name, value in split_scores.get("per_class_iou", {}).items():
+                    if value is not None:
+                        tf.summary.scalar(f"iou/{name}", value)
         with self.writers["train"].as_default(step=step):
             tf.summary.scalar("learning_rate", learning_rate)
+            tf.summary.scalar("images_per_second", images_per_second)
+        tag, images = panels
         with self.writers["validation"].as_default(step=step):
-            tf.summary.image("input | ground truth | prediction", panels,
-                             max_outputs=len(panels))
+            tf.summary.image(tag, images, max_outputs=len(images))
+        self.flush()
+
+    def write_text(self, tag, text, step=0):
+        """A note in the Text tab (e.g. a warning the user must see)."""
+        import tensorflow as tf
+
+        with self.writers["train"].as_default(step=step):
+            tf.summary.text(tag, text)
+        self.flush()
+
+    def flush(self):
         for writer in self.writers.values():
             writer.flush()

@@ -23,12 +23,19 @@ def parse_args(argv):
                         "(repeatable), e.g. --set train.epochs=3")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="output folder (default: runs/<config-name>-<timestamp>)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue a stopped run from its latest checkpoint, with the "
+                        "run's own config.yaml")
+    parser.add_argument("--profile", action="store_true",
+                        help="record a trace of 5 training steps for TensorBoard's Profile tab")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     """Loads the recipe and overrides, then trains; returns the exit status."""
     args = parse_args(argv)
+    if args.resume:
+        return resume(args)
     path = args.config or DEFAULT_CONFIG
     if not path.exists() and args.config is None:
         raise ConfigError(f"{path}: the default recipe is missing; install tfseg from a "
@@ -40,9 +47,24 @@ def main(argv=None):
     from tfseg.training import train
 
     try:
-        train(config, run_dir)
+        train(config, run_dir, profile=args.profile)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+    return 0
+
+
+def resume(args):
+    """Continues the run in `args.resume` with its own saved config."""
+    if args.config or args.overrides or args.run_dir:
+        raise ConfigError("--resume continues a run with its own config.yaml: leave out "
+                          "--config, --set and --run-dir")
+    path = args.resume / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{args.resume}: not a tfseg run (no config.yaml) to resume")
+    config = load_config(path)
+    from tfseg.training import train
+
+    train(config, args.resume, resume=True, profile=args.profile)
     return 0
 
 

@@ -1,13 +1,16 @@
 """The training loop behind `python -m tfseg.train`: train, validate, log to TensorBoard,
-checkpoint, export and verify the exports.
+checkpoint, resume, export and verify the exports.
 
 One custom training loop serves one device, several devices and several hosts alike: the model
 and optimizer are built inside a `tf.distribute` strategy scope and the data are fed through
 `strategy.experimental_distribute_dataset`, so scaling out changes the config, not this code.
+What differs between segmentation and super-resolution lives in `tfseg.tasks`.
 """
 
 import contextlib
 import dataclasses
+import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,30 +20,36 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg import export, models
+from tfseg.checkpoints import RunCheckpoints
 from tfseg.config import save_config
-from tfseg.data.augment import SegmentationAugmentation
 from tfseg.data.interferograms import data_error
 from tfseg.data.pipeline import make_datasets
 from tfseg.errors import ConfigError, TfsegError
-from tfseg.losses import (
-    ICNET_PAPER_WEIGHTS,
-    ICNET_SEED_WEIGHTS,
-    cascade_loss,
-    class_pixel_counts,
-    linknet_class_weights,
-    per_image_asymmetric_loss,
-    per_image_cross_entropy,
-    per_image_dice_loss,
-)
+from tfseg.losses import class_pixel_counts, linknet_class_weights
 from tfseg.metrics import confusion_matrix, scores_from_confusion
 from tfseg.summaries import TensorBoardLog
+from tfseg.tasks import full_size, make_task
+
+
+class NonFiniteLoss(TfsegError):
+    """The loss became NaN or Inf (with `train.nan_policy: stop`)."""
+
+
+class Interrupted(TfsegError):
+    """SIGINT or SIGTERM stopped the run after writing a checkpoint."""
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.exit_status = 128 + signal_number
 
 
 def refuse_existing_run(run_dir):
-    """Raises TfsegError if `run_dir` already holds a run."""
+    """Raises TfsegError if `run_dir` already holds a run, or is not a folder."""
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise TfsegError(f"{run_dir}: is a file, not a run directory; choose another --run-dir")
     if (Path(run_dir) / "config.yaml").exists():
-        raise TfsegError(f"{run_dir}: already holds a run (config.yaml exists); "
-                         f"choose another --run-dir")
+        raise TfsegError(f"{run_dir}: already holds a run (config.yaml exists); choose "
+                         f"another --run-dir, or continue it with --resume {run_dir}")
 
 
 def prepare_run_dir(run_dir):
@@ -53,10 +62,23 @@ def prepare_run_dir(run_dir):
 
 
 def make_strategy(name):
-    """The tf.distribute strategy for `train.strategy`."""
+    """The tf.distribute strategy for `train.strategy` ("multi_worker" reads TF_CONFIG)."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's logs, metrics and exports: the only process,
+    or the chief of a TF_CONFIG cluster (worker 0 when the cluster names no chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if "chief" in resolver.cluster_spec().jobs:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
 
 
 @contextlib.contextmanager
@@ -71,8 +93,8 @@ def dtype_policy(name):
 
 
 def make_optimizer(train_config):
-    """Optimizer with the configured learning-rate schedule over the whole run (with dynamic
-    loss scaling under mixed_float16)."""
+    """Optimizer with the configured learning-rate schedule over the whole run, learning-rate
+    multipliers, and dynamic loss scaling under mixed_float16."""
     learning_rate = train_config.learning_rate
     total = train_config.epochs * train_config.steps_per_epoch
     if train_config.lr_schedule == "cosine":
@@ -90,10 +112,37 @@ def make_optimizer(train_config):
         options["momentum"] = train_config.momentum
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
                   "sgd": keras.optimizers.SGD}
-    optimizer = optimizers[train_config.optimizer](**options)
+    optimizer_class = optimizers[train_config.optimizer]
+    if train_config.lr_multipliers:
+        optimizer_class = with_lr_multipliers(optimizer_class, train_config.lr_multipliers)
+    optimizer = optimizer_class(**options)
     if train_config.mixed_precision == "mixed_float16":
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def with_lr_multipliers(optimizer_class, multipliers):
+    """A subclass of the Keras `optimizer_class` whose learning rate is multiplied, per
+    variable, by the factor of the first regex of `multipliers` found in the variable's path
+    (1 if none). Scaling gradients instead would do nothing under Adam or RMSprop."""
+    patterns = [(re.compile(pattern), float(factor)) for pattern, factor in multipliers.items()]
+
+    def factor_of(path):
+        return next((factor for pattern, factor in patterns if pattern.search(path)), 1.0)
+
+    class Multiplied(optimizer_class):
+        def build(self, variables):
+            super().build(variables)
+            self.lr_factors = [factor_of(variable.path) for variable in variables]
+
+        def update_step(self, gradient, variable, learning_rate):
+            factor = self.lr_factors[self._get_variable_index(variable)]
+            if factor != 1.0:
+                learning_rate = tf.cast(learning_rate, variable.dtype) * factor
+            return super().update_step(gradient, variable, learning_rate)
+
+    Multiplied.__name__ = f"{optimizer_class.__name__}WithLrMultipliers"
+    return Multiplied
 
 
 def uses_cascade(config):
@@ -103,9 +152,9 @@ def uses_cascade(config):
 
 def build_model(config, input_shape=None, *, for_training=False):
     """The configured model, taking raw pixels (normalisation inside), for frames of
-    `input_shape` (H, W); defaults to the data's size. `for_training` adds the outputs the
-    training loss needs (ICNet's cascade levels); inference and export models have only the
-    full-size logits.
+    `input_shape` (H, W); defaults to the data's size (super-resolution: the LR size the
+    export uses). `for_training` adds the outputs the training loss needs (ICNet's cascade
+    levels); inference and export models have only the full-size output.
 
     Raises:
         ConfigError: `model.options` names an option the model lacks or a bad value.
@@ -113,8 +162,12 @@ def build_model(config, input_shape=None, *, for_training=False):
     options = dict(config.model.options)
     if uses_cascade(config):
         options["cascade_outputs"] = for_training
+    if config.model.task == "super_resolution":
+        options["scale"] = config.model.scale
+    else:
+        options["num_classes"] = config.model.num_classes
     try:
-        return models.build(config.model.name, num_classes=config.model.num_classes,
+        return models.build(config.model.name,
                             input_shape=input_shape or (config.data.height, config.data.width),
                             input_channels=config.model.input_channels,
                             mean=config.data.mean, std=config.data.std, **options)
@@ -122,21 +175,25 @@ def build_model(config, input_shape=None, *, for_training=False):
         raise ConfigError(f"model.options: {error}") from None
 
 
-def train(config, run_dir):
+def train(config, run_dir, *, resume=False, profile=False):
     """Runs training, validation, logging, checkpointing and export for `config`.
 
     Args:
         config: `tfseg.config.Config`. The run's recipe.
-        run_dir: str or Path. Output folder; must not hold another run.
+        run_dir: str or Path. Output folder; must not hold another run unless `resume`.
+        resume: bool. Continue the run in `run_dir` from its latest checkpoint (`config` must
+            be the run's own config.yaml).
+        profile: bool. Record a trace of a few training steps for TensorBoard's Profile tab.
 
     Returns:
         dict of final validation metrics (also written to `run_dir/metrics.json`).
 
     Raises:
-        TfsegError: bad configuration or data; a bad frame is named with its problem.
+        TfsegError: bad configuration or data (a bad frame is named with its problem), a
+            non-finite loss, or an interruption by SIGINT/SIGTERM (after a checkpoint).
     """
     try:
-        return _train(config, run_dir)
+        return _train(config, Path(run_dir), resume=resume, profile=profile)
     except tf.errors.OpError as error:
         reported = data_error(error)
         if reported is None:
@@ -144,103 +201,219 @@ def train(config, run_dir):
         raise reported from None
 
 
-def _train(config, run_dir):
+def _train(config, run_dir, *, resume, profile):
     started = time.perf_counter()
-    refuse_existing_run(run_dir)
-    keras.utils.set_random_seed(config.train.seed)
-    class_names = config.data.class_names
-
+    # First: a multi-worker strategy configures collectives before any other TensorFlow op.
     strategy = make_strategy(config.train.strategy)
+    if not resume:
+        refuse_existing_run(run_dir)
+    keras.utils.set_random_seed(config.train.seed)
+    chief = is_chief(strategy)
     # The data folders are checked and the model built before anything is written.
     data = make_datasets(config)
     config = with_computed_class_weights(config, data.train)
-    model, optimizer, train_step = build_training(config, strategy)
     with strategy.scope():
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    run_dir = prepare_run_dir(run_dir)
-    save_config(config, run_dir / "config.yaml")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
-    manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints",
-                                         max_to_keep=config.train.checkpoints_to_keep)
-    evaluation_model = model
-    if config.data.augment.crop or uses_cascade(config):
-        # Trained on crops or with extra outputs; validated and exported on whole frames with
-        # the full-size logits only.
-        with strategy.scope(), dtype_policy(config.train.mixed_precision):
-            evaluation_model = build_model(config)
-    eval_step = make_eval_step(strategy, evaluation_model, config)
-    train_batches = iter(strategy.experimental_distribute_dataset(data.train))
-    validation = data.validation
-    validation_batches = strategy.experimental_distribute_dataset(validation)
-    panel_images, panel_masks = next(iter(
-        validation.unbatch().batch(config.train.log_images)))
-    log = TensorBoardLog(run_dir / "logs", num_classes=config.model.num_classes,
-                         ignore_label=config.data.ignore_label)
-
+        task = make_task(config)
+    model, optimizer, train_step = build_training(config, strategy, task)
+    evaluation_model, validate = build_validation(config, strategy, task, model,
+                                                  data.validation)
+    if not resume:
+        prepare_run_dir(run_dir)
+        save_config(config, run_dir / "config.yaml")
+    checkpoints = RunCheckpoints(run_dir / "checkpoints",
+                                 {"model": model, "optimizer": optimizer,
+                                  "random": random_states(task)},
+                                 max_to_keep=config.train.checkpoints_to_keep)
+    state = (checkpoints.restore_latest() if resume else None) or {
+        "step": 0, "loss_sum": 0.0, "statistics": task.zero_statistics().tolist(),
+        "history": [], "best": None, "skipped_batches": []}
+    log = TensorBoardLog(run_dir / "logs") if chief else None
+    if resume and state["step"]:
+        print(f"tfseg: resuming {run_dir} at step {state['step']}")
+    elif chief and getattr(task, "perceptual", None) and task.perceptual.random_weights:
+        log.write_text("warnings", "The perceptual loss uses a RANDOM VGG16 "
+                       "(train.perceptual.weights: random): its features are not perceptual.")
+    panel_inputs = task.panel_inputs(data.validation, config.train.log_images)
     print(f"tfseg: training {model.name} ({model.count_params():,} parameters) on "
           f"{strategy.num_replicas_in_sync} replica(s); run directory {run_dir}")
-    steps = config.train.steps_per_epoch
-    history = []
-    for epoch_index in range(config.train.epochs):
-        print(f"Epoch {epoch_index + 1}/{config.train.epochs}")
-        # A live bar on a terminal; one line per epoch in log files.
-        progress = keras.utils.Progbar(steps, verbose=1 if sys.stdout.isatty() else 2,
-                                       stateful_metrics=["loss", "mean_iou", "foreground_iou"])
-        loss_sum, matrix = 0.0, 0
-        for step in range(steps):
-            loss, step_matrix = train_step(train_batches)
-            loss_sum += float(loss)
-            matrix = matrix + step_matrix.numpy()
-            running = scores_from_confusion(matrix, class_names)
-            progress.update(step + 1, [("loss", loss_sum / (step + 1))] + [
-                (key, running[key]) for key in ("mean_iou", "foreground_iou") if key in running])
-        if evaluation_model is not model:
-            copy_weights(model, evaluation_model)
-        scores = {"train": {"loss": loss_sum / steps,
-                            **scores_from_confusion(matrix, class_names)},
-                  "validation": evaluate(eval_step, validation_batches, class_names)}
-        global_step = int(optimizer.iterations.numpy())
-        predictions = np.argmax(evaluation_model(panel_images, training=False), -1)
-        log.write_epoch(global_step, scores=scores,
-                        learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                        panel_data=(panel_images.numpy(), panel_masks.numpy(), predictions))
-        epoch.assign(epoch_index + 1)
-        manager.save(checkpoint_number=global_step)
-        history.append({"epoch": epoch_index + 1, "step": global_step, **{
-            f"{split}_{key}": scores[split][key] for split in ("train", "validation")
-            for key in ("loss", "mean_iou", "foreground_iou") if key in scores[split]}})
-        print("  validation: " + _format_scores(scores["validation"]))
+
+    steps, total = config.train.steps_per_epoch, config.train.epochs * config.train.steps_per_epoch
+    step = state["step"]
+    batches = iter(strategy.experimental_distribute_dataset(data.train.skip(step)))
+    # The first step traces the graph: the profile starts after it.
+    profiler = StepProfiler(run_dir / "logs", first_step=step + 1 if profile else None,
+                            steps=min(5, total - step - 1))
+    with stop_requests() as stop:
+        while step < total:
+            epoch = step // steps
+            print(f"Epoch {epoch + 1}/{config.train.epochs}")
+            # A live bar on a terminal; one line per epoch in log files.
+            progress = keras.utils.Progbar(steps, verbose=1 if sys.stdout.isatty() else 2,
+                                           stateful_metrics=["loss", *task.progress_keys])
+            epoch_started, epoch_first = time.perf_counter(), step
+            while True:
+                profiler.before(step)
+                loss, statistics, finite = train_step(batches)
+                step += 1
+                state["step"] = step
+                profiler.after(step)
+                if not bool(finite):
+                    if config.train.nan_policy == "stop":
+                        raise NonFiniteLoss(_non_finite_message(float(loss), step, checkpoints))
+                    state["skipped_batches"].append(step)
+                else:
+                    state["loss_sum"] += float(loss)
+                    state["statistics"] = (np.asarray(state["statistics"])
+                                           + statistics.numpy()).tolist()
+                done = step - epoch * steps
+                kept = max(done - _skipped_in(state, epoch * steps), 1)
+                running = task.scores(state["statistics"])
+                progress.update(done, [("loss", state["loss_sum"] / kept)] + [
+                    (key, running[key]) for key in task.progress_keys if key in running])
+                if done == steps:
+                    break
+                if stop.signal_number:
+                    checkpoints.save(step, state)
+                    raise Interrupted(_interrupted_message(stop.signal_number, step, run_dir),
+                                      stop.signal_number)
+                if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
+                    checkpoints.save(step, state)
+            seconds = time.perf_counter() - epoch_started
+            kept = max(steps - _skipped_in(state, epoch * steps), 1)
+            scores = {"train": {"loss": state["loss_sum"] / kept,
+                                **task.scores(state["statistics"])},
+                      "validation": validate()}
+            history_row = {"epoch": epoch + 1, "step": step,
+                           "images_per_second": round(
+                               (step - epoch_first) * config.train.batch_size / seconds, 2),
+                           **{f"{split}_{key}": value for split in ("train", "validation")
+                              for key, value in scores[split].items()
+                              if isinstance(value, float)}}
+            state.update(loss_sum=0.0,
+                         statistics=task.zero_statistics().tolist(),
+                         history=state["history"] + [history_row])
+            best_metric = task.best_metric
+            if best_metric not in scores["validation"]:
+                raise ConfigError(f"train.best_metric {best_metric!r} is not a validation "
+                                  f"score; choose one of "
+                                  f"{sorted(k for k, v in scores['validation'].items() if isinstance(v, float))}")
+            improved = state["best"] is None or (
+                scores["validation"][best_metric] > state["best"]["value"])
+            if improved:
+                state["best"] = {"metric": best_metric, "epoch": epoch + 1, "step": step,
+                                 "value": scores["validation"][best_metric]}
+                checkpoints.save_best(step, state)
+            checkpoints.save(step, state)
+            if chief:
+                log.write_epoch(step, scores=scores,
+                                learning_rate=float(keras.ops.convert_to_numpy(
+                                    optimizer.learning_rate)),
+                                images_per_second=history_row["images_per_second"],
+                                panels=task.panels(evaluation_model, *panel_inputs))
+            print("  validation: " + _format_scores(scores["validation"]))
+            if stop.signal_number:
+                raise Interrupted(_interrupted_message(stop.signal_number, step, run_dir),
+                                  stop.signal_number)
 
     model = evaluation_model
     if config.train.mixed_precision != "none":
         # Export and score the float32 copy that users will deploy.
         with strategy.scope():
             model = float32_copy(model, config)
-        scores["validation"] = evaluate(make_eval_step(strategy, model, config),
-                                        validation_batches, class_names)
-    final = {"split": "validation", **scores["validation"], "epochs": config.train.epochs,
-             "steps": global_step, "train_seconds": round(time.perf_counter() - started, 1),
-             "history": history, "skipped_frames": data.skipped}
+        _, validate = build_validation(config, strategy, task, model, data.validation)
+    validation_scores = validate()
+    if not chief:
+        return validation_scores
+    final = {"split": "validation", **validation_scores, "epochs": config.train.epochs,
+             "steps": step, "best": state["best"],
+             "train_seconds": round(time.perf_counter() - started, 1),
+             "history": state["history"], "skipped_frames": data.skipped,
+             "skipped_batches": state["skipped_batches"]}
     export.write_json(final, run_dir / "metrics.json")
-    exports = export_run(model, config, run_dir, validation)
+    exports = export_run(model, config, run_dir, data.validation)
     final["total_seconds"] = round(time.perf_counter() - started, 1)
     export.write_json(final, run_dir / "metrics.json")
-    _print_summary(run_dir, scores["validation"], exports, final["total_seconds"])
+    _print_summary(run_dir, validation_scores, exports, final["total_seconds"])
     if data.skipped:
         print(f"  skipped        {len(data.skipped)} unreadable frame(s), listed in "
               f"{run_dir / 'metrics.json'}")
     return final
 
 
-def build_training(config, strategy):
+def _skipped_in(state, first_step):
+    return sum(1 for step in state["skipped_batches"] if step > first_step)
+
+
+def _non_finite_message(loss, step, checkpoints):
+    latest = checkpoints.manager.latest_checkpoint
+    kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written"
+    return (f"the loss became {loss} at step {step}; the run stopped and {kept}. Lower "
+            f"train.learning_rate, or set train.nan_policy: skip_batch to skip such batches")
+
+
+def _interrupted_message(signal_number, step, run_dir):
+    return (f"{signal.Signals(signal_number).name} at step {step}: checkpoint written; "
+            f"continue with python -m tfseg.train --resume {run_dir}")
+
+
+class _StopRequests:
+    signal_number = 0
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Turns SIGINT and SIGTERM into a request the loop answers after the current step (it
+    writes a checkpoint, then stops); the previous handlers come back afterwards."""
+    requests = _StopRequests()
+
+    def request(signal_number, frame):
+        requests.signal_number = signal_number
+
+    previous = {number: signal.signal(number, request)
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requests
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+class StepProfiler:
+    """Records a TensorBoard profiler trace of `steps` training steps after step
+    `first_step` (None or steps < 1: no trace), into the run's logs for the Profile tab."""
+
+    def __init__(self, log_dir, first_step, steps):
+        self.log_dir, self.steps = str(log_dir), steps
+        self.first_step = first_step if steps >= 1 else None
+
+    def before(self, step):
+        if step == self.first_step:
+            tf.profiler.experimental.start(self.log_dir)
+
+    def after(self, step):
+        if self.first_step is not None and step == self.first_step + self.steps:
+            tf.profiler.experimental.stop()
+            print(f"  profiler trace of steps {self.first_step + 1}-{step} written to "
+                  f"{self.log_dir} (TensorBoard's Profile tab)")
+
+
+def random_states(task):
+    """The augmentation's random-generator states (checkpointed, so a resumed run draws the
+    augmentations the uninterrupted run would have drawn)."""
+    augment = task.augment
+    return list(augment.seed_states()) if hasattr(augment, "seed_states") else []
+
+
+def build_training(config, strategy, task=None):
     """Model, optimizer and distributed train step for `config`, built in `strategy`'s scope.
 
     With several replicas, batch norm uses the global batch's statistics: Keras keeps one
     unsynchronised copy of the moving statistics per replica otherwise, and they drift apart.
     """
     with strategy.scope():
+        task = task or make_task(config)
         with dtype_policy(config.train.mixed_precision):
-            model = build_model(config, config.data.augment.crop or None, for_training=True)
+            model = build_model(config, _training_input_shape(config), for_training=True)
         if strategy.num_replicas_in_sync > 1:
             for layer in models.all_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
@@ -249,18 +422,39 @@ def build_training(config, strategy):
         # Slot variables created lazily inside a replica's tf.function fail under
         # MirroredStrategy: create them now.
         optimizer.build(model.trainable_variables)
-        augment = make_augmentation(config)
-    return model, optimizer, make_train_step(strategy, model, optimizer, augment, config)
+    return model, optimizer, make_train_step(strategy, model, optimizer, task, config)
 
 
-def make_augmentation(config):
-    """The configured `SegmentationAugmentation` (build it in the strategy's scope)."""
-    options = config.data.augment
-    return SegmentationAugmentation(
-        flip=options.flip, seed=config.train.seed, crop_size=tuple(options.crop) or None,
-        scale=tuple(options.scale) or None, brightness=options.brightness,
-        contrast=options.contrast, value_range=tuple(options.value_range),
-        ignore_label=config.data.ignore_label)
+def _training_input_shape(config):
+    if config.model.task == "super_resolution":
+        return (None, None)   # fully convolutional: trained on patches, validated on images
+    return config.data.augment.crop or None
+
+
+def build_validation(config, strategy, task, model, validation):
+    """The model validated and exported (whole frames, full-size output only) and a
+    `validate() -> scores` over every validation batch."""
+    evaluation_model = model
+    if config.model.task == "segmentation" and (config.data.augment.crop
+                                                 or uses_cascade(config)):
+        with strategy.scope(), dtype_policy(config.train.mixed_precision):
+            evaluation_model = build_model(config)
+
+    def sync():
+        if evaluation_model is not model:
+            copy_weights(model, evaluation_model)
+
+    if config.model.task == "super_resolution":
+        def validate():
+            return task.evaluate(evaluation_model, validation)
+    else:
+        eval_step = make_eval_step(strategy, evaluation_model, task, config)
+        batches = strategy.experimental_distribute_dataset(validation)
+
+        def validate():
+            sync()
+            return evaluate(eval_step, batches, config.data.class_names)
+    return evaluation_model, validate
 
 
 def with_computed_class_weights(config, train_batches, max_batches=100):
@@ -279,64 +473,68 @@ def with_computed_class_weights(config, train_batches, max_batches=100):
     return dataclasses.replace(config, train=train)
 
 
-def per_image_loss(masks, logits, config):
-    """The configured training loss of each image: cross-entropy or the asymmetric loss
-    (+ weighted Dice); for a dict of ICNet cascade outputs, the cascade label guidance."""
-    ignore = config.data.ignore_label
-    class_weights = config.train.class_weights or None
-    if isinstance(logits, dict):
-        weights = ICNET_SEED_WEIGHTS if config.train.cascade == "seed" else ICNET_PAPER_WEIGHTS
-        loss = cascade_loss(masks, logits, ignore, weights=weights, class_weights=class_weights)
-        logits = logits["logits"]
-    elif config.train.loss == "asymmetric":
-        options = config.train.asymmetric
-        loss = per_image_asymmetric_loss(
-            masks, logits, ignore, gamma_pos=options.gamma_pos, gamma_neg=options.gamma_neg,
-            clip=options.clip, label_smoothing=options.label_smoothing)
-    else:
-        loss = per_image_cross_entropy(masks, logits, ignore, class_weights)
-    if config.train.dice_weight:
-        loss += config.train.dice_weight * per_image_dice_loss(masks, logits, ignore)
-    return loss
-
-
-def make_train_step(strategy, model, optimizer, augment, config):
-    """Distributed `train_step(iterator) -> (loss, confusion matrix)` tf.function.
+def make_train_step(strategy, model, optimizer, task, config):
+    """Distributed `train_step(iterator) -> (loss, statistics, finite)` tf.function.
 
     Each replica scales its loss by the global batch size, so the summed gradient is the
-    global-batch mean; loss and confusion matrix are summed across replicas.
+    global-batch mean; loss and statistics are summed across replicas. `finite` is False when
+    the loss or a gradient is NaN or Inf on any replica; with `nan_policy: skip_batch` the
+    update is then skipped on every replica alike. With `train.jit_compile` the forward and
+    backward pass is compiled by XLA.
     """
-    num_classes, ignore = config.model.num_classes, config.data.ignore_label
+    skip_non_finite = config.train.nan_policy == "skip_batch"
 
-    def replica_train_step(images, masks):
-        images, masks = augment(images, masks)
+    def forward_backward(inputs, targets):
         with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
-            loss = tf.nn.compute_average_loss(per_image_loss(masks, outputs, config),
+            outputs = model(inputs, training=True)
+            loss = tf.nn.compute_average_loss(task.per_image_loss(targets, outputs),
                                               global_batch_size=config.train.batch_size)
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
         gradients = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss, confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore)
+        return loss, gradients, task.step_statistics(targets, outputs)
+
+    if config.train.jit_compile:
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_train_step(inputs, targets):
+        inputs, targets = task.augment(inputs, targets)
+        loss, gradients, statistics = forward_backward(inputs, targets)
+        finite = tf.math.is_finite(loss)
+        if skip_non_finite:
+            finite = tf.reduce_all([finite] + [tf.reduce_all(tf.math.is_finite(g))
+                                               for g in gradients if g is not None])
+            failures = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, 1 - tf.cast(finite, tf.int32))
+            finite = tf.equal(failures, 0)
+            tf.cond(finite, lambda: _apply(optimizer, gradients, model), tf.no_op)
+        else:
+            _apply(optimizer, gradients, model)
+        return loss, statistics, tf.cast(finite, tf.int32)
 
     @tf.function
     def train_step(iterator):
-        return _sum_replicas(strategy, strategy.run(replica_train_step, args=next(iterator)))
+        loss, statistics, finite = _sum_replicas(
+            strategy, strategy.run(replica_train_step, args=next(iterator)))
+        return loss, statistics, tf.equal(finite, strategy.num_replicas_in_sync)
 
     return train_step
 
 
-def make_eval_step(strategy, model, config):
+def _apply(optimizer, gradients, model):
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    return tf.constant(True)
+
+
+def make_eval_step(strategy, model, task, config):
     """Distributed `eval_step(batch) -> (loss sum, frame count, confusion matrix)`."""
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
 
     def replica_eval_step(images, masks):
         logits = model(images, training=False)
-        loss_sum = tf.reduce_sum(per_image_loss(masks, logits, config))
+        loss_sum = tf.reduce_sum(task.per_image_loss(masks, logits))
         return (loss_sum, tf.shape(images, out_type=tf.int64)[0],
-                confusion_matrix(masks, tf.argmax(logits, -1), num_classes, ignore))
+                confusion_matrix(masks, tf.argmax(full_size(logits), -1), num_classes, ignore))
 
-    @tf.function
+    @tf.function(jit_compile=config.train.jit_compile or None)
     def eval_step(batch):
         return _sum_replicas(strategy, strategy.run(replica_eval_step, args=batch))
 
@@ -360,7 +558,8 @@ def copy_weights(source, target):
 def float32_copy(model, config):
     """The same network built in float32, holding `model`'s trained weights."""
     with dtype_policy("none"):
-        copy = build_model(config)
+        copy = build_model(config, (None, None) if config.model.task == "super_resolution"
+                           else None)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -378,32 +577,20 @@ def evaluate(eval_step, batches, class_names):
 
 
 def export_run(model, config, run_dir, validation):
-    """Writes the configured exports under `run_dir/export` and checks ONNX parity."""
-    exported = {}
-    if config.export.saved_model:
-        exported["saved_model"] = export.export_saved_model(
-            model, run_dir / "export" / "saved_model")
-    if config.export.onnx:
-        metadata = {"model": config.model.name,
-                    "class_names": ",".join(config.data.class_names),
-                    "normalisation": "inside the model: feed raw pixels"}
-        exported["onnx"] = export.export_onnx(
-            model, run_dir / "export" / "model.onnx", opset=config.export.opset,
-            layout=config.export.layout, metadata=metadata)
-    if config.export.saved_model and config.export.onnx and config.export.parity_runtimes:
-        images, _ = next(iter(validation.unbatch().batch(config.export.parity_samples)))
-        exported["parity"] = export.check_parity(
-            exported["saved_model"], exported["onnx"], images.numpy(),
-            runtimes=config.export.parity_runtimes, layout=config.export.layout,
-            max_abs_diff=config.export.max_abs_diff,
-            min_argmax_agreement=config.export.min_argmax_agreement,
-            report_path=run_dir / "export" / "parity.json")
+    """Writes the configured exports under `run_dir/export` and checks every runtime against
+    Keras: the code of `python -m tfseg.export`, so both give identical exports."""
+    exported = export.export_from_config(model, config, run_dir / "export", validation)
+    # A training run exports one ONNX file, at its training size.
+    onnx_paths = exported.pop("onnx")
+    if onnx_paths:
+        exported["onnx"] = onnx_paths[0]
     return exported
 
 
 def _format_scores(scores):
     names = [("loss", "loss"), ("foreground_iou", "foreground IoU"), ("mean_iou", "mean IoU"),
-             ("pixel_accuracy", "pixel accuracy")]
+             ("pixel_accuracy", "pixel accuracy"), ("psnr_y", "PSNR (Y)"),
+             ("ssim_y", "SSIM (Y)"), ("bicubic_psnr_y", "bicubic PSNR (Y)")]
     return ", ".join(f"{label} {scores[key]:.4f}" for key, label in names if key in scores)
 
 
@@ -419,7 +606,6 @@ def _print_summary(run_dir, scores, exports, seconds):
     if "onnx" in exports:
         lines.append(f"  ONNX           {exports['onnx']}")
     for runtime, result in exports.get("parity", {}).items():
-        lines.append(f"  parity         {runtime}: max abs diff {result['max_abs_diff']:.2g}, "
-                     f"argmax agreement {100 * result['argmax_agreement']:.2f} %")
+        lines.append(f"  parity         {runtime}: {export.describe(result)}")
     lines.append(f"  TensorBoard    tensorboard --logdir {run_dir / 'logs'}")
     print("\n".join(lines))

@@ -131,6 +131,13 @@ class SegmentationAugmentation:
                 factor, fill_mode="constant", fill_value=0.0, interpolation="bilinear",
                 seed=next(seeds), name="augment_zoom", **options))
 
+    def seed_states(self):
+        """The state variables of every random generator (to checkpoint and restore)."""
+        generators = [self.crop_seed] if self.crop_seed else []
+        generators += [layer.generator for layer in
+                       self.photometric_layers + self.geometric_layers]
+        return [generator.state for generator in generators]
+
     def __call__(self, images, masks):
         """images (B, H, W, C) float, masks (B, H, W) integer -> both transformed alike."""
         if self.ignore_label > tf.as_dtype(masks.dtype).max:

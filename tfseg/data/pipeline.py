@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from tfseg.data import camvid, interferograms
+from tfseg.data import camvid, interferograms, super_resolution
 from tfseg.errors import TfsegError
 
 
@@ -32,10 +32,12 @@ def make_datasets(config):
     """
     if config.data.source == "synthetic":
         return Datasets(_synthetic_train(config), _synthetic_validation(config))
+    if config.data.source == "super_resolution":
+        return _super_resolution(config)
     if config.data.source == "camvid":
         # Frames are used at their stored size, which must be data.height x data.width.
         shape = (config.data.height, config.data.width)
-        train, validation = (camvid.read_segnet(config.data.path, split,
+        train, validation = (camvid.read_segnet(config.data.path, split, size=shape,
                                                 ignore_label=config.data.ignore_label).map(
             lambda image, mask: (tf.ensure_shape(image, (*shape, 3)),
                                  tf.ensure_shape(mask, shape))) for split in ("train", "val"))
@@ -65,12 +67,15 @@ def split_interferograms(data):
     """Train and validation frames and each sequence's background.
 
     With `val_path` the validation frames are that folder's; otherwise `val_fraction` of the
-    frames, drawn with `split_seed` (the seed's ICNet split: 10 % with seed 1024).
+    frames, drawn with `split_seed` (the seed's ICNet split: 10 % with seed 1024). With
+    `bad_frames` "error", every frame is read once first (`interferograms.check_frames`).
     """
     sequences = interferograms.find_sequences(data.path)
     val_sequences = interferograms.find_sequences(data.val_path) if data.val_path else []
     frames = {folder: interferograms.read_sequence(folder, data.labels)
               for folder in sequences + val_sequences}
+    if data.bad_frames == "error":   # a bad frame fails now, before anything is written
+        interferograms.check_frames([frame for folder in frames for frame in frames[folder]])
     backgrounds = {folder: interferograms.sequence_background(folder_frames, data.preprocess)
                    for folder, folder_frames in frames.items()}
     train = [frame for folder in sequences for frame in frames[folder]]
@@ -106,6 +111,17 @@ def _run_batches(frames, config):
 
 def _validation_batches(frames, config):
     return frames.batch(config.train.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _super_resolution(config):
+    """Random (LR, HR) training patches of the HR folders, and whole validation images
+    (batch 1: sizes differ); images smaller than a patch are listed in `skipped`."""
+    options, skipped = config.data.super_resolution, []
+    train = super_resolution.training_pairs(
+        options.train, factor=config.model.scale, patch_size=options.patch_size,
+        blur_sigma=options.blur_sigma, seed=config.train.seed, skipped=skipped)
+    validation = super_resolution.evaluation_pairs(options.validation, factor=config.model.scale)
+    return Datasets(_run_batches(train, config), validation.cache(), skipped)
 
 
 def _synthetic_train(config):
