@@ -62,3 +62,28 @@ def psnr(a, b, peak=255.0):
     """Peak signal-to-noise ratio in dB between two arrays on a 0..peak scale."""
     mse = float(np.mean((np.asarray(a, np.float64) - b) ** 2))
     return np.inf if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def write_plain_onnx(path):
+    """An ONNX model (identity, 1x1x4x4) without tfseg metadata: not a tfseg export."""
+    import onnx
+
+    shape = [1, 1, 4, 4]
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "plain",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)])
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    return path
+
+
+def write_hr_images(folder, count, shape, seed=0):
+    """`count` smooth random RGB PNGs of `shape` (H, W) in a new `folder` (SR test data)."""
+    import cv2
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        image = cv2.GaussianBlur(rng.integers(0, 256, (*shape, 3), np.uint8), (5, 5), 0)
+        cv2.imwrite(str(folder / f"{index}.png"), image)
+    return folder

@@ -185,7 +185,7 @@ def test_precision_and_xla_vary_the_keras_runtime_only():
 
 @pytest.mark.parametrize("argv, message", [
     (["--models", "resnet"], "invalid choice: 'resnet'"),
-    (["--size", "0x64"], "expected HxW"),
+    (["--size", "0x64"], "sizes must be at least 1x1"),
     (["--size", "64"], "expected HxW"),
     (["--repeats", "0"], "expected a positive integer"),
     (["--runtimes", "tensorrt"], "invalid choice: 'tensorrt'"),

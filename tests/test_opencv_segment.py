@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO
+from conftest import REPO, write_plain_onnx
 from test_predict import MODEL_SIZE, make_segmentation_export, read_mask
 
 from tfseg import predict
@@ -68,12 +68,7 @@ def test_tool_segments_like_tfseg_predict_without_tensorflow(segmentation_export
 
 
 def test_tool_refuses_a_model_without_tfseg_metadata(segmentation_export, tmp_path):
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])], "plain",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 4, 4])])
-    plain = tmp_path / "plain.onnx"
-    onnx.save(onnx.helper.make_model(graph), str(plain))
+    plain = write_plain_onnx(tmp_path / "plain.onnx")
     frame = next(segmentation_export.folder.iterdir())
     result = run_tool(plain, frame, "--output", tmp_path / "out")
     assert result.returncode != 0

@@ -7,9 +7,8 @@ from types import SimpleNamespace
 import cv2
 import keras
 import numpy as np
-import onnx
 import pytest
-from conftest import psnr, randomize_batch_norm, run_module
+from conftest import psnr, randomize_batch_norm, run_module, write_plain_onnx
 
 from tfseg import export, models, predict, runtimes
 from tfseg.config import DataConfig, PreprocessConfig
@@ -264,12 +263,7 @@ def test_unreadable_frame_stops_cleanly_with_earlier_outputs_complete(segmentati
 
 def test_onnx_without_tfseg_metadata_is_refused_before_writing(tmp_path,
                                                                segmentation_export):
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])], "plain",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 4, 4])])
-    plain = tmp_path / "plain.onnx"
-    onnx.save(onnx.helper.make_model(graph), str(plain))
+    plain = write_plain_onnx(tmp_path / "plain.onnx")
     result = run_module("tfseg.predict", "--model", plain, "--input",
                         segmentation_export.folder, "--output", tmp_path / "out")
     assert_one_line_error(result, str(plain), "not a tfseg export")

@@ -2,10 +2,8 @@
 tiny inputs of its own kind (interferogram folders and HR image folders written here; CamVid
 from ../shared/data when present)."""
 
-import cv2
-import numpy as np
 import pytest
-from conftest import REPO, run_module
+from conftest import REPO, run_module, write_hr_images
 
 from tfseg.config import load_config
 
@@ -31,12 +29,8 @@ def interferogram_folder(tmp_path_factory):
 def hr_folders(tmp_path_factory):
     """Two folders of random 40x56 RGB images (train, validation)."""
     root = tmp_path_factory.mktemp("hr")
-    rng = np.random.default_rng(0)
-    for name, count in (("train", 3), ("validation", 2)):
-        (root / name).mkdir()
-        for index in range(count):
-            image = cv2.GaussianBlur(rng.integers(0, 256, (40, 56, 3), np.uint8), (5, 5), 0)
-            cv2.imwrite(str(root / name / f"{index}.png"), image)
+    write_hr_images(root / "train", 3, (40, 56))
+    write_hr_images(root / "validation", 2, (40, 56), seed=1)
     return root
 
 

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import write_plain_onnx
 from test_export import trained_run_dir
 
 from tfseg import export, runtimes
@@ -77,11 +78,7 @@ def test_wrong_frames_are_refused_with_the_expected_shape(exported):
 
 
 def test_onnx_without_tfseg_metadata_is_refused(tmp_path):
-    node = onnx.helper.make_node("Identity", ["x"], ["y"])
-    value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
-    output = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
-    plain = onnx.helper.make_model(onnx.helper.make_graph([node], "plain", [value], [output]))
-    onnx.save(plain, tmp_path / "plain.onnx")
+    write_plain_onnx(tmp_path / "plain.onnx")
     for runtime in ("onnxruntime", "opencv"):
         with pytest.raises(TfsegError, match=r"plain.onnx: not a tfseg export: no tfseg "
                                              r"metadata"):

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import tensorflow as tf
-from conftest import REPO, TINY_CONFIG, run_module
+from conftest import REPO, TINY_CONFIG, run_module, write_hr_images
 
 from tfseg.config import load_config
 from tfseg.summaries import palette as segmentation_palette
@@ -59,14 +59,9 @@ def test_profile_records_a_trace_for_the_profile_tab(run):
 
 
 def test_super_resolution_run_scores_against_bicubic_and_logs_panels(tmp_path):
-    import cv2
     import yaml
-    rng = np.random.default_rng(0)
-    for name, count in (("train", 2), ("validation", 2)):
-        (tmp_path / name).mkdir()
-        for index in range(count):
-            image = cv2.GaussianBlur(rng.integers(0, 256, (40, 48, 3), np.uint8), (5, 5), 0)
-            cv2.imwrite(str(tmp_path / name / f"{index}.png"), image)
+    write_hr_images(tmp_path / "train", 2, (40, 48))
+    write_hr_images(tmp_path / "validation", 2, (40, 48), seed=1)
     config = {"model": {"name": "sr_johnson", "scale": 4, "input_channels": 3},
               "data": {"source": "super_resolution", "height": 8, "width": 8,
                        "mean": [127.5] * 3, "std": [127.5] * 3,

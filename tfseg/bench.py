@@ -33,6 +33,7 @@ import time
 import typing
 from pathlib import Path
 
+from tfseg.cli import parse_size
 from tfseg.errors import TfsegError, run_cli
 from tfseg.files import write_text_atomic
 
@@ -124,7 +125,7 @@ def parse_args(argv):
     parser.add_argument("--models", nargs="*", choices=MODEL_NAMES, default=MODEL_NAMES,
                         metavar="NAME", help=f"models at their seed sizes (default: all of "
                         f"{', '.join(MODEL_NAMES)}; none: no model rows)")
-    parser.add_argument("--size", type=_size, metavar="HxW",
+    parser.add_argument("--size", type=parse_size, metavar="HxW",
                         help="input size for every model instead of its seed size")
     parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=RUNTIMES,
                         metavar="RUNTIME", help=f"default: all of {', '.join(RUNTIMES)}")
@@ -164,13 +165,6 @@ def parse_args(argv):
     if not args.models and not args.pipelines:
         raise TfsegError("nothing to measure: give --models NAME... or --pipelines")
     return args
-
-
-def _size(text):
-    match = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not match or "0" in (match[1][0], match[2][0]):
-        raise argparse.ArgumentTypeError(f"expected HxW such as 360x480, got {text!r}")
-    return int(match[1]), int(match[2])
 
 
 def _positive(text):

@@ -23,12 +23,12 @@ to the frame size, so scores are always counted on the data's own masks; a note 
 import argparse
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
 from tfseg.errors import TfsegError, run_cli
+from tfseg.images import write_png
 
 RUN_RUNTIMES = {"savedmodel": Path("export") / "saved_model",
                 "onnxruntime": Path("export") / "model.onnx",
@@ -205,16 +205,6 @@ def confusion_image(matrix, class_names, cell=64, margin=140):
     return image
 
 
-def write_png(image, path):
-    """Writes a PNG through a hidden temporary name, then renames (never half-written)."""
-    import cv2
-
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(cv2.imencode(".png", image)[1].tobytes())
-    os.replace(temporary, path)
-
-
 def evaluation_batches(config, split):
     """The validation batches, or one epoch (`train.steps_per_epoch` batches) of training
     batches."""
@@ -241,8 +231,8 @@ def main(argv=None):
     report = {"model": source, "runtime": runtime.name, "split": args.split, **report}
     write_json(report, output / "evaluation.json")
     write_csv(report["per_class"], output / "evaluation.csv")
-    write_png(confusion_image(report["confusion_matrix"], config.data.class_names),
-              output / "confusion_matrix.png")
+    write_png(output / "confusion_matrix.png",
+              confusion_image(report["confusion_matrix"], config.data.class_names))
     for note in report["notes"]:
         print(f"note: {note}")
     print(f"{report['frames']} {args.split} frames, {runtime.name} ({source})")

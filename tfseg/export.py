@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfseg.cli import parse_size
 from tfseg.config import PreprocessConfig
 from tfseg.errors import TfsegError, run_cli
 from tfseg.files import write_text_atomic
@@ -361,24 +362,13 @@ def _finite_or_none(value):
     return value
 
 
-def parse_size(text):
-    """(H, W) of "HxW"."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 128x128, got {text!r}")
-    if height < 8 or width < 8:
-        raise argparse.ArgumentTypeError(f"{text}: sizes must be at least 8x8")
-    return height, width
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m tfseg.export",
         description="Export a trained run (SavedModel, ONNX per size, labels.txt) and check "
                     "every runtime against Keras.")
     parser.add_argument("--run-dir", type=Path, required=True, help="a tfseg.train run")
-    parser.add_argument("--size", type=parse_size, action="append", default=[],
+    parser.add_argument("--size", type=lambda text: parse_size(text, minimum=8), action="append", default=[],
                         metavar="HxW", help="static ONNX input size (repeatable; default: "
                         "the training size)")
     parser.add_argument("--layout", choices=["NCHW", "NHWC"], default=None,

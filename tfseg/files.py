@@ -5,7 +5,12 @@ from pathlib import Path
 
 
 def write_text_atomic(path, text):
-    """Writes `text` to `path` through a hidden temporary file beside it, then renames.
+    """Writes `text` to `path` atomically (`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path, data):
+    """Writes `data` to `path` through a hidden temporary file beside it, then renames.
 
     The temporary name starts with a dot, so folder readers skip it; an interrupted write
     leaves the previous `path` (or none) in place.
@@ -13,8 +18,8 @@ def write_text_atomic(path, text):
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "w") as file:
-            file.write(text)
+        with open(temporary, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

@@ -26,7 +26,6 @@ run with its file named, and the outputs of the frames before it stay complete.
 """
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,10 @@ import cv2
 import numpy as np
 
 from tfseg import runtimes
+from tfseg.cli import parse_size
 from tfseg.data import preprocess
 from tfseg.errors import TfsegError, run_cli
+from tfseg.images import read_unchanged, write_png
 from tfseg.tiling import predict_tiled
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -69,15 +70,8 @@ class Sequence:
 
 def read_image(path, colour):
     """An image file as a `colour` ("gray" or "rgb") uint8/uint16 frame; TfsegError naming
-    an unreadable one (in place of OpenCV's own log lines about it)."""
-    log_level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    finally:
-        cv2.utils.logging.setLogLevel(log_level)
-    if frame is None:
-        raise TfsegError(f"{path}: unreadable or truncated image")
-    return to_colour(frame, colour, path)
+    an unreadable one."""
+    return to_colour(read_unchanged(path), colour, path)
 
 
 def read_video(path, colour, every=1):
@@ -303,37 +297,6 @@ def _size(frame):
     return f"{frame.shape[0]}x{frame.shape[1]}"
 
 
-def write_png_atomic(path, picture):
-    """Writes a gray (H, W[, 1]) or RGB (H, W, 3) uint8 picture as PNG through a hidden
-    temporary file beside `path`, then renames: the PNG is complete or absent."""
-    path = Path(path)
-    if picture.ndim == 3 and picture.shape[-1] == 3:
-        picture = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", picture)
-    if not ok:
-        raise TfsegError(f"{path}: OpenCV could not encode the image")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            file.write(encoded.tobytes())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def parse_size(text):
-    """argparse type of "HxW" sizes."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 256x256; got {text!r}") from None
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive HxW; got {text!r}")
-    return height, width
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m tfseg.predict", description=__doc__.split("\n\n")[0],
@@ -369,7 +332,7 @@ def main(argv=None):
                                                    overlap=args.overlap,
                                                    match_histogram=args.match_histogram):
                 for suffix, picture in pictures.items():
-                    write_png_atomic(args.output / f"{name}_{suffix}.png", picture)
+                    write_png(args.output / f"{name}_{suffix}.png", picture, rgb=True)
                 count += 1
     print(f"{count} frame(s) -> {args.output}")
     return 0

@@ -27,6 +27,7 @@ import cv2
 
 from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json
 from tfseg.errors import TfsegError, run_cli
+from tfseg.images import read_unchanged
 
 # The frame files tfseg.data.interferograms reads (not imported from there: that module loads
 # TensorFlow, slow to start and noisy on stderr for a labelling tool).
@@ -49,21 +50,6 @@ def list_frames(folder):
     if not frames:
         raise TfsegError(f"{folder}: no frames ({', '.join(FRAME_SUFFIXES)} files) in it")
     return frames
-
-
-def read_frame(path):
-    """A frame as stored (8- or 16-bit, grey or colour); TfsegError naming an unreadable one
-    (in place of OpenCV's own log lines about it)."""
-    log_level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    finally:
-        cv2.utils.logging.setLogLevel(log_level)
-    if frame is None:
-        raise TfsegError(f"{path}: unreadable or truncated image")
-    if frame.dtype.name not in ("uint8", "uint16"):
-        raise TfsegError(f"{path}: {frame.dtype} pixels; expected 8- or 16-bit frames")
-    return frame
 
 
 def read_rois(rois_path):
@@ -122,7 +108,7 @@ def label_frames(frames, rois_path, max_side, select_boxes):
     entries = list(rois.items())
     todo = unlabelled_frames(frames, rois)
     for number, path in enumerate(todo, start=1):
-        frame = read_frame(path)
+        frame = read_unchanged(path)
         image = to_display(frame, max_side)
         progress = f"{number}/{len(todo)}"
         drawn = select_boxes(image, f"{path.name} ({progress}): boxes, then ESC")
@@ -170,7 +156,7 @@ def convert_yolo(frames, rois_path):
         if not label_path.exists():
             raise TfsegError(f"{path}: no YOLO label file {label_path.name} beside it (an "
                              f"empty file means no sample)")
-        height, width = read_frame(path).shape[:2]
+        height, width = read_unchanged(path).shape[:2]
         entries.append((path.name, read_yolo(label_path, height, width)))
     write_roi_json(rois_path, entries)
     return entries

@@ -16,17 +16,10 @@ from pathlib import Path
 
 import cv2
 
+from tfseg.cli import parse_size
 from tfseg.data.interferograms import sequence_seed
 from tfseg.data.labels import write_roi_json, write_yolo
 from tfseg.data.synthetic import SyntheticSpec, generate_sequence
-
-
-def parse_size(text):
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 3072x3072; got {text!r}") from None
-    return height, width
 
 
 def main(argv=None):

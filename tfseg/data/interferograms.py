@@ -18,6 +18,7 @@ import tensorflow as tf
 from tfseg.data import labels, preprocess
 from tfseg.data.synthetic import generate_sequence
 from tfseg.errors import TfsegError
+from tfseg.images import read_unchanged
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "validation": 1}
@@ -113,17 +114,10 @@ def read_sequence(folder, label_format="auto"):
 
 def read_frame(path):
     """A grayscale frame as (H, W) uint8 or uint16; TfsegError for an unreadable file."""
-    try:
-        frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error:   # OpenCV raises for some corrupt headers (a huge size, say)
-        frame = None
-    if frame is None:
-        raise TfsegError(f"{path}: unreadable or truncated image")
+    frame = read_unchanged(path)
     if frame.ndim == 3:   # grayscale stored as 24/32-bit colour
         frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY if frame.shape[2] == 4
                              else cv2.COLOR_BGR2GRAY)
-    if frame.dtype not in (np.uint8, np.uint16):
-        raise TfsegError(f"{path}: {frame.dtype} pixels; expected 8- or 16-bit frames")
     return frame
 
 
