@@ -1,6 +1,7 @@
 """Config validation: every mistake names the source, the key and what was expected."""
 
 import dataclasses
+import re
 
 import pytest
 from conftest import REPO, TINY_CONFIG, run_module
@@ -177,3 +178,21 @@ def test_cli_missing_config_file_is_a_clean_error(tmp_path):
     result = run_module("tfseg.train", "--config", tmp_path / "nope.yaml")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "nope.yaml: cannot read config file" in result.stderr
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"train": {"best_metric": "psnr_y"}}, "is not a score of 2-class segmentation"),
+    ({"model": {"num_classes": 3}, "data": {"class_names": ["a", "b", "c"]},
+      "train": {"best_metric": "foreground_iou"}}, "is not a score of 3-class segmentation"),
+    ({"model": {"name": "sr_johnson", "input_channels": 3},
+      "data": {"source": "super_resolution", "mean": [0, 0, 0], "std": [1, 1, 1],
+               "super_resolution": {"train": ["t"], "validation": ["v"]}},
+      "train": {"loss": "pixel", "best_metric": "mean_iou"}}, "super-resolution keeps"),
+    ({"train": {"loss": "pixel"}}, "is a super-resolution loss"),
+    ({"model": {"name": "sr_johnson", "input_channels": 3},
+      "data": {"mean": [0, 0, 0], "std": [1, 1, 1]}, "train": {"loss": "pixel"}},
+     "needs data.source 'super_resolution'"),
+])
+def test_task_specific_choices_are_checked_together(write_yaml, overrides, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write_yaml(overrides))

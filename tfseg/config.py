@@ -241,7 +241,9 @@ class TrainConfig:
     checkpoint_every: int = bounded(100, 0)   # steps between checkpoints (and every epoch end)
     # The validation score whose best value keeps its own checkpoint (checkpoints/best);
     # "auto": foreground_iou for two classes, mean_iou otherwise, psnr_y for super-resolution.
-    best_metric: str = "auto"
+    best_metric: Literal["auto", "mean_iou", "foreground_iou", "pixel_accuracy",
+                         "mean_class_accuracy", "frequency_weighted_iou", "psnr_y",
+                         "ssim_y"] = "auto"
     # A NaN or Inf loss: "stop" the run (the last checkpoint stays the last good one), or
     # "skip_batch" (no update from that batch; counted in metrics.json).
     nan_policy: Literal["stop", "skip_batch"] = "stop"
@@ -325,6 +327,10 @@ class Config:
         if self.train.loss == "perceptual" and not self.train.perceptual.weights:
             raise ValueError("train.perceptual.weights: give the local keras.applications "
                              "VGG16 notop .h5 file, or 'random' (not perceptual features)")
+        if self.train.best_metric not in ("auto", "psnr_y", "ssim_y"):
+            raise ValueError(f"train.best_metric {self.train.best_metric!r} scores "
+                             f"segmentation; super-resolution keeps the best by 'psnr_y' or "
+                             f"'ssim_y'")
         if self.data.super_resolution.patch_size % self.model.scale:
             raise ValueError(f"data.super_resolution.patch_size "
                              f"{self.data.super_resolution.patch_size} must be a multiple of "
@@ -337,6 +343,10 @@ class Config:
         if self.train.loss in ("pixel", "perceptual"):
             raise ValueError(f"train.loss {self.train.loss!r} is a super-resolution loss; "
                              f"segmentation trains with 'cross_entropy' or 'asymmetric'")
+        if self.train.best_metric in ("psnr_y", "ssim_y") or (
+                self.train.best_metric == "foreground_iou" and self.model.num_classes != 2):
+            raise ValueError(f"train.best_metric {self.train.best_metric!r} is not a score of "
+                             f"{self.model.num_classes}-class segmentation")
         if len(self.data.class_names) != self.model.num_classes:
             raise ValueError(f"data.class_names has {len(self.data.class_names)} names but "
                              f"model.num_classes is {self.model.num_classes}")

@@ -292,11 +292,7 @@ def _train(config, run_dir, *, resume, profile):
             state.update(loss_sum=0.0,
                          statistics=task.zero_statistics().tolist(),
                          history=state["history"] + [history_row])
-            best_metric = task.best_metric
-            if best_metric not in scores["validation"]:
-                raise ConfigError(f"train.best_metric {best_metric!r} is not a validation "
-                                  f"score; choose one of "
-                                  f"{sorted(k for k, v in scores['validation'].items() if isinstance(v, float))}")
+            best_metric = task.best_metric   # the config allows only scores of the task
             improved = state["best"] is None or (
                 scores["validation"][best_metric] > state["best"]["value"])
             if improved:
