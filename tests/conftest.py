@@ -87,3 +87,13 @@ def write_hr_images(folder, count, shape, seed=0):
         image = cv2.GaussianBlur(rng.integers(0, 256, (*shape, 3), np.uint8), (5, 5), 0)
         cv2.imwrite(str(folder / f"{index}.png"), image)
     return folder
+
+
+def assert_one_line_error(result, *expected):
+    """`result` (a CompletedProcess) failed with exit 2 and one stderr line holding every
+    `expected` text, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]

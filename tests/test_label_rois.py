@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, assert_one_line_error
 
 from tfseg import files
 from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json, write_yolo
@@ -50,14 +50,6 @@ def run_tool(*args, **env):
     return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, check=False, timeout=300,
                           env={**environment, **env})
-
-
-def assert_one_line_error(result, *expected):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for text in expected:
-        assert text in lines[0], lines[0]
 
 
 def test_without_a_display_it_says_so_in_one_line_and_exits_2(folder):

@@ -8,7 +8,13 @@ import cv2
 import keras
 import numpy as np
 import pytest
-from conftest import psnr, randomize_batch_norm, run_module, write_plain_onnx
+from conftest import (
+    assert_one_line_error,
+    psnr,
+    randomize_batch_norm,
+    run_module,
+    write_plain_onnx,
+)
 
 from tfseg import export, models, predict, runtimes
 from tfseg.config import DataConfig, PreprocessConfig
@@ -238,14 +244,6 @@ def test_inputs_are_checked_before_anything_is_written(tmp_path, segmentation_ex
                       str(tmp_path / "a"), "--output", str(tmp_path / "out"),
                       "--tile", "64x64"])
     assert not (tmp_path / "out").exists()
-
-
-def assert_one_line_error(result, *expected):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for text in expected:
-        assert text in lines[0], lines[0]
 
 
 def test_unreadable_frame_stops_cleanly_with_earlier_outputs_complete(segmentation_export,
