@@ -375,8 +375,8 @@ def measure_row(case, variant, artifact, repeats, warmup, batch):
     pixels = np.random.default_rng(0).uniform(
         0, 255, (batch, case.height, case.width, case.channels)).astype(np.float32)
     started = time.perf_counter()
-    runtime = (keras_runtime(build_model(case, variant.dtype), export_metadata(case), batch,
-                             jit_compile=variant.jit_compile)
+    runtime = (runtimes.from_keras(build_model(case, variant.dtype), export_metadata(case),
+                                   batch_size=batch, jit_compile=variant.jit_compile)
                if variant.runtime == "keras" else runtimes.load(artifact, variant.runtime))
     loaded = time.perf_counter()
     with runtime:
@@ -402,23 +402,6 @@ def build_model(case, dtype):
     keras.utils.set_random_seed(0)
     return models.build(case.model, input_shape=(case.height, case.width),
                         input_channels=case.channels, **case.options)
-
-
-def keras_runtime(model, metadata, batch, *, jit_compile=False):
-    """The "keras" runtime of the benchmark: `model(x, training=False)` in a tf.function with
-    a static input signature, the graph every export traces, optionally compiled with XLA.
-    (`runtimes.from_keras` calls the model eagerly: 1.2x the time for LinkNet at 360x480 and
-    3.4x for the SR network at 72x72 in a check on this machine.)"""
-    import tensorflow as tf
-
-    from tfseg.runtimes import Runtime
-
-    _, height, width, channels = model.input_shape
-    spec = tf.TensorSpec((batch, height, width, channels), tf.float32)
-    infer = tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec],
-                        jit_compile=jit_compile)
-    return Runtime("keras", lambda pixels: infer(pixels).numpy(), metadata=metadata,
-                   input_size=(height, width), channels=channels)
 
 
 def export_metadata(case):

@@ -157,15 +157,26 @@ def load(path, runtime=None):
     return loaders[runtime](path, runtime)
 
 
-def from_keras(model, metadata=None, *, batch_size=8):
-    """A "keras" runtime for an in-memory model (called with `training=False`, TOOLCHAIN.md
-    trap 1), `batch_size` frames at a time."""
-    def predict(pixels):
-        return np.concatenate([
-            model(pixels[start:start + batch_size], training=False)
-            for start in range(0, len(pixels), batch_size)])
+def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
+    """A "keras" runtime for an in-memory model, `batch_size` frames at a time.
+
+    The model is called with `training=False` (TOOLCHAIN.md trap 1) inside one tf.function
+    with a fixed input signature, the graph every export traces: eager calls took 1.2x the
+    time for LinkNet at 360x480 and 3.4x for the SR network at 72x72 on the project machine.
+    `jit_compile` compiles it with XLA.
+    """
+    import tensorflow as tf
 
     _, height, width, channels = model.input_shape
+    spec = tf.TensorSpec((None, height, width, channels), tf.float32)
+    infer = tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec],
+                        jit_compile=jit_compile)
+
+    def predict(pixels):
+        pixels = np.asarray(pixels, np.float32)
+        return np.concatenate([infer(pixels[start:start + batch_size]).numpy()
+                               for start in range(0, len(pixels), batch_size)])
+
     return Runtime("keras", predict, metadata=dict(metadata or {}),
                    input_size=(height, width) if height and width else None,
                    channels=channels)
