@@ -248,7 +248,7 @@ def camvid_images_not_of_the_configured_size(tmp_path):
     root = write_segnet(tmp_path / "camvid", size=(24, 32))
     config = write_config(tmp_path, camvid_recipe(root))
     return config, [], ["train/a.png: image is 24x32 (HxW)",
-                        "expected 32x32 (data.height x data.width)"]
+                        "expected 32x32 (data.height x data.width; data.resize_frames"]
 
 
 def run_dir_holds_a_run(tmp_path):

@@ -41,7 +41,10 @@ def test_every_runtime_gives_a_row_with_every_figure(tiny_run):
     _, report, _ = tiny_run
     assert report["schema"] == bench.SCHEMA
     assert report["command"].startswith("python -m tfseg.bench " + " ".join(TINY_ARGS))
-    assert report["machine"]["conv_gflop_per_s"] > 0 and report["machine"]["cores"] >= 1
+    machine = report["machine"]
+    assert machine["conv_gflop_per_s"] > 0 and machine["cores"] >= 1
+    assert machine["anchors"]["conv_gflop_per_s"] == machine["conv_gflop_per_s"]
+    assert machine["anchors"]["matmul_gflop_per_s"] > 0 and machine["anchors"]["resnet50_ms"] > 0
     assert {"tensorflow", "keras", "onnxruntime", "opencv"} <= report["versions"].keys()
     assert sorted(bench.Variant(row["runtime"], row["dtype"], row["jit_compile"])
                   for row in report["rows"]) == sorted(ROWS)
@@ -66,6 +69,7 @@ def test_markdown_has_the_header_and_one_row_per_runtime(tiny_run):
     assert markdown.strip() in process.stdout
     assert f"`{report['command']}`" in markdown
     assert report["machine"]["cpu"] in markdown and "GFLOP/s**" in markdown
+    assert "ResNet50 512x512" in markdown and "(TOOLCHAIN.md: 115;" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| sr_johnson ")]
     assert sorted(tuple(line.split(" | ")[2:4]) for line in rows) == sorted(
         (variant.runtime, variant.dtype) for variant in ROWS)
@@ -158,7 +162,9 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
     assert rows[0]["reason"] == "export: no disk"
     assert rows[2]["gflop_per_s"] == 200.0 and rows[2]["peak_fraction"] == 0.5
     report = {"machine": {"cpu": "cpu", "cores": 2, "conv_gflop_per_s": 400.0,
-                          "reference_conv": bench.REFERENCE_CONV},
+                          "reference_conv": bench.REFERENCE_CONV,
+                          "anchors": {"conv_gflop_per_s": 210.0, "matmul_gflop_per_s": 270.0,
+                                      "resnet50_ms": 230.0}},
               "versions": dict.fromkeys(("tensorflow", "keras", "onnxruntime", "opencv",
                                          "tfseg"), "1"),
               "date": "today", "command": "c", "rows": rows, "pipelines": [],
@@ -167,6 +173,9 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
     assert "| savedmodel | float32" + " | " * 9 + "failed: export: no disk |" in markdown
     assert "missing.onnx: no such file" in markdown
     assert "- sr_johnson 16x16x3: opencv (float32), 200 GFLOP/s = 50 % (met)" in markdown
+    assert ("3x3 convolution 210 GFLOP/s (TOOLCHAIN.md: 420; 0.50x); 4096^3 matmul 270 GFLOP/s "
+            "(TOOLCHAIN.md: 270; 1.00x); ResNet50 512x512 230 ms (TOOLCHAIN.md: 115; 0.50x)"
+            ) in markdown
 
 
 def test_precision_and_xla_vary_the_keras_runtime_only():

@@ -49,6 +49,11 @@ MULTIPLY_ADD_OPS = ("Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative", "M
 # The machine's reference: a 3x3 convolution, 64 -> 64 channels, on one 256x256 image
 # (TOOLCHAIN.md: about 420 GFLOP/s on the project machine).
 REFERENCE_CONV = {"size": 256, "channels": 64, "kernel": 3}
+# The same machine's figures in TOOLCHAIN.md, re-measured by every run to show how fast the
+# machine is today: the 3x3 convolution above, a 4096^3 float32 matmul, and
+# keras.applications ResNet50 (no top, weights=None) on one 512x512x3 image in a tf.function.
+TOOLCHAIN_ANCHORS = {"conv_gflop_per_s": 420.0, "matmul_gflop_per_s": 270.0,
+                     "resnet50_ms": 115.0}
 PEAK_TARGET = 0.5
 RESULT_PREFIX = "TFSEG_BENCH_RESULT "
 REPO = Path(__file__).resolve().parent.parent
@@ -221,7 +226,7 @@ def run_benchmark(args, *, command):
     return {"schema": SCHEMA, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
                         "conv_gflop_per_s": machine["conv_gflop_per_s"],
-                        "reference_conv": REFERENCE_CONV},
+                        "reference_conv": REFERENCE_CONV, "anchors": machine["anchors"]},
             "versions": machine["versions"], **settings, "rows": rows, "pipelines": pipelines}
 
 
@@ -331,7 +336,18 @@ def measure_machine():
     conv = tf.function(lambda x: tf.nn.conv2d(x, filters, 1, "SAME"))
     seconds = time_calls(lambda: conv(images).numpy(), warmup=3, repeats=20)["median_s"]
     flops = 2 * size * size * kernel * kernel * channels * channels
+    matrix = tf.random.normal((4096, 4096))
+    matmul = tf.function(lambda x: tf.linalg.matmul(x, x))
+    matmul_s = time_calls(lambda: matmul(matrix).numpy(), warmup=1, repeats=5)["median_s"]
+    resnet = keras.applications.ResNet50(include_top=False, weights=None,
+                                         input_shape=(512, 512, 3))
+    resnet_call = tf.function(lambda x: resnet(x, training=False))
+    image = tf.random.uniform((1, 512, 512, 3))
+    resnet_s = time_calls(lambda: resnet_call(image).numpy(), warmup=2, repeats=10)["median_s"]
     return {"conv_gflop_per_s": flops / 1e9 / seconds,
+            "anchors": {"conv_gflop_per_s": flops / 1e9 / seconds,
+                        "matmul_gflop_per_s": 2 * 4096 ** 3 / 1e9 / matmul_s,
+                        "resnet50_ms": 1e3 * resnet_s},
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                          "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
                          "numpy": np.__version__, "tfseg": tfseg.__version__}}
@@ -671,6 +687,18 @@ def read_results(path):
     return report
 
 
+def _anchor_line(anchors):
+    """This machine today next to the figures TOOLCHAIN.md recorded for it."""
+    names = {"conv_gflop_per_s": ("3x3 convolution", "GFLOP/s", 1),
+             "matmul_gflop_per_s": ("4096^3 matmul", "GFLOP/s", 1),
+             "resnet50_ms": ("ResNet50 512x512", "ms", -1)}
+    parts = [f"{label} {anchors[key]:.0f} {unit} (TOOLCHAIN.md: "
+             f"{TOOLCHAIN_ANCHORS[key]:.0f}; {(anchors[key] / TOOLCHAIN_ANCHORS[key]) ** sign:.2f}x)"
+             for key, (label, unit, sign) in names.items()]
+    return ("This machine today against TOOLCHAIN.md's figures for it (speed ratio): "
+            + "; ".join(parts) + ".")
+
+
 def render_markdown(report):
     """The header (machine, versions, command), the table of rows, the fastest runtime of each
     model against the target, and the pipelines' table when measured."""
@@ -684,6 +712,8 @@ def render_markdown(report):
                  f"{versions['onnxruntime']}, OpenCV {versions['opencv']}, tfseg "
                  f"{versions['tfseg']}; {report['date']}."),
                 f"Command: `{report['command']}`"]
+    if "anchors" in machine:
+        sections.append(_anchor_line(machine["anchors"]))
     if report["rows"]:
         sections += [
             (f"Batch {report['batch']}; median and p90 of {report['repeats']} calls after "

@@ -136,6 +136,9 @@ class DataConfig:
     cache: str = "memory"   # preprocessed frames: "memory", "none", or a file path prefix
     height: int = bounded(256, 8)     # network input size; frames are resized to it
     width: int = bounded(256, 8)
+    # camvid: resize frames of another stored size to height x width (images area-averaged,
+    # masks nearest) instead of refusing them, e.g. the 960x720 release or a half-size run.
+    resize_frames: bool = False
     class_names: list[str] = field(default_factory=lambda: ["background", "sample"])
     ignore_label: int = bounded(255, 0, 255)  # masks are uint8; must not be a class id
     mean: list[float] = field(default_factory=lambda: [0.0])  # per channel, inside the model

@@ -1,5 +1,6 @@
 """CamVid readers: pairing, RGB decoding, void -> ignore, colour tables, class weights."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -291,3 +292,30 @@ def test_camvid_source_trains_on_random_crops(tmp_path, write_yaml):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["frames"] == 2 and len(metrics["per_class_iou"]) == 11
+
+
+def test_resize_frames_brings_other_sizes_to_the_network_size(tmp_path):
+    """data.resize_frames: 24x32 frames train a 12x16 network (area images, nearest masks)."""
+    from tfseg.config import Config, DataConfig, ModelConfig, TrainConfig
+    from tfseg.data.pipeline import make_datasets
+
+    root = tmp_path / "camvid"
+    for split in ("train", "val"):
+        write_segnet(root, split, size=(24, 32))
+    config = Config(model=ModelConfig(name="linknet", num_classes=11, input_channels=3),
+                    data=DataConfig(source="camvid", path=str(root), height=12, width=16,
+                                    resize_frames=True, mean=[0.0] * 3, std=[1.0] * 3,
+                                    class_names=list(camvid.CAMVID_CLASSES)),
+                    train=TrainConfig(batch_size=3, steps_per_epoch=1, epochs=1))
+    (image, mask), = make_datasets(config).validation.as_numpy_iterator()
+    bgr = cv2.imread(str(root / "val" / "a.png"))[..., ::-1].astype(np.float32)
+    labels = cv2.imread(str(root / "valannot" / "a.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_allclose(image[0], bgr.reshape(12, 2, 16, 2, 3).mean(axis=(1, 3)),
+                               atol=1e-3)
+    assert mask.shape == (3, 12, 16) and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= set(range(11)) | {255}
+    kept = np.where(labels == 11, 255, labels)
+    assert np.isin(mask[0], kept).all()   # nearest: every id is one of the frame's own
+    with pytest.raises(TfsegError, match="data.resize_frames: true resizes"):
+        make_datasets(dataclasses.replace(config, data=dataclasses.replace(
+            config.data, resize_frames=False)))

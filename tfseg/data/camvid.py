@@ -184,7 +184,8 @@ def check_pairs(pairs, *, label_channels, max_label_id=None, size=None):
                              f"image {image.name} is {image_size[0]}x{image_size[1]}")
         if size is not None and tuple(image_size) != tuple(size):
             raise TfsegError(f"{image}: image is {image_size[0]}x{image_size[1]} (HxW); "
-                             f"expected {size[0]}x{size[1]} (data.height x data.width)")
+                             f"expected {size[0]}x{size[1]} (data.height x data.width; "
+                           f"data.resize_frames: true resizes)")
         if max_label_id is not None and top > max_label_id:
             raise TfsegError(f"{label}: label id {top} outside 0..{max_label_id}")
 

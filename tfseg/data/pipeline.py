@@ -35,12 +35,16 @@ def make_datasets(config):
     if config.data.source == "super_resolution":
         return _super_resolution(config)
     if config.data.source == "camvid":
-        # Frames are used at their stored size, which must be data.height x data.width.
+        # Frames are used at their stored size, which must be data.height x data.width,
+        # unless data.resize_frames resizes them to it.
         shape = (config.data.height, config.data.width)
-        train, validation = (camvid.read_segnet(config.data.path, split, size=shape,
+        resize = config.data.resize_frames
+        train, validation = (camvid.read_segnet(config.data.path, split,
+                                                size=None if resize else shape,
                                                 ignore_label=config.data.ignore_label).map(
-            lambda image, mask: (tf.ensure_shape(image, (*shape, 3)),
-                                 tf.ensure_shape(mask, shape))) for split in ("train", "val"))
+            lambda image, mask: _frame_of_size(image, mask, shape, resize),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            for split in ("train", "val"))
         return _datasets_from_frames(train, validation, config)
     skipped = [] if config.data.bad_frames == "skip" else None
     train_frames, val_frames, backgrounds = split_interferograms(config.data)
@@ -61,6 +65,14 @@ def _datasets_from_frames(train, validation, config, skipped=None):
     return Datasets(_run_batches(train, config),
                     _validation_batches(_cached(validation, config.data.cache, "validation"),
                                         config), [] if skipped is None else skipped)
+
+
+def _frame_of_size(image, mask, shape, resize):
+    """tf: (image, mask) of static size `shape`; resized to it (area / nearest) if `resize`."""
+    if resize:
+        image = tf.image.resize(image, shape, method="area")
+        mask = tf.image.resize(mask[..., None], shape, method="nearest")[..., 0]
+    return tf.ensure_shape(image, (*shape, 3)), tf.ensure_shape(mask, shape)
 
 
 def split_interferograms(data):
