@@ -532,11 +532,12 @@ def images_per_second(iterate, count):
     return count / (time.perf_counter() - started)
 
 
-def pipeline_rates(dataset, plain_loop, count, train_step):
-    """The figures of a data set whose tf.data pipeline yields `count` frames per pass."""
+def pipeline_rates(dataset, plain_loop, count, train_step, batch_size):
+    """The figures of a data set whose tf.data pipeline yields `count` frames per pass,
+    drawn in batches of `batch_size` as the training step consumes them."""
     def iterate(data):
         def run():
-            for _ in data.prefetch(4):
+            for _ in data.batch(batch_size).prefetch(4):
                 pass
         return run
 
@@ -580,7 +581,8 @@ def interferogram_pipeline(work_dir, frames):
             cv2.resize(mask, (1024, 1024), interpolation=cv2.INTER_NEAREST)
 
     return pipeline_rates(dataset, plain_loop, len(records),
-                          train_step_rate("icnet", (1024, 1024), 1, 2, batch_size=2, width=0.5))
+                          train_step_rate("icnet", (1024, 1024), 1, 2, batch_size=2, width=0.5),
+                          batch_size=2)
 
 
 def camvid_pipeline(data_dir, limit):
@@ -600,7 +602,8 @@ def camvid_pipeline(data_dir, limit):
             cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
 
     return pipeline_rates(dataset, plain_loop, limit,
-                          train_step_rate("linknet", (320, 480), 3, 12, batch_size=8))
+                          train_step_rate("linknet", (320, 480), 3, 12, batch_size=8),
+                          batch_size=8)
 
 
 def sr_pipeline(data_dir, limit):
@@ -626,13 +629,15 @@ def sr_pipeline(data_dir, limit):
             cv2.resize(cv2.GaussianBlur(image[y:y + 288, x:x + 288], (7, 7), 1.0), (72, 72),
                        interpolation=cv2.INTER_CUBIC)
 
-    stream = iter(dataset.prefetch(4))
+    batch_size = 8   # the training step's below
+    stream = iter(dataset.batch(batch_size).prefetch(4))
 
     def one_pass():
+        batches = -(-len(paths) // batch_size)
         started = time.perf_counter()
-        for _ in range(len(paths)):
+        for _ in range(batches):
             next(stream)
-        return len(paths) / (time.perf_counter() - started)
+        return batches * batch_size / (time.perf_counter() - started)
 
     first, cached = one_pass(), one_pass()
     return {"images": len(paths), "pipeline_img_s": first, "cached_img_s": cached,

@@ -156,9 +156,9 @@ def training_pairs(folders, *, factor=4, patch_size=288, blur_sigma=1.0, seed=0,
             skipped.extend(map(str, small))
 
     def crop(index, image):
-        hr = tf.image.stateless_random_crop(
-            tf.cast(image, tf.float32), [patch_size, patch_size, 3],
-            seed=tf.stack([tf.constant(seed, tf.int64), index]))
+        hr = tf.cast(tf.image.stateless_random_crop(
+            image, [patch_size, patch_size, 3],
+            seed=tf.stack([tf.constant(seed, tf.int64), index])), tf.float32)
         return to_8bit(degrade(hr, factor, blur_sigma=blur_sigma)), hr
 
     images = tf.data.Dataset.from_tensor_slices(usable).map(
