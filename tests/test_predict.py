@@ -2,6 +2,7 @@
 training, tiled super-resolution with histogram matching, and clean errors that leave nothing
 half-written."""
 
+import re
 from types import SimpleNamespace
 
 import cv2
@@ -114,6 +115,13 @@ def test_folder_is_segmented_exactly_as_training_preprocesses(segmentation_expor
     assert (red[:, 2] > red[:, 1]).all()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         f"frame_{i:04d}_{kind}.png" for i in range(4) for kind in ("mask", "overlay"))
+    # The frame rate: 4 frames over the loop's time, inference a part of it.
+    rate = re.search(r"([\d.]+) frames/s end to end \(([\d.]+) s: .* onnxruntime inference, "
+                     r"which took ([\d.]+) s = ([\d.]+) s per frame\)", result.stdout)
+    assert rate, result.stdout
+    frames_per_s, total, inference, per_frame = map(float, rate.groups())
+    assert frames_per_s == pytest.approx(4 / total, rel=0.01)
+    assert 0 < inference <= total and per_frame == pytest.approx(inference / 4, abs=1e-4)
 
 
 def test_video_frames_are_named_and_share_the_video_background(segmentation_export,

@@ -27,6 +27,7 @@ run with its file named, and the outputs of the frames before it stay complete.
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,7 +327,7 @@ def main(argv=None):
     with load_model(args.model, args.runtime) as model:
         tile = choose_tile(model, args.tile, args.overlap)
         args.output.mkdir(parents=True, exist_ok=True)
-        count = 0
+        count, started = 0, time.perf_counter()
         for sequence in sequences:
             for name, pictures in predict_sequence(model, sequence, tile=tile,
                                                    overlap=args.overlap,
@@ -334,8 +335,18 @@ def main(argv=None):
                 for suffix, picture in pictures.items():
                     write_png(args.output / f"{name}_{suffix}.png", picture, rgb=True)
                 count += 1
-    print(f"{count} frame(s) -> {args.output}")
+        print(f"{count} frame(s) -> {args.output}")
+        if count:
+            print(frame_rate_line(count, time.perf_counter() - started, model))
     return 0
+
+
+def frame_rate_line(count, seconds, model):
+    """The run's end-to-end frame rate (backgrounds, reading, preprocessing, inference,
+    writing) and the share of it `model` spent inferring."""
+    return (f"{count / seconds:.3g} frames/s end to end ({seconds:.3f} s: backgrounds, "
+            f"reading, preprocessing, writing and {model.name} inference, which took "
+            f"{model.seconds:.3f} s = {model.seconds / count:.4f} s per frame)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Metadata lives in an ONNX file's `metadata_props` (all values strings, JSON wher
 """
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,12 +88,14 @@ class Runtime:
         metadata: dict. The export's tfseg metadata, decoded.
         input_size: (H, W) the model requires, or None when any size works.
         channels: int. Input channels.
+        seconds: float. Wall time spent in calls so far (inference, for frame-rate reports).
     """
 
     def __init__(self, name, predict, *, metadata, input_size, channels, close=None):
         self.name, self.metadata, self.channels = name, metadata, channels
         self.input_size = tuple(input_size) if input_size else None
         self._predict, self._close = predict, close
+        self.seconds = 0.0
 
     def __call__(self, pixels):
         pixels = np.asarray(pixels, np.float32)
@@ -103,7 +106,10 @@ class Runtime:
             height, width = self.input_size
             raise TfsegError(f"{self.name}: the model takes {height}x{width} frames, got "
                              f"{pixels.shape[1]}x{pixels.shape[2]}; resize them first")
-        return np.asarray(self._predict(pixels), np.float32)
+        started = time.perf_counter()
+        outputs = np.asarray(self._predict(pixels), np.float32)
+        self.seconds += time.perf_counter() - started
+        return outputs
 
     def close(self):
         """Releases what the runtime holds (OpenCV's child process)."""
