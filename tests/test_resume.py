@@ -121,8 +121,26 @@ def test_sigterm_writes_a_checkpoint_and_exits_with_the_signal_status(tmp_path):
 def test_resume_refuses_other_arguments_and_non_runs(tmp_path):
     result = run_module("tfseg.train", "--resume", tmp_path)
     assert result.returncode == 2 and "not a tfseg run" in result.stderr
-    result = run_module("tfseg.train", "--resume", tmp_path, "--set", "train.epochs=2")
-    assert result.returncode == 2 and "leave out" in result.stderr
+    result = run_module("tfseg.train", "--resume", tmp_path, "--set", "train.batch_size=2")
+    assert result.returncode == 2 and "anything but train.epochs" in result.stderr
+
+
+def test_a_finished_run_is_extended_with_more_epochs(tmp_path):
+    config = copy.deepcopy(RESUMABLE)
+    config["train"].update(epochs=1, checkpoint_every=0)
+    run_dir = tmp_path / "run"
+    assert run_module("tfseg.train", "--config", write_config(tmp_path, config),
+                      "--run-dir", run_dir).returncode == 0
+    result = run_module("tfseg.train", "--resume", run_dir, "--set", "train.epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming {run_dir} at step 4" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [row["step"] for row in metrics["history"]] == [4, 8]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
+    # Shortening is refused and leaves the run as it was.
+    result = run_module("tfseg.train", "--resume", run_dir, "--set", "train.epochs=1")
+    assert result.returncode == 2 and "can only be extended" in result.stderr
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
 
 
 def test_resume_with_a_config_that_does_not_fit_the_checkpoint_is_refused(tmp_path):

@@ -5,7 +5,7 @@ import argparse
 import datetime
 from pathlib import Path
 
-from tfseg.config import load_config
+from tfseg.config import load_config, save_config
 from tfseg.errors import ConfigError, run_cli
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -25,7 +25,7 @@ def parse_args(argv):
                         help="output folder (default: runs/<config-name>-<timestamp>)")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue a stopped run from its latest checkpoint, with the "
-                        "run's own config.yaml")
+                        "run's own config.yaml; --set train.epochs=N extends it to N epochs")
     parser.add_argument("--profile", action="store_true",
                         help="record a trace of 5 training steps for TensorBoard's Profile tab")
     return parser.parse_args(argv)
@@ -54,14 +54,22 @@ def main(argv=None):
 
 
 def resume(args):
-    """Continues the run in `args.resume` with its own saved config."""
-    if args.config or args.overrides or args.run_dir:
+    """Continues the run in `args.resume` with its own saved config; `--set train.epochs=N`
+    (the one override a resumed run accepts) extends it, and is saved in its config.yaml."""
+    changed = [override.split("=", 1)[0].strip() for override in args.overrides]
+    if args.config or args.run_dir or any(key != "train.epochs" for key in changed):
         raise ConfigError("--resume continues a run with its own config.yaml: leave out "
-                          "--config, --set and --run-dir")
+                          "--config and --run-dir, and --set anything but train.epochs")
     path = args.resume / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{args.resume}: not a tfseg run (no config.yaml) to resume")
-    config = load_config(path)
+    config = load_config(path, args.overrides)
+    if changed:
+        planned = load_config(path).train.epochs
+        if config.train.epochs < planned:
+            raise ConfigError(f"--set train.epochs={config.train.epochs}: {path} plans "
+                              f"{planned} epochs; a resumed run can only be extended")
+        save_config(config, path)
     from tfseg.training import train
 
     train(config, args.resume, resume=True, profile=args.profile)
