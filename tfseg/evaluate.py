@@ -53,6 +53,9 @@ def parse_args(argv):
                         help="default: keras for a run, the file's own for --model")
     parser.add_argument("--split", choices=["validation", "train"], default="validation")
     parser.add_argument("--output", type=Path, help="folder for the evaluation files")
+    parser.add_argument("--samples", type=int, default=0, metavar="N",
+                        help="also write samples.png: the first N frames as input | ground "
+                        "truth | prediction")
     args = parser.parse_args(argv)
     if args.run_dir is None and (args.model is None or args.config is None):
         parser.error("give --run-dir, or --model with --config")
@@ -98,12 +101,15 @@ def predict(runtime, images, notes):
     return tf.image.resize(logits, size).numpy()
 
 
-def evaluate(runtime, config, batches):
+def evaluate(runtime, config, batches, samples=0):
     """Scores `runtime` on `batches` of (images, masks) under `config`'s classes.
 
     Returns:
-        dict: the scores, "per_class" rows, "confusion_matrix", "frames" and "notes".
+        dict: the scores, "per_class" rows, "confusion_matrix", "frames" and "notes";
+        "panels" too when `samples` > 0: uint8 (H, 3W, 3) of the first `samples` frames.
     """
+    from tfseg.summaries import segmentation_panels
+
     from tfseg.metrics import (
         InstanceIoU,
         confusion_matrix,
@@ -115,6 +121,7 @@ def evaluate(runtime, config, batches):
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
     instances = InstanceIoU(class_names, ignore_label=ignore)
     matrix, seed_figures, frames, notes = np.zeros((num_classes,) * 2, np.int64), [], 0, set()
+    panels = []
     for images, masks in batches:
         logits = predict(runtime, images.numpy(), notes)
         if logits.shape[-1] != num_classes:
@@ -126,6 +133,11 @@ def evaluate(runtime, config, batches):
         if num_classes == 2:
             seed_figures.extend(seed_per_image_foreground_iou(masks.numpy(), predictions))
         frames += len(images)
+        take = samples - len(panels)
+        if take > 0:
+            panels.extend(segmentation_panels(images.numpy()[:take], masks.numpy()[:take],
+                                              predictions[:take], num_classes=num_classes,
+                                              ignore_label=ignore))
     report = {"frames": frames, **scores_from_confusion(matrix, class_names),
               **instances.result()}
     if seed_figures:
@@ -135,6 +147,8 @@ def evaluate(runtime, config, batches):
     report["per_class"] = per_class_rows(matrix, report)
     report["confusion_matrix"] = matrix.tolist()
     report["notes"] = sorted(notes)
+    if panels:
+        report["panels"] = np.concatenate(panels, axis=0)
     return report
 
 
@@ -225,9 +239,13 @@ def main(argv=None):
         raise TfsegError(f"{config.model.name} is a {config.model.task} model: "
                          f"tfseg.evaluate scores segmentation models")
     with runtime:
-        report = evaluate(runtime, config, evaluation_batches(config, args.split))
+        report = evaluate(runtime, config, evaluation_batches(config, args.split),
+                          args.samples)
     output = args.output or args.run_dir or args.model.parent
     output.mkdir(parents=True, exist_ok=True)
+    panels = report.pop("panels", None)
+    if panels is not None:
+        write_png(output / "samples.png", panels, rgb=True)
     report = {"model": source, "runtime": runtime.name, "split": args.split, **report}
     write_json(report, output / "evaluation.json")
     write_csv(report["per_class"], output / "evaluation.csv")
@@ -237,7 +255,8 @@ def main(argv=None):
         print(f"note: {note}")
     print(f"{report['frames']} {args.split} frames, {runtime.name} ({source})")
     print(format_table(report))
-    print(f"written to {output / 'evaluation.json'}, evaluation.csv, confusion_matrix.png")
+    print(f"written to {output / 'evaluation.json'}, evaluation.csv, confusion_matrix.png"
+          + (", samples.png" if panels is not None else ""))
     return 0
 
 
