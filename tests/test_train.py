@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -85,6 +86,26 @@ def test_super_resolution_run_scores_against_bicubic_and_logs_panels(tmp_path):
     assert (int(encoded[0]), int(encoded[1]), len(encoded) - 2) == (4 * 48, 40, 2)
     parity = json.loads((tmp_path / "run" / "export" / "parity.json").read_text())
     assert parity["passed"]
+    # The ONNX at the training (LR) size is model.onnx, as for segmentation models.
+    assert (tmp_path / "run" / "export" / "model.onnx").is_file()
+
+    # tfseg.evaluate scores the checkpoint as validation did, and the 8x8 ONNX tile by tile.
+    result = run_module("tfseg.evaluate", "--run-dir", tmp_path / "run", "--output",
+                        tmp_path / "keras", "--samples", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "keras" / "evaluation.json").read_text())
+    for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"):
+        assert report[key] == pytest.approx(metrics[key], abs=1e-4), key
+    assert [row["image"] for row in report["per_image"]] == [1, 2]
+    strips = cv2.imread(str(tmp_path / "keras" / "samples.png"))
+    assert strips.shape == (2 * 40, 4 * 48, 3)   # two images, LR | bicubic | SR | HR
+    result = run_module("tfseg.evaluate", "--run-dir", tmp_path / "run", "--runtime",
+                        "onnxruntime", "--output", tmp_path / "onnx")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "8x8 LR tiles: whole images run tile by tile" in result.stdout
+    tiled = json.loads((tmp_path / "onnx" / "evaluation.json").read_text())
+    assert tiled["bicubic_psnr_y"] == pytest.approx(report["bicubic_psnr_y"], abs=1e-6)
+    assert abs(tiled["psnr_y"] - report["psnr_y"]) < 1.0
 
 
 def test_resolved_config_includes_overrides(run):

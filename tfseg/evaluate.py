@@ -18,6 +18,13 @@ under its honest name.
 Frames whose size differs from a static model's input size (an ONNX file exported at another
 `--size`) are resized (bilinear) to the model's size, and the logits resized back (bilinear)
 to the frame size, so scores are always counted on the data's own masks; a note says so.
+
+Super-resolution models are scored on whole validation images (Set5 in the recipes): PSNR
+and SSIM on Y with the scale's border shaved, per image and on average, next to bicubic
+scored by the same code (`evaluation.json`, `evaluation.csv` with one row per image). A
+static-size ONNX runs tile by tile (`tfseg.tiling`, a quarter-tile overlap), so its scores
+can differ slightly from the whole-image Keras ones; a note says so. `--samples N` writes
+LR | bicubic | SR | HR strips of the first N images.
 """
 
 import argparse
@@ -55,7 +62,7 @@ def parse_args(argv):
     parser.add_argument("--output", type=Path, help="folder for the evaluation files")
     parser.add_argument("--samples", type=int, default=0, metavar="N",
                         help="also write samples.png: the first N frames as input | ground "
-                        "truth | prediction")
+                        "truth | prediction (SR: LR | bicubic | SR | HR)")
     args = parser.parse_args(argv)
     if args.run_dir is None and (args.model is None or args.config is None):
         parser.error("give --run-dir, or --model with --config")
@@ -152,6 +159,65 @@ def evaluate(runtime, config, batches, samples=0):
     return report
 
 
+def evaluate_super_resolution(runtime, config, pairs, samples=0):
+    """Scores an SR `runtime` on `pairs` of whole (LR, HR) images (batch 1).
+
+    Returns:
+        dict: mean "psnr_y", "ssim_y" and their bicubic counterparts, "per_image" rows,
+        "images" and "notes"; "panels" too when `samples` > 0 (LR | bicubic | SR | HR rows,
+        padded to the widest).
+    """
+    import tensorflow as tf
+
+    from tfseg.data.super_resolution import to_8bit
+    from tfseg.metrics import bicubic_baseline, psnr_y, ssim_y
+    from tfseg.summaries import super_resolution_panels
+    from tfseg.tiling import predict_tiled
+
+    scale, rows, panels, notes = config.model.scale, [], [], set()
+    for low_resolution, high_resolution in pairs:
+        low, high = low_resolution.numpy(), high_resolution.numpy()
+        if runtime.input_size is None:
+            outputs = runtime(low)
+        else:
+            notes.add(f"the model takes {runtime.input_size[0]}x{runtime.input_size[1]} "
+                      f"LR tiles: whole images run tile by tile (quarter-tile overlap)")
+            outputs = predict_tiled(runtime, low[0], runtime.input_size)[None]
+        restored = to_8bit(tf.constant(outputs, tf.float32)).numpy()
+        bicubic = bicubic_baseline(low, high, scale)
+        rows.append({"image": len(rows) + 1, "height": high.shape[1], "width": high.shape[2],
+                     "psnr_y": float(psnr_y(restored, high, shave=scale)[0]),
+                     "ssim_y": float(ssim_y(restored, high, shave=scale)[0]),
+                     "bicubic_psnr_y": float(bicubic["psnr_y"][0]),
+                     "bicubic_ssim_y": float(bicubic["ssim_y"][0])})
+        if len(panels) < samples:
+            panels.append(super_resolution_panels(low, restored, high, scale)[0])
+    if not rows:
+        raise TfsegError("the validation split holds no images to score")
+    report = {"images": len(rows),
+              **{key: float(np.mean([row[key] for row in rows]))
+                 for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")},
+              "per_image": rows, "notes": sorted(notes)}
+    if panels:
+        width = max(panel.shape[1] for panel in panels)
+        report["panels"] = np.concatenate(
+            [np.pad(panel, ((0, 0), (0, width - panel.shape[1]), (0, 0))) for panel in panels])
+    return report
+
+
+def format_super_resolution_table(report):
+    """The per-image table and the means, as printed."""
+    lines = [f"{'image':>5}  {'HR size':>9} {'PSNR (Y)':>9} {'SSIM (Y)':>9} "
+             f"{'bicubic PSNR':>13} {'bicubic SSIM':>13}"]
+    for row in report["per_image"]:
+        lines.append(f"{row['image']:>5}  {row['height']:>4}x{row['width']:<4} "
+                     f"{row['psnr_y']:>9.3f} {row['ssim_y']:>9.4f} "
+                     f"{row['bicubic_psnr_y']:>13.3f} {row['bicubic_ssim_y']:>13.4f}")
+    lines.append(f"  mean {'':>9} {report['psnr_y']:>9.3f} {report['ssim_y']:>9.4f} "
+                 f"{report['bicubic_psnr_y']:>13.3f} {report['bicubic_ssim_y']:>13.4f}")
+    return "\n".join(lines)
+
+
 def per_class_rows(matrix, report):
     """One dict per class: IoU, iIoU, recall, precision and pixel counts."""
     rows = []
@@ -182,7 +248,8 @@ def format_table(report):
 
 
 def write_csv(rows, path):
-    """The per-class rows as CSV, written atomically."""
+    """`rows` (dicts with the same keys: per class, or per SR image) as CSV, written
+    atomically."""
     from tfseg.files import write_text_atomic
 
     text = io.StringIO()
@@ -235,12 +302,18 @@ def main(argv=None):
     from tfseg.export import write_json
 
     config, runtime, source = open_model(args)
-    if config.model.task != "segmentation":
-        raise TfsegError(f"{config.model.name} is a {config.model.task} model: "
-                         f"tfseg.evaluate scores segmentation models")
+    super_resolution = config.model.task == "super_resolution"
     with runtime:
-        report = evaluate(runtime, config, evaluation_batches(config, args.split),
-                          args.samples)
+        if super_resolution:
+            if args.split != "validation":
+                raise TfsegError("--split train: super-resolution models are scored on "
+                                 "whole validation images only")
+            report = evaluate_super_resolution(runtime, config,
+                                               evaluation_batches(config, args.split),
+                                               args.samples)
+        else:
+            report = evaluate(runtime, config, evaluation_batches(config, args.split),
+                              args.samples)
     output = args.output or args.run_dir or args.model.parent
     output.mkdir(parents=True, exist_ok=True)
     panels = report.pop("panels", None)
@@ -248,15 +321,22 @@ def main(argv=None):
         write_png(output / "samples.png", panels, rgb=True)
     report = {"model": source, "runtime": runtime.name, "split": args.split, **report}
     write_json(report, output / "evaluation.json")
-    write_csv(report["per_class"], output / "evaluation.csv")
-    write_png(output / "confusion_matrix.png",
-              confusion_image(report["confusion_matrix"], config.data.class_names))
     for note in report["notes"]:
         print(f"note: {note}")
-    print(f"{report['frames']} {args.split} frames, {runtime.name} ({source})")
-    print(format_table(report))
-    print(f"written to {output / 'evaluation.json'}, evaluation.csv, confusion_matrix.png"
-          + (", samples.png" if panels is not None else ""))
+    if super_resolution:
+        write_csv(report["per_image"], output / "evaluation.csv")
+        print(f"{report['images']} {args.split} images, {runtime.name} ({source})")
+        print(format_super_resolution_table(report))
+        written = ["evaluation.csv"]
+    else:
+        write_csv(report["per_class"], output / "evaluation.csv")
+        write_png(output / "confusion_matrix.png",
+                  confusion_image(report["confusion_matrix"], config.data.class_names))
+        print(f"{report['frames']} {args.split} frames, {runtime.name} ({source})")
+        print(format_table(report))
+        written = ["evaluation.csv", "confusion_matrix.png"]
+    written += ["samples.png"] if panels is not None else []
+    print(f"written to {output / 'evaluation.json'}, {', '.join(written)}")
     return 0
 
 

@@ -266,7 +266,7 @@ def models_at_sizes(config, model, sizes):
 
 def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved_model=True,
                  onnx=True, opset=17, layout="NCHW", runtimes=EXPORT_RUNTIMES[1:], skip=(),
-                 tolerance=Tolerance()):
+                 tolerance=Tolerance(), training_size=None):
     """Writes every export of a model and checks them all against Keras.
 
     Args:
@@ -283,6 +283,9 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
             files, which OpenCV DNN cannot feed).
         skip: runtime names not checked.
         tolerance: `Tolerance`.
+        training_size: (H, W), the size written as `model.onnx` (others get their size in
+            the name). Defaults to `model`'s input size; give it for a fully convolutional
+            model.
 
     Returns:
         dict: "saved_model" (path), "onnx" (list of paths), "labels", "parity" (results per
@@ -294,7 +297,7 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
     """
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
-    training_size = tuple(model.input_shape[1:3])
+    training_size = tuple(training_size or model.input_shape[1:3])
     exported, checks = {"onnx": []}, []
     if saved_model:
         exported["saved_model"] = export_saved_model(model, export_dir / "saved_model",
@@ -344,7 +347,8 @@ def export_from_config(model, config, export_dir, validation, *, sizes=(), layou
         onnx_models=models_at_sizes(config, model, sizes or [size]),
         saved_model=options.saved_model, onnx=options.onnx, opset=opset or options.opset,
         layout=layout, runtimes=options.parity_runtimes, skip=skip,
-        tolerance=Tolerance(options.max_abs_diff, options.min_argmax_agreement))
+        tolerance=Tolerance(options.max_abs_diff, options.min_argmax_agreement),
+        training_size=size)
 
 
 def write_json(data, path):

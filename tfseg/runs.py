@@ -14,7 +14,7 @@ def load_run(run_dir):
 
     Returns:
         (config, model): the run's `Config` and a `keras.Model` from raw pixels to logits
-        (or upscaled pixels) at the config's frame size.
+        (or upscaled pixels) at the config's frame size (super-resolution: any size).
 
     Raises:
         TfsegError: not a run (no config.yaml), no checkpoint yet, or a checkpoint that does
@@ -22,7 +22,7 @@ def load_run(run_dir):
     """
     import tensorflow as tf
 
-    from tfseg.training import build_model, copy_weights, uses_cascade
+    from tfseg.training import _training_input_shape, build_model, copy_weights, uses_cascade
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -32,10 +32,10 @@ def load_run(run_dir):
     checkpoint_path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     if checkpoint_path is None:
         raise TfsegError(f"{run_dir / 'checkpoints'}: no checkpoint in this run yet")
-    # The checkpoint holds the model as trained (crop size, ICNet's cascade outputs); the
-    # inference model takes whole frames and returns the full-size output only.
+    # The checkpoint holds the model as trained (crop size, ICNet's cascade outputs; SR: any
+    # size); the inference model takes whole frames and returns the full-size output only.
     crop = tuple(config.data.augment.crop) or None
-    trained = build_model(config, crop, for_training=True)
+    trained = build_model(config, _training_input_shape(config), for_training=True)
     try:
         # Every variable of the model must come from the checkpoint, so a checkpoint of
         # another architecture is refused, not half-loaded.
