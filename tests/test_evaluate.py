@@ -60,6 +60,16 @@ def test_model_file_with_config_scores_on_the_training_split(run_dir, tmp_path, 
     assert "4 train frames, savedmodel" in capsys.readouterr().out
 
 
+def test_set_scores_the_run_on_other_data(run_dir, tmp_path, capsys):
+    # The run validates on one synthetic sequence of 4 frames; score it on two.
+    assert run_cli(evaluate.main, ["--run-dir", str(run_dir), "--set", "data.val_sequences=2",
+                                   "--output", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "evaluation.json").read_text())["frames"] == 8
+    assert run_cli(evaluate.main, ["--run-dir", str(run_dir), "--set",
+                                   "data.val_sequence=2"]) == 2
+    assert "data.val_sequences" in capsys.readouterr().err   # the closest valid key
+
+
 def test_frames_of_another_size_are_resized_with_a_note():
     keras.utils.set_random_seed(0)
     model = models.build("linknet", num_classes=2, input_shape=(32, 32), input_channels=1,

@@ -3,6 +3,7 @@
     python -m tfseg.evaluate --run-dir DIR                         # latest checkpoint, Keras
     python -m tfseg.evaluate --run-dir DIR --runtime onnxruntime   # DIR/export/model.onnx
     python -m tfseg.evaluate --model FILE --config FILE [--runtime opencv]
+    python -m tfseg.evaluate --run-dir DIR --set data.val_path=FOLDER    # other held-out data
 
 The model runs in any runtime of `tfseg.runtimes` (with `--run-dir`: keras = the latest
 checkpoint, savedmodel = `export/saved_model`, onnxruntime / opencv / opencv_classic =
@@ -58,6 +59,9 @@ def parse_args(argv):
                              "config.yaml)")
     parser.add_argument("--runtime", choices=["keras", *RUN_RUNTIMES],
                         help="default: keras for a run, the file's own for --model")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override a value of the config "
+                        "(repeatable), e.g. --set data.val_path=FOLDER to score other data")
     parser.add_argument("--split", choices=["validation", "train"], default="validation")
     parser.add_argument("--output", type=Path, help="folder for the evaluation files")
     parser.add_argument("--samples", type=int, default=0, metavar="N",
@@ -76,19 +80,15 @@ def open_model(args):
     from tfseg.export import metadata_for
     from tfseg.runs import load_run
 
+    config_path = args.config or args.run_dir / "config.yaml"
     if args.model is None and args.runtime in (None, "keras"):
-        config, model = load_run(args.run_dir)
-        if args.config:
-            config = load_config(args.config)
+        _, model = load_run(args.run_dir)
+        config = load_config(config_path, args.overrides)
         return config, runtimes.from_keras(model, metadata_for(config, "NHWC")), (
             f"{args.run_dir / 'checkpoints'} (latest)")
-    if args.config:
-        config = load_config(args.config)
-    else:
-        config_path = args.run_dir / "config.yaml"
-        if not config_path.is_file():
-            raise TfsegError(f"{args.run_dir}: not a tfseg run (no config.yaml)")
-        config = load_config(config_path)
+    if args.config is None and not config_path.is_file():
+        raise TfsegError(f"{args.run_dir}: not a tfseg run (no config.yaml)")
+    config = load_config(config_path, args.overrides)
     path = args.model or args.run_dir / RUN_RUNTIMES[args.runtime]
     return config, runtimes.load(path, args.runtime), str(path)
 
