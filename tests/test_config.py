@@ -101,6 +101,12 @@ def test_invalid_choice_suggests_closest(write_yaml):
      "set train.cascade: off to train ICNet with the asymmetric loss"),
     ({"train": {"class_weights": [1, 2], "class_weighting": "linknet_ln"}},
      "give class_weights or class_weighting, not both"),
+    ({"data": {"class_colours": [[0, 0, 0]]}},
+     "data.class_colours has 1 colours but model.num_classes is 2"),
+    ({"data": {"class_colours": [[0, 0, 0], [255, 256, 0]]}},
+     "class_colours are RGB triples of 0..255"),
+    ({"data": {"class_colours": [[0, 0], [1, 2, 3]]}},
+     "data.class_colours[0]: expected a list of 3 values, got 2"),
 ])
 def test_out_of_range_and_inconsistent_values_are_named(write_yaml, content, expected):
     message, path = error_for(write_yaml, content)

@@ -14,7 +14,7 @@ from test_export import trained_run_dir
 
 from tfseg import evaluate, models, runtimes
 from tfseg.errors import run_cli
-from tfseg.summaries import IGNORE_COLOUR, palette
+from tfseg.summaries import IGNORE_COLOUR
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def test_exported_onnx_scores_like_keras(run_dir, tmp_path):
     assert "background" in result.stdout and "mean_iou" in result.stdout
     keras_report = json.loads((run_dir / "evaluation.json").read_text())
     assert run_cli(evaluate.main, ["--run-dir", str(run_dir), "--runtime", "onnxruntime",
-                                   "--output", str(tmp_path), "--samples", "2"]) == 0
+                                   "--output", str(tmp_path), "--samples", "2",
+                                   "--set", "data.class_colours=[[0,0,255],[0,255,0]]"]) == 0
     onnx_report = json.loads((tmp_path / "evaluation.json").read_text())
     assert keras_report["runtime"] == "keras" and onnx_report["runtime"] == "onnxruntime"
     assert onnx_report["frames"] == keras_report["frames"] > 0
@@ -39,12 +40,13 @@ def test_exported_onnx_scores_like_keras(run_dir, tmp_path):
     assert sum(int(row["pixels"]) for row in rows) == np.sum(onnx_report["confusion_matrix"])
     picture = cv2.imread(str(tmp_path / "confusion_matrix.png"))
     assert picture is not None and picture.shape[0] > 100
-    # Two frames as input | ground truth | prediction, both label columns in class colours.
+    # Two frames as input | ground truth | prediction, both label columns in the configured
+    # class colours.
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     height, width = config["data"]["height"], config["data"]["width"]
     samples = cv2.cvtColor(cv2.imread(str(tmp_path / "samples.png")), cv2.COLOR_BGR2RGB)
     assert samples.shape == (2 * height, 3 * width, 3)
-    allowed = {tuple(colour) for colour in palette(2)} | {IGNORE_COLOUR}
+    allowed = {(0, 0, 255), (0, 255, 0), IGNORE_COLOUR}
     labels = samples[:, width:].reshape(-1, 3)
     assert {tuple(colour) for colour in np.unique(labels, axis=0)} <= allowed
 

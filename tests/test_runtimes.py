@@ -41,6 +41,14 @@ def test_metadata_survives_onnx_strings_and_saved_model_json(exported):
     assert runtimes.decode_metadata(runtimes.encode_metadata(metadata)) == metadata
 
 
+def test_configured_class_colours_reach_the_metadata():
+    from tfseg.config import Config, from_dict
+
+    config = from_dict(Config, {"data": {"class_colours": [[1, 2, 3], [4, 5, 6]]}},
+                       source="test")
+    assert export.metadata_for(config, "NCHW")["class_colours"] == [[1, 2, 3], [4, 5, 6]]
+
+
 @pytest.mark.parametrize("path,runtime", [("saved_model", None), ("model.onnx", None),
                                           ("model.onnx", "opencv"),
                                           ("model.onnx", "opencv_classic")])

@@ -140,6 +140,8 @@ class DataConfig:
     # masks nearest) instead of refusing them, e.g. the 960x720 release or a half-size run.
     resize_frames: bool = False
     class_names: list[str] = field(default_factory=lambda: ["background", "sample"])
+    # RGB per class for panels, overlays and the export metadata; [] = a fixed palette.
+    class_colours: list[tuple[int, int, int]] = field(default_factory=list)
     ignore_label: int = bounded(255, 0, 255)  # masks are uint8; must not be a class id
     mean: list[float] = field(default_factory=lambda: [0.0])  # per channel, inside the model
     std: list[float] = bounded([255.0], 1e-6)            # per channel, inside the model
@@ -169,6 +171,9 @@ class DataConfig:
             raise ValueError(f"source {self.source!r} reads folders: set path")
         if not self.cache:
             raise ValueError("cache must be 'memory', 'none' or a file path prefix")
+        if any(not 0 <= value <= 255 for colour in self.class_colours for value in colour):
+            raise ValueError(f"class_colours are RGB triples of 0..255; received "
+                             f"{[list(colour) for colour in self.class_colours]}")
         crop = self.augment.crop
         if crop and (crop[0] > self.height or crop[1] > self.width):
             raise ValueError(f"augment.crop {crop} is larger than the {self.height}x"
@@ -353,6 +358,10 @@ class Config:
         if len(self.data.class_names) != self.model.num_classes:
             raise ValueError(f"data.class_names has {len(self.data.class_names)} names but "
                              f"model.num_classes is {self.model.num_classes}")
+        if self.data.class_colours and (
+                len(self.data.class_colours) != self.model.num_classes):
+            raise ValueError(f"data.class_colours has {len(self.data.class_colours)} colours "
+                             f"but model.num_classes is {self.model.num_classes}")
         if (self.model.name == "icnet" and self.train.cascade != "off"
                 and self.train.loss != "cross_entropy"):
             raise ValueError("train.cascade (ICNet's label guidance) uses cross-entropy; set "

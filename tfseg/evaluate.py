@@ -115,7 +115,7 @@ def evaluate(runtime, config, batches, samples=0):
         dict: the scores, "per_class" rows, "confusion_matrix", "frames" and "notes";
         "panels" too when `samples` > 0: uint8 (H, 3W, 3) of the first `samples` frames.
     """
-    from tfseg.summaries import segmentation_panels
+    from tfseg.summaries import class_colours, segmentation_panels
 
     from tfseg.metrics import (
         InstanceIoU,
@@ -143,8 +143,8 @@ def evaluate(runtime, config, batches, samples=0):
         take = samples - len(panels)
         if take > 0:
             panels.extend(segmentation_panels(images.numpy()[:take], masks.numpy()[:take],
-                                              predictions[:take], num_classes=num_classes,
-                                              ignore_label=ignore))
+                                              predictions[:take], ignore_label=ignore,
+                                              colours=class_colours(config.data, num_classes)))
     report = {"frames": frames, **scores_from_confusion(matrix, class_names),
               **instances.result()}
     if seed_figures:

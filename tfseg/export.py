@@ -245,6 +245,7 @@ def metadata_for(config, layout):
         input_channels=config.model.input_channels, layout=layout, mean=data.mean,
         std=data.std, preprocessing=preprocessing,
         class_names=data.class_names if task == "segmentation" else None,
+        class_colours=data.class_colours or None,
         scale=config.model.scale if task == "super_resolution" else None)
 
 

@@ -26,7 +26,7 @@ _JSON_KEYS = ("class_names", "class_colours", "mean", "std", "preprocessing", "i
 
 
 def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
-                  preprocessing, class_names=None, scale=None):
+                  preprocessing, class_names=None, class_colours=None, scale=None):
     """The tfseg metadata of an export (decoded values).
 
     Args:
@@ -39,6 +39,7 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
         preprocessing: dict. What a caller must do to a raw frame first (the config's
             `data.preprocess` plus "resize_to": [H, W] and "colour": "gray" | "rgb").
         class_names: list of str. Segmentation only.
+        class_colours: RGB triples, one per class (default: `tfseg.summaries.palette`).
         scale: int. Super-resolution factor, super-resolution only.
     """
     import tfseg
@@ -51,7 +52,8 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
                 "normalisation": NORMALISATION, "preprocessing": preprocessing}
     if task == "segmentation":
         metadata["class_names"] = list(class_names)
-        metadata["class_colours"] = palette(len(class_names)).tolist()
+        metadata["class_colours"] = [[int(v) for v in colour] for colour in (
+            palette(len(class_names)) if class_colours is None else class_colours)]
     else:
         metadata["scale"] = int(scale)
     return metadata

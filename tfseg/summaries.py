@@ -18,22 +18,30 @@ def palette(num_classes):
     return colours
 
 
-def colourize(labels, num_classes, ignore_label):
-    """uint8 (..., 3) image of class ids; ignored pixels white."""
+def class_colours(data_config, num_classes):
+    """uint8 (num_classes, 3) RGB: the config's `data.class_colours`, else `palette`."""
+    if data_config.class_colours:
+        return np.asarray(data_config.class_colours, np.uint8)
+    return palette(num_classes)
+
+
+def colourize(labels, colours, ignore_label):
+    """uint8 (..., 3) image of class ids in `colours` (uint8 (K, 3) RGB); ignored pixels
+    white."""
     labels = np.asarray(labels)
-    colours = palette(num_classes)
-    rgb = colours[np.clip(labels, 0, num_classes - 1)]
+    rgb = colours[np.clip(labels, 0, len(colours) - 1)]
     rgb[labels == ignore_label] = IGNORE_COLOUR
     return rgb
 
 
-def segmentation_panels(images, masks, predictions, *, num_classes, ignore_label):
+def segmentation_panels(images, masks, predictions, *, colours, ignore_label):
     """uint8 (N, H, 3W, 3) panels: input (min-max scaled per image) | ground truth | prediction.
 
     Args:
         images: (N, H, W, C) input pixels, C = 1 or 3.
         masks: (N, H, W) ground-truth ids.
         predictions: (N, H, W) predicted ids.
+        colours: uint8 (K, 3) RGB per class id (`class_colours`).
     """
     images = np.asarray(images, np.float32)
     low = images.min(axis=(1, 2, 3), keepdims=True)
@@ -41,8 +49,8 @@ def segmentation_panels(images, masks, predictions, *, num_classes, ignore_label
     scaled = (255 * (images - low) / np.maximum(high - low, 1e-6)).astype(np.uint8)
     if scaled.shape[-1] == 1:
         scaled = np.repeat(scaled, 3, axis=-1)
-    return np.concatenate([scaled, colourize(masks, num_classes, ignore_label),
-                           colourize(predictions, num_classes, ignore_label)], axis=2)
+    return np.concatenate([scaled, colourize(masks, colours, ignore_label),
+                           colourize(predictions, colours, ignore_label)], axis=2)
 
 
 def super_resolution_panels(low_resolution, outputs, high_resolution, scale):

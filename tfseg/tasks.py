@@ -28,7 +28,7 @@ from tfseg.metrics import (
     scores_from_confusion,
     ssim_y,
 )
-from tfseg.summaries import segmentation_panels, super_resolution_panels
+from tfseg.summaries import class_colours, segmentation_panels, super_resolution_panels
 
 
 def make_task(config):
@@ -111,7 +111,8 @@ class SegmentationTask:
         """TensorBoard tag and uint8 panels: input | ground truth | prediction."""
         predictions = np.argmax(model(images, training=False), -1)
         return "input | ground truth | prediction", segmentation_panels(
-            np.asarray(images), np.asarray(masks), predictions, num_classes=self.num_classes,
+            np.asarray(images), np.asarray(masks), predictions,
+            colours=class_colours(self.config.data, self.num_classes),
             ignore_label=self.ignore_label)
 
 
