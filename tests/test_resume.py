@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
 from conftest import REPO, TINY_CONFIG, run_module
+
+from tfseg.runs import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -141,6 +144,33 @@ def test_a_finished_run_is_extended_with_more_epochs(tmp_path):
     result = run_module("tfseg.train", "--resume", run_dir, "--set", "train.epochs=1")
     assert result.returncode == 2 and "can only be extended" in result.stderr
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
+    config = copy.deepcopy(RESUMABLE)
+    config["train"].update(epochs=1, checkpoint_every=0)
+    source = tmp_path / "source"
+    assert run_module("tfseg.train", "--config", write_config(tmp_path, config),
+                      "--run-dir", source).returncode == 0
+    # A learning rate of 1e-12 leaves the weights where they start.
+    result = run_module("tfseg.train", "--config", write_config(tmp_path, config),
+                        "--run-dir", tmp_path / "tuned", "--set", f"train.init_from={source}",
+                        "--set", "train.learning_rate=1e-12")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"starting from the weights of {source / 'checkpoints'}" in result.stdout
+
+    started = load_run(source)[1].trainable_weights
+    tuned = load_run(tmp_path / "tuned")[1].trainable_weights
+    assert len(started) == len(tuned) > 0
+    for before, after in zip(started, tuned):
+        np.testing.assert_allclose(after.numpy(), before.numpy(), atol=1e-6,
+                                   err_msg=before.path)
+    # Another architecture is refused by name, before anything is written.
+    result = run_module("tfseg.train", "--config", write_config(tmp_path, config),
+                        "--run-dir", tmp_path / "other", "--set", f"train.init_from={source}",
+                        "--set", "model.name=fcn_resnet18")
+    assert result.returncode == 2 and "does not fit the model of this config" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_resume_with_a_config_that_does_not_fit_the_checkpoint_is_refused(tmp_path):

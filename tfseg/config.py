@@ -244,6 +244,9 @@ class TrainConfig:
     # model is a float32 copy of the trained weights.
     mixed_precision: Literal["none", "mixed_bfloat16", "mixed_float16"] = "none"
     seed: int = bounded(0, 0, 2**31 - 1)
+    # A run directory whose latest weights the model starts from (same architecture), with a
+    # fresh optimizer and schedule: fine-tuning, or another schedule after a run. "" = random.
+    init_from: str = ""
     log_images: int = bounded(4, 1)   # validation panels written to TensorBoard each epoch
     checkpoints_to_keep: int = bounded(3, 1)
     checkpoint_every: int = bounded(100, 0)   # steps between checkpoints (and every epoch end)

@@ -20,32 +20,44 @@ def load_run(run_dir):
         TfsegError: not a run (no config.yaml), no checkpoint yet, or a checkpoint that does
             not fit the model the config describes.
     """
-    import tensorflow as tf
-
-    from tfseg.training import _training_input_shape, build_model, copy_weights, uses_cascade
+    from tfseg.training import build_model, copy_weights, training_input_shape, uses_cascade
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise TfsegError(f"{run_dir}: not a tfseg run (no config.yaml)")
     config = load_config(config_path)
-    checkpoint_path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-    if checkpoint_path is None:
-        raise TfsegError(f"{run_dir / 'checkpoints'}: no checkpoint in this run yet")
     # The checkpoint holds the model as trained (crop size, ICNet's cascade outputs; SR: any
     # size); the inference model takes whole frames and returns the full-size output only.
     crop = tuple(config.data.augment.crop) or None
-    trained = build_model(config, _training_input_shape(config), for_training=True)
-    try:
-        # Every variable of the model must come from the checkpoint, so a checkpoint of
-        # another architecture is refused, not half-loaded.
-        tf.train.Checkpoint(model=trained).restore(
-            checkpoint_path).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as error:
-        raise TfsegError(f"{checkpoint_path}: does not fit the model of {config_path} "
-                         f"({str(error).splitlines()[0]})") from None
+    trained = build_model(config, training_input_shape(config), for_training=True)
+    restore_weights(run_dir, trained, f"the model of {config_path}")
     if not crop and not uses_cascade(config):
         return config, trained
     model = build_model(config)
     copy_weights(trained, model)
     return config, model
+
+
+def restore_weights(run_dir, model, described):
+    """Loads the latest checkpoint of run `run_dir` into `model` (a training model, as
+    `tfseg.training.build_model(..., for_training=True)` builds it) and returns its path.
+
+    Every variable of `model` must come from the checkpoint, so a checkpoint of another
+    architecture is refused, not half-loaded.
+
+    Raises:
+        TfsegError: no checkpoint, or one that does not fit `model` (`described` names it).
+    """
+    import tensorflow as tf
+
+    checkpoint_path = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
+    if checkpoint_path is None:
+        raise TfsegError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint in this run yet")
+    try:
+        tf.train.Checkpoint(model=model).restore(
+            checkpoint_path).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as error:
+        raise TfsegError(f"{checkpoint_path}: does not fit {described} "
+                         f"({str(error).splitlines()[0]})") from None
+    return checkpoint_path

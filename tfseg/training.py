@@ -27,6 +27,7 @@ from tfseg.data.pipeline import make_datasets
 from tfseg.errors import ConfigError, TfsegError
 from tfseg.losses import class_pixel_counts, linknet_class_weights
 from tfseg.metrics import confusion_matrix, scores_from_confusion
+from tfseg.runs import restore_weights
 from tfseg.summaries import TensorBoardLog
 from tfseg.tasks import full_size, make_task
 
@@ -224,7 +225,12 @@ def _train(config, run_dir, *, resume, profile):
                                  {"model": model, "optimizer": optimizer,
                                   "random": random_states(task)},
                                  max_to_keep=config.train.checkpoints_to_keep)
-    state = (checkpoints.restore_latest() if resume else None) or {
+    state = checkpoints.restore_latest() if resume else None
+    if state is None and config.train.init_from:
+        source = restore_weights(config.train.init_from, model,
+                                 "the model of this config (train.init_from)")
+        print(f"tfseg: starting from the weights of {source}")
+    state = state or {
         "step": 0, "loss_sum": 0.0, "statistics": task.zero_statistics().tolist(),
         "history": [], "best": None, "skipped_batches": []}
     log = TensorBoardLog(run_dir / "logs") if chief else None
@@ -409,7 +415,7 @@ def build_training(config, strategy, task=None):
     with strategy.scope():
         task = task or make_task(config)
         with dtype_policy(config.train.mixed_precision):
-            model = build_model(config, _training_input_shape(config), for_training=True)
+            model = build_model(config, training_input_shape(config), for_training=True)
         if strategy.num_replicas_in_sync > 1:
             for layer in models.all_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
@@ -421,7 +427,9 @@ def build_training(config, strategy, task=None):
     return model, optimizer, make_train_step(strategy, model, optimizer, task, config)
 
 
-def _training_input_shape(config):
+def training_input_shape(config):
+    """(H, W) of the model as trained: the crop size, or the frame size (None); (None, None)
+    for super-resolution."""
     if config.model.task == "super_resolution":
         return (None, None)   # fully convolutional: trained on patches, validated on images
     return config.data.augment.crop or None
