@@ -170,7 +170,7 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
                         "--run-dir", tmp_path / "other", "--set", f"train.init_from={source}",
                         "--set", "model.name=fcn_resnet18")
     assert result.returncode == 2 and "does not fit the model of this config" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "other").exists()
 
 
 def test_resume_with_a_config_that_does_not_fit_the_checkpoint_is_refused(tmp_path):

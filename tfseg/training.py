@@ -218,6 +218,11 @@ def _train(config, run_dir, *, resume, profile):
     model, optimizer, train_step = build_training(config, strategy, task)
     evaluation_model, validate = build_validation(config, strategy, task, model,
                                                   data.validation)
+    # Restored before anything is written, so a bad train.init_from leaves no run behind (a
+    # resumed run's own checkpoint then replaces these weights).
+    initial_weights = restore_weights(
+        config.train.init_from, model,
+        "the model of this config (train.init_from)") if config.train.init_from else None
     if not resume:
         prepare_run_dir(run_dir)
         save_config(config, run_dir / "config.yaml")
@@ -226,10 +231,8 @@ def _train(config, run_dir, *, resume, profile):
                                   "random": random_states(task)},
                                  max_to_keep=config.train.checkpoints_to_keep)
     state = checkpoints.restore_latest() if resume else None
-    if state is None and config.train.init_from:
-        source = restore_weights(config.train.init_from, model,
-                                 "the model of this config (train.init_from)")
-        print(f"tfseg: starting from the weights of {source}")
+    if state is None and initial_weights:
+        print(f"tfseg: starting from the weights of {initial_weights}")
     state = state or {
         "step": 0, "loss_sum": 0.0, "statistics": task.zero_statistics().tolist(),
         "history": [], "best": None, "skipped_batches": []}
