@@ -5,6 +5,7 @@ skips the batch; the same seed gives the same metrics."""
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,12 +129,23 @@ def test_resume_refuses_other_arguments_and_non_runs(tmp_path):
     assert result.returncode == 2 and "anything but train.epochs" in result.stderr
 
 
-def test_a_finished_run_is_extended_with_more_epochs(tmp_path):
-    config = copy.deepcopy(RESUMABLE)
-    config["train"].update(epochs=1, checkpoint_every=0)
+ONE_EPOCH = copy.deepcopy(RESUMABLE)
+ONE_EPOCH["train"].update(epochs=1, checkpoint_every=0)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished one-epoch run (4 steps); tests copy it before changing it."""
+    tmp = tmp_path_factory.mktemp("finished")
+    result = run_module("tfseg.train", "--config", write_config(tmp, ONE_EPOCH), "--run-dir",
+                        tmp / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_a_finished_run_is_extended_with_more_epochs(tmp_path, finished):
     run_dir = tmp_path / "run"
-    assert run_module("tfseg.train", "--config", write_config(tmp_path, config),
-                      "--run-dir", run_dir).returncode == 0
+    shutil.copytree(finished, run_dir)
     result = run_module("tfseg.train", "--resume", run_dir, "--set", "train.epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming {run_dir} at step 4" in result.stdout
@@ -146,12 +158,8 @@ def test_a_finished_run_is_extended_with_more_epochs(tmp_path):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
 
 
-def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
-    config = copy.deepcopy(RESUMABLE)
-    config["train"].update(epochs=1, checkpoint_every=0)
-    source = tmp_path / "source"
-    assert run_module("tfseg.train", "--config", write_config(tmp_path, config),
-                      "--run-dir", source).returncode == 0
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, finished):
+    config, source = ONE_EPOCH, finished
     # A learning rate of 1e-12 leaves the weights where they start.
     result = run_module("tfseg.train", "--config", write_config(tmp_path, config),
                         "--run-dir", tmp_path / "tuned", "--set", f"train.init_from={source}",
