@@ -115,20 +115,19 @@ def evaluate(runtime, config, batches, samples=0):
         dict: the scores, "per_class" rows, "confusion_matrix", "frames" and "notes";
         "panels" too when `samples` > 0: uint8 (H, 3W, 3) of the first `samples` frames.
     """
-    from tfseg.summaries import class_colours, segmentation_panels
-
     from tfseg.metrics import (
         InstanceIoU,
         confusion_matrix,
         scores_from_confusion,
         seed_per_image_foreground_iou,
     )
+    from tfseg.summaries import class_colours, segmentation_panels
 
     class_names = config.data.class_names
     num_classes, ignore = config.model.num_classes, config.data.ignore_label
     instances = InstanceIoU(class_names, ignore_label=ignore)
     matrix, seed_figures, frames, notes = np.zeros((num_classes,) * 2, np.int64), [], 0, set()
-    panels = []
+    panels, colours = [], class_colours(config.data, num_classes)
     for images, masks in batches:
         logits = predict(runtime, images.numpy(), notes)
         if logits.shape[-1] != num_classes:
@@ -144,7 +143,7 @@ def evaluate(runtime, config, batches, samples=0):
         if take > 0:
             panels.extend(segmentation_panels(images.numpy()[:take], masks.numpy()[:take],
                                               predictions[:take], ignore_label=ignore,
-                                              colours=class_colours(config.data, num_classes)))
+                                              colours=colours))
     report = {"frames": frames, **scores_from_confusion(matrix, class_names),
               **instances.result()}
     if seed_figures:
@@ -170,7 +169,7 @@ def evaluate_super_resolution(runtime, config, pairs, samples=0):
     import tensorflow as tf
 
     from tfseg.data.super_resolution import to_8bit
-    from tfseg.metrics import bicubic_baseline, psnr_y, ssim_y
+    from tfseg.metrics import bicubic_baseline, y_scores
     from tfseg.summaries import super_resolution_panels
     from tfseg.tiling import predict_tiled
 
@@ -184,12 +183,11 @@ def evaluate_super_resolution(runtime, config, pairs, samples=0):
                       f"LR tiles: whole images run tile by tile (quarter-tile overlap)")
             outputs = predict_tiled(runtime, low[0], runtime.input_size)[None]
         restored = to_8bit(tf.constant(outputs, tf.float32)).numpy()
-        bicubic = bicubic_baseline(low, high, scale)
+        scores = {**y_scores(restored, high, shave=scale),
+                  **{f"bicubic_{key}": value
+                     for key, value in bicubic_baseline(low, high, scale).items()}}
         rows.append({"image": len(rows) + 1, "height": high.shape[1], "width": high.shape[2],
-                     "psnr_y": float(psnr_y(restored, high, shave=scale)[0]),
-                     "ssim_y": float(ssim_y(restored, high, shave=scale)[0]),
-                     "bicubic_psnr_y": float(bicubic["psnr_y"][0]),
-                     "bicubic_ssim_y": float(bicubic["ssim_y"][0])})
+                     **{key: float(value[0]) for key, value in scores.items()}})
         if len(panels) < samples:
             panels.append(super_resolution_panels(low, restored, high, scale)[0])
     if not rows:

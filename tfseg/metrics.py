@@ -289,8 +289,13 @@ def bicubic_baseline(lr, hr, scale):
     lr = tf.convert_to_tensor(lr, tf.float32)
     upscaled = to_8bit(tf.image.resize(lr, tf.shape(lr)[-3:-1] * scale, method="bicubic",
                                        antialias=False)).numpy()
-    return {"psnr_y": psnr_y(upscaled, hr, shave=scale),
-            "ssim_y": ssim_y(upscaled, hr, shave=scale)}
+    return y_scores(upscaled, hr, shave=scale)
+
+
+def y_scores(sr, hr, *, shave):
+    """{"psnr_y": array, "ssim_y": array} of `sr` against `hr` (`psnr_y`, `ssim_y`): the
+    pair every SR table reports."""
+    return {"psnr_y": psnr_y(sr, hr, shave=shave), "ssim_y": ssim_y(sr, hr, shave=shave)}
 
 
 def _shaved_y(sr, hr, shave):

@@ -24,9 +24,8 @@ from tfseg.losses import (
 from tfseg.metrics import (
     bicubic_baseline,
     confusion_matrix,
-    psnr_y,
     scores_from_confusion,
-    ssim_y,
+    y_scores,
 )
 from tfseg.summaries import class_colours, segmentation_panels, super_resolution_panels
 
@@ -172,8 +171,9 @@ class SuperResolutionTask:
             outputs = model(low_resolution, training=False)
             losses.append(float(self.per_image_loss(high_resolution, outputs)[0]))
             restored = to_8bit(tf.cast(outputs, tf.float32)).numpy()
-            psnrs.append(float(psnr_y(restored, high_resolution.numpy(), shave=self.scale)[0]))
-            ssims.append(float(ssim_y(restored, high_resolution.numpy(), shave=self.scale)[0]))
+            scores = y_scores(restored, high_resolution.numpy(), shave=self.scale)
+            psnrs.append(float(scores["psnr_y"][0]))
+            ssims.append(float(scores["ssim_y"][0]))
             if bicubic:
                 scores = bicubic_baseline(low_resolution.numpy(), high_resolution.numpy(),
                                           self.scale)
