@@ -11,7 +11,7 @@ from tfseg.opencv_dnn import run_opencv
 
 SEGMENTERS = sorted(models.SEGMENTATION_MODELS)
 # Small versions where the architecture has a width option.
-SMALL = {"icnet": {"width": 0.5}}
+SMALL = {"icnet": {"width": 0.5}, "linknet": {"width": 0.5}}
 
 
 def trainable_parameters(model):

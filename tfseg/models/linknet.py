@@ -23,18 +23,20 @@ def apply_decoder_block(x, filters, *, strides, name):
     return apply_conv_bn(x, filters, 1, name=f"{name}_expand")
 
 
-def build_linknet(*, num_classes, input_shape, name="linknet"):
+def build_linknet(*, num_classes, input_shape, width=1.0, name="linknet"):
     """LinkNet with the paper's ResNet18 encoder; returns per-pixel logits at the input size.
 
     Args:
         num_classes: int. Number of output classes (CamVid: 12 including void).
         input_shape: tuple. Static (H, W, C); any H and W (padded to a multiple of 32 inside).
+        width: float. Channel multiplier of the encoder and decoder, 1.0 (the paper) or 0.5
+            (a quarter of the compute, for small two-class problems).
         name: str. Model name. Defaults to "linknet".
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x, pad = pad_to_multiple(inputs, OUTPUT_STRIDE, name=name)
-    encoder = build_resnet_backbone(depth=18, stem="imagenet", input_shape=x.shape[1:],
-                                    name=f"{name}_encoder")
+    encoder = build_resnet_backbone(depth=18, stem="imagenet", width=width,
+                                    input_shape=x.shape[1:], name=f"{name}_encoder")
     features = encoder(x)
     links = [features["P2_in"], features["P2"], features["P3"], features["P4"]]
     y = features["P5"]
@@ -44,8 +46,9 @@ def build_linknet(*, num_classes, input_shape, name="linknet"):
                                 name=f"{name}_decoder{level}")
         y = keras.layers.Add(name=f"{name}_link{level}")([y, link])
     # The final block's convolutions keep their biases, as in the paper's parameter count.
-    y = apply_deconv_bn(y, 32, 3, strides=2, use_bias=True, name=f"{name}_final1")
-    y = apply_conv_bn(y, 32, 3, use_bias=True, name=f"{name}_final2")
+    final_filters = int(32 * width)
+    y = apply_deconv_bn(y, final_filters, 3, strides=2, use_bias=True, name=f"{name}_final1")
+    y = apply_conv_bn(y, final_filters, 3, use_bias=True, name=f"{name}_final2")
     logits = keras.layers.Conv2DTranspose(num_classes, 2, strides=2, padding="same",
                                           name=f"{name}_logits")(y)
     logits = crop_padding(logits, pad, name=name)
