@@ -37,6 +37,12 @@ def test_training_stream_holds_exactly_the_run_and_has_static_shapes():
     assert images.shape == (4, 32, 48, 1) and masks.shape == (4, 32, 48)
 
 
+def test_training_stream_runs_without_the_autotuner():
+    # Its model thread held up the end of every run for its sleep (up to a minute).
+    config = Config(data=SMALL, train=TrainConfig(batch_size=4, epochs=1, steps_per_epoch=1))
+    assert make_datasets(config).train.options().autotune.enabled is False
+
+
 def test_validation_is_finite():
     config = Config(data=SMALL, train=TrainConfig(batch_size=4))
     frames = sum(int(i.shape[0]) for i, _ in make_datasets(config).validation)

@@ -115,10 +115,18 @@ def _cached(frames, cache, split):
 
 
 def _run_batches(frames, config):
-    """Exactly the run's epochs x steps_per_epoch batches, prefetched."""
+    """Exactly the run's epochs x steps_per_epoch batches, prefetched.
+
+    The tf.data autotuner is off for this long-lived stream: its model thread sleeps for up to
+    a minute between rounds, and releasing the iterator at the end of training waited for it
+    (10-40 s after every run here). AUTOTUNE values then take tf.data's fixed defaults.
+    """
     train = config.train
     batches = frames.batch(train.batch_size, drop_remainder=True)
-    return batches.take(train.epochs * train.steps_per_epoch).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.take(train.epochs * train.steps_per_epoch).prefetch(
+        tf.data.AUTOTUNE).with_options(options)
 
 
 def _validation_batches(frames, config):
