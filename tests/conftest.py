@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Every section of a real run, shrunk: 64x64 frames, 2 epochs of 2 steps, 4 validation frames.
 TINY_CONFIG = {
-    "model": {"name": "linknet", "num_classes": 2, "input_channels": 1},
+    "model": {"name": "linknet", "num_classes": 2, "input_channels": 1,
+              "options": {"width": 0.5}},
     "data": {"height": 64, "width": 64, "mean": [12.0], "std": [12.0], "val_sequences": 1,
              "synthetic": {"height": 64, "width": 64, "frames_per_sequence": 4,
                            "fringes": 8.0},
