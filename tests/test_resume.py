@@ -176,7 +176,7 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, finished
     # Another architecture is refused by name, before anything is written.
     result = run_module("tfseg.train", "--config", write_config(tmp_path, config),
                         "--run-dir", tmp_path / "other", "--set", f"train.init_from={source}",
-                        "--set", "model.name=fcn_resnet18")
+                        "--set", "model.name=fcn_resnet18", "--set", "model.options={}")
     assert result.returncode == 2 and "does not fit the model of this config" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "other").exists()
 
@@ -193,6 +193,7 @@ def test_resume_with_a_config_that_does_not_fit_the_checkpoint_is_refused(tmp_pa
     saved = json.loads(state.read_text())
     state.write_text(json.dumps({**saved, "step": 1}))
     text = (run_dir / "config.yaml").read_text().replace("name: linknet", "name: fcn_resnet18")
+    text = text.replace("  options:\n    width: 0.5\n", "  options: {}\n")
     (run_dir / "config.yaml").write_text(text)
     result = run_module("tfseg.train", "--resume", run_dir)
     assert result.returncode == 2, result.stderr[-2000:]
