@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny but complete run configuration, and subprocess helpers."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -35,6 +36,40 @@ def write_yaml(tmp_path):
         path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
         return path
     return write
+
+
+@functools.cache
+def opencv_engines():
+    """{OpenCV DNN runtime: None if the OpenCV under test (`TFSEG_OPENCV_PYTHON`, else this
+    interpreter's) has it, else why not}."""
+    from tfseg.opencv_dnn import installed_engines
+
+    return installed_engines()[0]
+
+
+def available_opencv_runtimes():
+    """The OpenCV DNN runtimes the OpenCV under test has ("opencv" always)."""
+    return [name for name, missing in opencv_engines().items() if missing is None]
+
+
+def require_opencv_engine(runtime):
+    """Skips the test, with OpenCV's reason, when the OpenCV under test lacks `runtime`."""
+    if runtime.startswith("opencv") and opencv_engines()[runtime] is not None:
+        pytest.skip(opencv_engines()[runtime])
+
+
+def assert_parity_results(results, labels):
+    """`results` (a parity report's runtimes) has exactly `labels`; a runtime label is
+    unavailable exactly when the OpenCV under test lacks that engine, and all others ran and
+    passed."""
+    assert set(results) == set(labels)
+    for label, result in results.items():
+        runtime = label.split()[0]
+        missing = opencv_engines().get(runtime)
+        assert ("unavailable" in result) == (missing is not None), (label, result)
+        assert result["passed"], (label, result)
+        if missing is None:
+            assert result["version"], (label, result)
 
 
 def run_module(module, *args, timeout=600, env=None):

@@ -89,7 +89,7 @@ def test_invalid_choice_suggests_closest(write_yaml):
     ({"train": {"class_weights": [0, 0]}}, "class_weights=[0.0, 0.0] must not all be 0"),
     ({"model": {"input_channels": 3}, "data": {"mean": [0, 0, 0], "std": [1, 1, 1]}},
      "data.source 'synthetic' has 1 channel(s) but model.input_channels is 3"),
-    ({"export": {"layout": "NHWC"}}, "with layout NHWC, leave opencv and opencv_classic out"),
+    ({"export": {"layout": "NHWC"}}, "with layout NHWC, leave opencv, opencv_classic, opencv_ort out"),
     ({"train": {"mixed_precision": "mixed_float16", "strategy": "mirrored"}},
      "mixed_float16 is supported with strategy 'default' only"),
     ({"data": {"synthetic": {"bit_depth": 12}}}, "section 'data.synthetic'"),

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, write_plain_onnx
 from test_predict import MODEL_SIZE, make_segmentation_export, read_mask
 
-from tfseg import predict
+from tfseg import opencv_dnn, predict
 from tfseg.errors import run_cli
 
 TOOL = REPO / "tools" / "opencv_segment.py"
@@ -33,7 +33,7 @@ def load_tool():
 
 def run_tool(*args):
     """Runs the tool with `-X importtime`, so stderr lists every module it imported."""
-    return subprocess.run([sys.executable, "-X", "importtime", str(TOOL), *map(str, args)],
+    return subprocess.run([opencv_dnn.python(), "-X", "importtime", str(TOOL), *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -74,3 +74,17 @@ def test_tool_refuses_a_model_without_tfseg_metadata(segmentation_export, tmp_pa
     assert result.returncode != 0
     assert f"error: {plain}: not a tfseg NCHW segmentation export" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_tool_reports_a_model_opencv_cannot_load_in_one_line(segmentation_export, tmp_path):
+    # The export's metadata on a graph OpenCV refuses (a Conv whose weights are missing).
+    proto = onnx.load(str(segmentation_export.onnx))
+    del proto.graph.initializer[:]
+    broken = tmp_path / "broken.onnx"
+    onnx.save(proto, str(broken))
+    frame = next(segmentation_export.folder.iterdir())
+    result = run_tool(broken, frame, "--output", tmp_path / "out")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and f"{broken}: OpenCV " in errors[0] and "cannot load this model" in errors[0]
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -6,11 +6,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import write_plain_onnx
+from conftest import require_opencv_engine, write_plain_onnx
 from test_export import trained_run_dir
 
 from tfseg import export, runtimes
 from tfseg.errors import TfsegError
+from tfseg.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
 from tfseg.opencv_dnn import OpenCVError, OpenCVWorker
 from tfseg.runs import load_run
 
@@ -49,10 +50,11 @@ def test_configured_class_colours_reach_the_metadata():
     assert export.metadata_for(config, "NCHW")["class_colours"] == [[1, 2, 3], [4, 5, 6]]
 
 
-@pytest.mark.parametrize("path,runtime", [("saved_model", None), ("model.onnx", None),
-                                          ("model.onnx", "opencv"),
-                                          ("model.onnx", "opencv_classic")])
+@pytest.mark.parametrize("path,runtime", [
+    ("saved_model", None), ("model.onnx", None),
+    *(("model.onnx", name) for name in OPENCV_RUNTIMES)])
 def test_every_runtime_matches_keras_in_nhwc(exported, path, runtime):
+    require_opencv_engine(runtime or "")
     model, _, images, out = exported
     expected = runtimes.from_keras(model)(images)
     assert expected.shape == (3, *SIZE, 2)
@@ -112,5 +114,5 @@ def test_missing_paths_and_non_models_are_named(tmp_path, exported):
 def test_opencv_crash_or_refusal_is_reported_not_raised_through(tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx model")
-    with pytest.raises(OpenCVError, match="opencv_classic: exit status"):
-        OpenCVWorker(broken, "opencv_classic")
+    with pytest.raises(OpenCVError, match="opencv: exit status"):
+        OpenCVWorker(broken, "opencv")

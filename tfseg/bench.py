@@ -36,12 +36,12 @@ from pathlib import Path
 from tfseg.cli import parse_size
 from tfseg.errors import TfsegError, run_cli
 from tfseg.files import write_text_atomic
+from tfseg.runtimes import RUNTIMES
 
-RUNTIMES = ("keras", "savedmodel", "onnxruntime", "opencv", "opencv_classic")
 DTYPES = ("float32", "bfloat16")
 # What each runtime loads: the in-memory Keras model, the SavedModel or the ONNX file.
-ARTIFACTS = {"keras": None, "savedmodel": "savedmodel", "onnxruntime": "onnx",
-             "opencv": "onnx", "opencv_classic": "onnx"}
+ARTIFACTS = {"keras": None, "savedmodel": "savedmodel",
+             **{name: "onnx" for name in RUNTIMES[2:]}}   # onnxruntime and OpenCV DNN
 # Graph ops whose work is multiply-adds (counted 2 FLOPs each, as the papers do); element-wise
 # work (bias, batch norm, activations, resizing, pooling) is left out.
 MULTIPLY_ADD_OPS = ("Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative", "MatMul",
@@ -256,7 +256,7 @@ def measure_case(case, variants, settings, exports, timeout, peak_gflop_per_s):
             achieved = row["gflops"] * row["images_per_s"]
             row.update(gflop_per_s=achieved, peak_fraction=achieved / peak_gflop_per_s)
         print(f"{row['key']}: " + (f"{row['median_ms']:.1f} ms" if row["status"] == "ok"
-                                   else f"failed: {row['reason']}"), file=sys.stderr,
+                                   else f"{row['status']}: {row['reason']}"), file=sys.stderr,
               flush=True)
         rows.append(row)
     return rows
@@ -321,14 +321,15 @@ def child():
 
 
 def measure_machine():
-    """This machine's reference convolution throughput, and the runtimes' versions."""
-    import cv2
+    """This machine's reference convolution throughput, and the runtimes' versions (OpenCV's
+    as the OpenCV DNN worker imports it, see `tfseg.opencv_dnn.python`)."""
     import keras
     import numpy as np
     import onnxruntime
     import tensorflow as tf
 
     import tfseg
+    from tfseg.opencv_dnn import installed_engines
 
     size, channels, kernel = (REFERENCE_CONV[k] for k in ("size", "channels", "kernel"))
     images = tf.random.normal((1, size, size, channels))
@@ -349,7 +350,7 @@ def measure_machine():
                         "matmul_gflop_per_s": 2 * 4096 ** 3 / 1e9 / matmul_s,
                         "resnet50_ms": 1e3 * resnet_s},
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                         "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
+                         "onnxruntime": onnxruntime.__version__, "opencv": installed_engines()[1],
                          "numpy": np.__version__, "tfseg": tfseg.__version__}}
 
 
@@ -391,15 +392,20 @@ def measure_row(case, variant, artifact, repeats, warmup, batch):
     pixels = np.random.default_rng(0).uniform(
         0, 255, (batch, case.height, case.width, case.channels)).astype(np.float32)
     started = time.perf_counter()
-    runtime = (runtimes.from_keras(build_model(case, variant.dtype), export_metadata(case),
-                                   batch_size=batch, jit_compile=variant.jit_compile)
-               if variant.runtime == "keras" else runtimes.load(artifact, variant.runtime))
+    try:
+        runtime = (runtimes.from_keras(build_model(case, variant.dtype),
+                                       export_metadata(case), batch_size=batch,
+                                       jit_compile=variant.jit_compile)
+                   if variant.runtime == "keras" else runtimes.load(artifact, variant.runtime))
+    except runtimes.RuntimeUnavailable as error:
+        return {"status": "unavailable", "reason": str(error)}
     loaded = time.perf_counter()
     with runtime:
         outputs = runtime(pixels)
         first_call_s = time.perf_counter() - loaded
         timing = time_calls(lambda: runtime(pixels), warmup=warmup - 1, repeats=repeats)
-    return {"output_shape": list(outputs.shape[1:]), "load_s": loaded - started,
+    return {"runtime_version": runtime.version, "output_shape": list(outputs.shape[1:]),
+            "load_s": loaded - started,
             "first_call_s": first_call_s,
             "median_ms": 1e3 * timing["median_s"], "p90_ms": 1e3 * timing["p90_s"],
             "min_ms": 1e3 * timing["min_s"], "max_ms": 1e3 * timing["max_s"],
@@ -751,7 +757,7 @@ def _row_cells(row):
              row["input"], row["runtime"], _precision(row)]
     target = _number(row["target_ms"])
     if row["status"] != "ok":
-        return cells + [""] * 7 + [target, f"failed: {_escape(row['reason'])}"]
+        return cells + [""] * 7 + [target, f"{row['status']}: {_escape(row['reason'])}"]
     met = row["median_ms"] <= row["target_ms"] if row["target_ms"] else None
     return cells + [f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}",
                     f"{row['images_per_s']:.2f}", f"{row['gflops']:.2f}",

@@ -6,8 +6,8 @@
     python -m tfseg.evaluate --run-dir DIR --set data.val_path=FOLDER    # other held-out data
 
 The model runs in any runtime of `tfseg.runtimes` (with `--run-dir`: keras = the latest
-checkpoint, savedmodel = `export/saved_model`, onnxruntime / opencv / opencv_classic =
-`export/model.onnx`) on the validation frames (or one epoch of training batches with
+checkpoint, savedmodel = `export/saved_model`, onnxruntime and the OpenCV DNN engines
+(`tfseg.opencv_dnn`) = `export/model.onnx`) on the validation frames (or one epoch of training batches with
 `--split train`) of the run's `config.yaml` or `--config`. A per-class table is printed, and
 written with every score to `evaluation.json`, `evaluation.csv` (one row per class) and
 `confusion_matrix.png` in the run directory, the `--output` folder, or else the model's folder.
@@ -37,11 +37,11 @@ import numpy as np
 
 from tfseg.errors import TfsegError, run_cli
 from tfseg.images import write_png
+from tfseg.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
 
 RUN_RUNTIMES = {"savedmodel": Path("export") / "saved_model",
-                "onnxruntime": Path("export") / "model.onnx",
-                "opencv": Path("export") / "model.onnx",
-                "opencv_classic": Path("export") / "model.onnx"}
+                **{name: Path("export") / "model.onnx"
+                   for name in ("onnxruntime", *OPENCV_RUNTIMES)}}
 SUMMARY_KEYS = ("mean_iou", "mean_iiou", "pixel_accuracy", "mean_class_accuracy",
                 "frequency_weighted_iou", "foreground_iou", "seed_per_image_foreground_iou")
 
@@ -317,20 +317,23 @@ def main(argv=None):
     panels = report.pop("panels", None)
     if panels is not None:
         write_png(output / "samples.png", panels, rgb=True)
-    report = {"model": source, "runtime": runtime.name, "split": args.split, **report}
+    report = {"model": source, "runtime": runtime.name, "runtime_version": runtime.version,
+              "split": args.split, **report}
     write_json(report, output / "evaluation.json")
     for note in report["notes"]:
         print(f"note: {note}")
     if super_resolution:
         write_csv(report["per_image"], output / "evaluation.csv")
-        print(f"{report['images']} {args.split} images, {runtime.name} ({source})")
+        print(f"{report['images']} {args.split} images, {runtime.name} ({source}; "
+              f"{runtime.version})")
         print(format_super_resolution_table(report))
         written = ["evaluation.csv"]
     else:
         write_csv(report["per_class"], output / "evaluation.csv")
         write_png(output / "confusion_matrix.png",
                   confusion_image(report["confusion_matrix"], config.data.class_names))
-        print(f"{report['frames']} {args.split} frames, {runtime.name} ({source})")
+        print(f"{report['frames']} {args.split} frames, {runtime.name} ({source}; "
+              f"{runtime.version})")
         print(format_table(report))
         written = ["evaluation.csv", "confusion_matrix.png"]
     written += ["samples.png"] if panels is not None else []

@@ -35,6 +35,7 @@ from tfseg.files import write_text_atomic
 from tfseg.onnx_conversion import INPUT_NAME, OUTPUT_NAME
 from tfseg.runtimes import (
     RUNTIMES,
+    RuntimeUnavailable,
     encode_metadata,
     from_keras,
     load,
@@ -157,15 +158,38 @@ def compare(reference, outputs, task, tolerance):
 
 def run_parity(path, runtime, images, reference, *, task, tolerance):
     """Loads `path` in `runtime`, runs `images` and compares with `reference`; a runtime that
-    fails to load or run fails by name (its error recorded) instead of stopping the export."""
+    fails to load or run fails by name (its error recorded) instead of stopping the export,
+    and one that is not installed here is recorded as unavailable (it passes: nothing ran).
+    A SavedModel is loaded in a fresh process, as a user's program would load it."""
     try:
-        with load(path, runtime) as loaded:
-            outputs = loaded(images)
+        if runtime == "savedmodel":
+            outputs, version = run_in_fresh_process(path, runtime, images)
+        else:
+            with load(path, runtime) as loaded:
+                outputs, version = loaded(images), loaded.version
+    except RuntimeUnavailable as error:
+        return {"unavailable": str(error), "passed": True}
     except (TypeError, AttributeError, NameError):
         raise  # a bug here, not a runtime failure: keep the traceback
     except Exception as error:  # any runtime failure fails that runtime, by name
         return {"error": str(error).strip().splitlines()[-1], "passed": False}
-    return compare(reference, outputs, task, tolerance)
+    return {"version": version, **compare(reference, outputs, task, tolerance)}
+
+
+def run_in_fresh_process(path, runtime, images, *, timeout=900):
+    """(outputs, runtime version) of `path` in `runtime` run by a new Python process
+    (`python -m tfseg.runtimes`), so nothing this process has built or cached is reused."""
+    with tempfile.TemporaryDirectory(prefix="tfseg-parity-") as tmp:
+        inputs, outputs = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
+        np.save(inputs, np.asarray(images, np.float32))
+        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        result = subprocess.run(
+            [sys.executable, "-m", "tfseg.runtimes", str(path), runtime, str(inputs),
+             str(outputs)], capture_output=True, text=True, timeout=timeout, env=environment)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise TfsegError(f"{path}: {runtime} failed in a fresh process: {last}")
+        return np.load(outputs), result.stdout.strip()
 
 
 def check_parity(exports, images, *, runtimes, task, tolerance=Tolerance(), skip=(),
@@ -177,8 +201,9 @@ def check_parity(exports, images, *, runtimes, task, tolerance=Tolerance(), skip
             in-memory model it came from (the reference), at the file's input size.
         images: float32 (N, H, W, C) raw pixels at the first model's size; resized
             (bilinear) to each other model's size.
-        runtimes: runtime names to check the ONNX files in ("onnxruntime", "opencv",
-            "opencv_classic"); SavedModel directories are checked in "savedmodel".
+        runtimes: runtime names to check the ONNX files in ("onnxruntime" and the OpenCV
+            DNN engines of `tfseg.opencv_dnn.RUNTIMES`); SavedModel directories are checked
+            in "savedmodel".
         task: "segmentation" or "super_resolution".
         tolerance: `Tolerance`.
         skip: runtime names not run at all (listed in the report as skipped).
@@ -186,7 +211,8 @@ def check_parity(exports, images, *, runtimes, task, tolerance=Tolerance(), skip
 
     Returns:
         dict label -> result: the runtime name for files at the first model's size,
-        "<runtime> <file name>" for the others.
+        "<runtime> <file name>" for the others. A result holds the runtime's "version" and
+        its figures, an "error", or "unavailable" (why the runtime is not installed here).
 
     Raises:
         ParityError: a runtime failed or missed a tolerance; the message names it.
@@ -213,15 +239,22 @@ def check_parity(exports, images, *, runtimes, task, tolerance=Tolerance(), skip
     write_json(report, report_path)
     failed = {label: r for label, r in results.items() if not r["passed"]}
     if failed:
-        details = "; ".join(f"{label}: {r.get('error') or describe(r)}"
-                            for label, r in failed.items())
+        details = "; ".join(f"{label}: {describe(r)}" for label, r in failed.items())
         raise ParityError(f"exports disagree with Keras ({details}); see {report_path}; "
                           f"--skip-runtime NAME accepts a runtime that cannot match")
     return results
 
 
 def describe(result):
-    """One line of a runtime's parity figures."""
+    """One line of a runtime's parity figures (or why it did not run), and what ran it."""
+    if "unavailable" in result:
+        return f"not available here: {result['unavailable']}"
+    if "error" in result:
+        return result["error"]
+    return f"{_figures(result)} ({result['version']})"
+
+
+def _figures(result):
     if "psnr" in result:
         return f"PSNR {result['psnr']:.1f} dB, max abs diff {result['max_abs_diff']:.2g}"
     return (f"max abs diff {result['max_abs_diff']:.2g}, "
@@ -247,6 +280,15 @@ def metadata_for(config, layout):
         class_names=data.class_names if task == "segmentation" else None,
         class_colours=data.class_colours or None,
         scale=config.model.scale if task == "super_resolution" else None)
+
+
+def metadata_at_size(metadata, size):
+    """`metadata` of an export at `size` (H, W): that input size, and frames resized to it
+    where the recipe resizes frames (a fully convolutional SR model resizes nothing)."""
+    preprocessing = dict(metadata["preprocessing"])
+    if preprocessing.get("resize_to"):
+        preprocessing["resize_to"] = [int(v) for v in size]
+    return {**metadata, "input_size": [int(v) for v in size], "preprocessing": preprocessing}
 
 
 def models_at_sizes(config, model, sizes):
@@ -306,7 +348,7 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
         checks.append((exported["saved_model"], model))
     for size, sized_model in (onnx_models or {training_size: model}).items() if onnx else ():
         path = export_onnx(sized_model, export_dir / onnx_name(size, training_size),
-                           opset=opset, layout=layout, metadata=metadata)
+                           opset=opset, layout=layout, metadata=metadata_at_size(metadata, size))
         exported["onnx"].append(path)
         checks.append((path, sized_model))
     if metadata.get("class_names"):

@@ -6,11 +6,30 @@ once, then answers batch after batch over its stdin/stdout pipes (so predicting 
 not start a process per frame). It feeds each image through `cv2.dnn.blobFromImage` exactly as
 a deployment user would and returns the raw outputs.
 
+Which OpenCV engine a runtime name means is decided here and nowhere else, from what the
+installed OpenCV has (TOOLCHAIN.md trap 4):
+
+| runtime          | OpenCV 4.x     | 5.0            | 5.1 and newer                       |
+|------------------|----------------|----------------|-------------------------------------|
+| `opencv`         | its one engine | ENGINE_NEW     | ENGINE_OPENCV                       |
+| `opencv_classic` | not available  | ENGINE_CLASSIC | not available                       |
+| `opencv_ort`     | not available  | ENGINE_ORT where OpenCV was built with ONNX Runtime  |
+
+An engine the installed OpenCV lacks raises `EngineUnavailable`, which callers report as "not
+available", never as a disagreement. OpenCV older than `MINIMUM_VERSION` is refused.
+
+The child runs in `sys.executable`, or in the interpreter named by the environment variable
+`TFSEG_OPENCV_PYTHON` (any Python with numpy and cv2, e.g. Debian's python3 with its OpenCV
+4.6), so an export can be checked against the OpenCV a deployment target has. This file is
+run as a script there and imports nothing from tfseg.
+
 Messages in both directions are an 8-byte little-endian length followed by a `.npy` payload;
-an empty message from the child means "model loaded".
+the child's first message is a JSON description of the OpenCV and engine it loaded the model
+in (UTF-8 bytes as a uint8 array).
 """
 
 import io
+import json
 import os
 import struct
 import subprocess
@@ -20,7 +39,10 @@ import threading
 
 import numpy as np
 
-ENGINES = {"opencv": "ENGINE_NEW", "opencv_classic": "ENGINE_CLASSIC"}
+RUNTIMES = ("opencv", "opencv_classic", "opencv_ort")
+MINIMUM_VERSION = (4, 6)
+PYTHON_VARIABLE = "TFSEG_OPENCV_PYTHON"
+_UNAVAILABLE_STATUS = 3     # the child's exit status for an engine this OpenCV lacks
 _LENGTH = struct.Struct("<Q")
 
 
@@ -28,26 +50,39 @@ class OpenCVError(RuntimeError):
     """OpenCV DNN could not load or run the model (message holds OpenCV's own words)."""
 
 
+class EngineUnavailable(OpenCVError):
+    """The installed OpenCV has no such engine (message says which OpenCV)."""
+
+
 class OpenCVWorker:
     """A child process holding one ONNX model in one OpenCV DNN engine.
 
     Args:
         onnx_path: str or Path. A model with an NCHW input.
-        runtime: str. A key of `ENGINES`. Defaults to "opencv" (the new engine).
+        runtime: str. One of `RUNTIMES`. Defaults to "opencv" (the installed OpenCV's
+            default engine).
         timeout: float. Seconds the child may take to load the model or answer one call
             before it is killed.
 
+    Attributes:
+        version: str. The OpenCV version and engine, e.g. "OpenCV 5.1.0 (ENGINE_OPENCV)".
+
     Raises:
-        OpenCVError: the child could not load the model, crashed or timed out.
+        EngineUnavailable: the installed OpenCV lacks that engine.
+        OpenCVError: the child could not load the model, crashed or timed out, or OpenCV is
+            older than `MINIMUM_VERSION`.
     """
 
     def __init__(self, onnx_path, runtime="opencv", *, timeout=600):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown OpenCV runtime {runtime!r}; one of {RUNTIMES}")
         self.runtime, self.timeout = runtime, timeout
         self._stderr = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "tfseg.opencv_dnn", str(onnx_path), ENGINES[runtime]],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
-        self._receive()  # the "model loaded" message, or the load error
+        self._process = _start([python(), "-I", __file__, str(onnx_path), runtime],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=self._stderr)
+        loaded = json.loads(self._receive().tobytes())
+        self.version = describe(loaded)
 
     def __call__(self, images):
         """float32 (N, ...) outputs, as OpenCV returns them (NCHW), for NHWC `images`."""
@@ -100,8 +135,24 @@ class OpenCVWorker:
             return OpenCVError(f"{self.runtime}: no answer within {self.timeout} s")
         self._stderr.seek(0)
         lines = self._stderr.read().decode(errors="replace").strip().splitlines()
-        return OpenCVError(f"{self.runtime}: exit status {self._process.returncode}: "
-                           f"{(lines or ['(no message)'])[-1]}")
+        last = (lines or ["(no message)"])[-1]
+        logged = [line for line in lines[:-1] if "ERROR" in line]   # OpenCV's own log
+        if logged:
+            last = f"{last}: {logged[-1]}"
+        if self._process.returncode == _UNAVAILABLE_STATUS:
+            return EngineUnavailable(f"{self.runtime}: {last}")
+        return OpenCVError(f"{self.runtime}: exit status {self._process.returncode}: {last}")
+
+
+def python():
+    """The interpreter OpenCV runs in: `TFSEG_OPENCV_PYTHON`, else this one."""
+    return os.environ.get(PYTHON_VARIABLE) or sys.executable
+
+
+def describe(loaded):
+    """"OpenCV 5.1.0 (ENGINE_OPENCV)" from the child's description of a loaded model."""
+    engine = loaded["engine"] or "its only engine"
+    return f"OpenCV {loaded['opencv_version']} ({engine})"
 
 
 def run_opencv(onnx_path, images, *, runtime="opencv", timeout=600):
@@ -111,10 +162,34 @@ def run_opencv(onnx_path, images, *, runtime="opencv", timeout=600):
         float32 (N, ...) array of the model's first output, as OpenCV returns it (NCHW).
 
     Raises:
+        EngineUnavailable: the installed OpenCV lacks that engine.
         OpenCVError: the child failed, crashed or timed out.
     """
     with OpenCVWorker(onnx_path, runtime, timeout=timeout) as worker:
         return worker(images)
+
+
+def installed_engines():
+    """{runtime: None if available, else the reason it is not} for the OpenCV that
+    `python()` imports, and that OpenCV's version string; asked in a child process."""
+    process = _start([python(), "-I", __file__, "--engines"], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    stdout, stderr = process.communicate(timeout=120)
+    if process.returncode != 0:
+        last = (stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise OpenCVError(f"{python()} cannot run OpenCV DNN: {last}")
+    answer = json.loads(stdout)
+    return answer["engines"], answer["opencv_version"]
+
+
+def _start(command, **options):
+    """The child process of `command`; an interpreter that cannot start is an OpenCVError
+    naming it (a wrong `TFSEG_OPENCV_PYTHON`)."""
+    try:
+        return subprocess.Popen(command, **options)
+    except OSError as error:
+        raise OpenCVError(f"cannot start {command[0]} for OpenCV DNN ({error.strerror}); "
+                          f"check {PYTHON_VARIABLE}") from None
 
 
 def _send(stream, array):
@@ -137,15 +212,77 @@ def _receive(stream):
     return np.load(io.BytesIO(payload), allow_pickle=False) if length else np.empty(0)
 
 
-def _serve(onnx_path, engine_name):
+# Everything below runs in the child, beside OpenCV.
+
+def _engine(cv2, runtime):
+    """(engine attribute name or None for OpenCV 4's only engine, None) if `runtime` exists
+    in this OpenCV, else (None, why not)."""
+    dnn, version = cv2.dnn, cv2.__version__
+    if runtime == "opencv":
+        for name in ("ENGINE_OPENCV", "ENGINE_NEW"):   # 5.1+ renamed 5.0's ENGINE_NEW
+            if hasattr(dnn, name):
+                return name, None
+        return None, None
+    if runtime == "opencv_classic":
+        if hasattr(dnn, "ENGINE_CLASSIC"):
+            return "ENGINE_CLASSIC", None
+        return None, (f"OpenCV {version} has no classic engine (only 5.0 has it beside the "
+                      f"new one; 4.x's only engine is runtime 'opencv')")
+    if not hasattr(dnn, "ENGINE_ORT"):
+        return None, f"OpenCV {version} has no ENGINE_ORT"
+    if not _built_with_onnxruntime(cv2):
+        return None, (f"OpenCV {version} was built without ONNX Runtime, so ENGINE_ORT "
+                      f"would fall back to its own engine")
+    return "ENGINE_ORT", None
+
+
+def _built_with_onnxruntime(cv2):
+    for line in cv2.getBuildInformation().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "ONNX Runtime":
+            return value.strip().upper().startswith("YES")
+    return False
+
+
+def _version_tuple(version):
+    return tuple(int(part) for part in version.split("-")[0].split(".")[:2])
+
+
+def _check_version(cv2):
+    if _version_tuple(cv2.__version__) < MINIMUM_VERSION:
+        minimum = ".".join(map(str, MINIMUM_VERSION))
+        sys.exit(f"OpenCV {cv2.__version__} is older than {minimum}, the oldest OpenCV "
+                 f"that runs tfseg exports; install opencv-python>={minimum}")
+
+
+def _list_engines():
     import cv2
 
+    _check_version(cv2)
+    engines = {runtime: _engine(cv2, runtime)[1] for runtime in RUNTIMES}
+    print(json.dumps({"opencv_version": cv2.__version__, "engines": engines}))
+
+
+def _serve(onnx_path, runtime):
+    import cv2
+
+    _check_version(cv2)
     # Answers go to a private copy of stdout; anything OpenCV prints goes to stderr.
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    engine, unavailable = _engine(cv2, runtime)
+    if unavailable:
+        print(unavailable, file=sys.stderr)
+        sys.exit(_UNAVAILABLE_STATUS)
+    if engine is None:
+        net = cv2.dnn.readNetFromONNX(onnx_path)
+    else:
+        net = cv2.dnn.readNetFromONNX(onnx_path, getattr(cv2.dnn, engine))
+    if net.empty():   # OpenCV 5 returns an empty network instead of raising
+        sys.exit(f"OpenCV {cv2.__version__} could not load {onnx_path}")
+    loaded = {"opencv_version": cv2.__version__, "engine": engine}
+    _send(answers, np.frombuffer(json.dumps(loaded).encode(), np.uint8))
     requests = sys.stdin.buffer
-    net = cv2.dnn.readNetFromONNX(onnx_path, getattr(cv2.dnn, engine_name))
-    _send(answers, None)
     while (images := _receive(requests)) is not None:
         outputs = []
         for image in images:
@@ -156,4 +293,7 @@ def _serve(onnx_path, engine_name):
 
 
 if __name__ == "__main__":
-    _serve(*sys.argv[1:3])
+    if sys.argv[1:] == ["--engines"]:
+        _list_engines()
+    else:
+        _serve(*sys.argv[1:3])

@@ -39,6 +39,7 @@ from tfseg.cli import parse_size
 from tfseg.data import preprocess
 from tfseg.errors import TfsegError, run_cli
 from tfseg.images import read_unchanged, write_png
+from tfseg.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
 from tfseg.tiling import predict_tiled
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -307,8 +308,7 @@ def parse_args(argv):
     parser.add_argument("--input", required=True, nargs="+",
                         help="images, folders of images and videos")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
-    parser.add_argument("--runtime", choices=("onnxruntime", "opencv", "opencv_classic",
-                                              "savedmodel"),
+    parser.add_argument("--runtime", choices=("onnxruntime", *OPENCV_RUNTIMES, "savedmodel"),
                         help="default: onnxruntime for .onnx, savedmodel for a directory")
     parser.add_argument("--tile", type=parse_size, help="run in HxW tiles (default: the "
                         "static model size when the frame differs from it)")
@@ -345,7 +345,8 @@ def frame_rate_line(count, seconds, model):
     """The run's end-to-end frame rate (backgrounds, reading, preprocessing, inference,
     writing) and the share of it `model` spent inferring."""
     return (f"{count / seconds:.3g} frames/s end to end ({seconds:.3f} s: backgrounds, "
-            f"reading, preprocessing, writing and {model.name} inference, which took "
+            f"reading, preprocessing, writing and {model.name} inference ({model.version}), "
+            f"which took "
             f"{model.seconds:.3f} s = {model.seconds / count:.4f} s per frame)")
 
 

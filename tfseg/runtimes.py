@@ -16,13 +16,20 @@ from pathlib import Path
 import numpy as np
 
 from tfseg.errors import TfsegError
+from tfseg.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
+from tfseg.opencv_dnn import EngineUnavailable, OpenCVError, OpenCVWorker
 
-RUNTIMES = ("keras", "savedmodel", "onnxruntime", "opencv", "opencv_classic")
+RUNTIMES = ("keras", "savedmodel", "onnxruntime", *OPENCV_RUNTIMES)
 SAVED_MODEL_METADATA = Path("assets.extra") / "tfseg.json"
 NORMALISATION = "inside the model: feed raw pixels"
 # Metadata values stored as JSON text in ONNX metadata_props; input_size is "HxW".
 _JSON_KEYS = ("class_names", "class_colours", "mean", "std", "preprocessing", "input_channels",
               "scale")
+
+
+class RuntimeUnavailable(TfsegError):
+    """The runtime does not exist in what is installed here (e.g. an OpenCV engine that this
+    OpenCV version lacks): not a disagreement, and not the model's fault."""
 
 
 def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
@@ -87,14 +94,18 @@ class Runtime:
 
     Attributes:
         name: str. One of `RUNTIMES`.
+        version: str. What ran the model, e.g. "onnxruntime 1.32.0" or
+            "OpenCV 5.1.0 (ENGINE_OPENCV)", for reports.
         metadata: dict. The export's tfseg metadata, decoded.
         input_size: (H, W) the model requires, or None when any size works.
         channels: int. Input channels.
         seconds: float. Wall time spent in calls so far (inference, for frame-rate reports).
     """
 
-    def __init__(self, name, predict, *, metadata, input_size, channels, close=None):
-        self.name, self.metadata, self.channels = name, metadata, channels
+    def __init__(self, name, predict, *, version, metadata, input_size, channels,
+                 close=None):
+        self.name, self.version = name, version
+        self.metadata, self.channels = metadata, channels
         self.input_size = tuple(input_size) if input_size else None
         self._predict, self._close = predict, close
         self.seconds = 0.0
@@ -134,11 +145,13 @@ def load(path, runtime=None):
 
     Args:
         path: str or Path. A SavedModel directory ("savedmodel"), a `.onnx` file
-            ("onnxruntime", or "opencv" / "opencv_classic") or a `.keras` file ("keras";
+            ("onnxruntime", or an OpenCV DNN engine: "opencv", "opencv_classic",
+            "opencv_ort", see `tfseg.opencv_dnn`) or a `.keras` file ("keras";
             such files carry no tfseg metadata, so `metadata` is empty).
         runtime: str. One of `RUNTIMES`, or None for the file's natural one.
 
     Raises:
+        RuntimeUnavailable: the installed OpenCV lacks the OpenCV engine asked for.
         TfsegError: missing path, not a model, not a tfseg export, or a runtime that does not
             run this kind of file.
     """
@@ -154,15 +167,14 @@ def load(path, runtime=None):
         raise TfsegError(f"{path}: not a model file; expected a SavedModel directory, a "
                          f".onnx or a .keras file")
     allowed = {"savedmodel": ("savedmodel",), "keras": ("keras",),
-               "onnx": ("onnxruntime", "opencv", "opencv_classic")}[kind]
+               "onnx": ("onnxruntime", *OPENCV_RUNTIMES)}[kind]
     runtime = runtime or allowed[0]
     if runtime not in allowed:
         raise TfsegError(f"{path}: runtime {runtime!r} cannot run this file; use "
                          f"{' or '.join(allowed)}")
     loaders = {"savedmodel": _load_saved_model, "keras": _load_keras,
-               "onnxruntime": _load_onnxruntime, "opencv": _load_opencv,
-               "opencv_classic": _load_opencv}
-    return loaders[runtime](path, runtime)
+               "onnxruntime": _load_onnxruntime}
+    return loaders.get(runtime, _load_opencv)(path, runtime)
 
 
 def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
@@ -185,7 +197,8 @@ def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
         return np.concatenate([infer(pixels[start:start + batch_size]).numpy()
                                for start in range(0, len(pixels), batch_size)])
 
-    return Runtime("keras", predict, metadata=dict(metadata or {}),
+    return Runtime("keras", predict, version=_tensorflow_version(),
+                   metadata=dict(metadata or {}),
                    input_size=(height, width) if height and width else None,
                    channels=channels)
 
@@ -264,7 +277,7 @@ def _load_saved_model(path, runtime):
         (output,) = serve(**{name: tf.constant(pixels)}).values()
         return output.numpy()
 
-    return Runtime(runtime, predict, metadata=metadata,
+    return Runtime(runtime, predict, version=_tensorflow_version(), metadata=metadata,
                    input_size=(height, width) if height and width else None,
                    channels=channels)
 
@@ -295,12 +308,18 @@ def _load_onnxruntime(path, runtime):
         return _to_nhwc(np.concatenate([session.run(None, {name: batch[None]})[0]
                                         for batch in batches]), nchw)
 
-    return Runtime(runtime, predict, metadata=metadata, input_size=size, channels=channels)
+    return Runtime(runtime, predict, version=f"onnxruntime {onnxruntime.__version__}",
+                   metadata=metadata, input_size=size, channels=channels)
+
+
+def _tensorflow_version():
+    import keras
+    import tensorflow as tf
+
+    return f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
 
 
 def _load_opencv(path, runtime):
-    from tfseg.opencv_dnn import OpenCVError, OpenCVWorker
-
     metadata = read_onnx_metadata(path)
     size, channels, nchw = _onnx_input(metadata)
     if not nchw:
@@ -308,6 +327,8 @@ def _load_opencv(path, runtime):
                          f"{metadata.get('layout')}")
     try:
         worker = OpenCVWorker(path, runtime)
+    except EngineUnavailable as error:
+        raise RuntimeUnavailable(str(error)) from None
     except OpenCVError as error:
         raise TfsegError(f"{path}: {error}") from None
 
@@ -317,5 +338,20 @@ def _load_opencv(path, runtime):
         except OpenCVError as error:
             raise TfsegError(f"{path}: {error}") from None
 
-    return Runtime(runtime, predict, metadata=metadata, input_size=size, channels=channels,
-                   close=worker.close)
+    return Runtime(runtime, predict, version=worker.version, metadata=metadata,
+                   input_size=size, channels=channels, close=worker.close)
+
+
+def _main(path, runtime, inputs, outputs):
+    """`python -m tfseg.runtimes PATH RUNTIME INPUTS.npy OUTPUTS.npy`: runs the model at
+    PATH on the pixels in INPUTS.npy, saves its outputs and prints the runtime's version
+    (`tfseg.export` checks a SavedModel this way, in a process of its own)."""
+    with load(path, runtime) as model:
+        np.save(outputs, model(np.load(inputs)))
+        print(model.version)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(*sys.argv[1:5])

@@ -2,7 +2,7 @@
 
     python opencv_segment.py model.onnx frame_0001.bmp [frame_0002.bmp ...] --output masks/
 
-Needs only OpenCV, numpy and the standard library. The export records in its metadata how a
+Needs only OpenCV (4.6 or newer, 4.x and 5.x alike), numpy and the standard library. The export records in its metadata how a
 frame must be prepared (the recipe's blur, background subtraction, CLAHE, crop and resize);
 this script reads it with a few lines of protobuf parsing, prepares each frame the same way,
 runs the network in OpenCV DNN, and writes `<stem>_mask.png` (class ids, uint8) and
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+MINIMUM_OPENCV = (4, 6)   # older OpenCV importers mis-read tfseg's ONNX exports
 
 
 def read_varint(data, position):
@@ -118,6 +120,25 @@ def overlay(image, mask, colours_rgb):
     return cv2.addWeighted(shown, 0.5, painted, 0.5, 0)
 
 
+def load_network(path):
+    """The ONNX model in OpenCV DNN's default engine (4.x: its only one; 5.x: ENGINE_AUTO)."""
+    version = tuple(int(part) for part in cv2.__version__.split(".")[:2])
+    if version < MINIMUM_OPENCV:
+        raise SystemExit(f"error: OpenCV {cv2.__version__} is older than 4.6, the oldest "
+                         f"that runs tfseg exports; install opencv-python>=4.6")
+    try:
+        net = cv2.dnn.readNetFromONNX(str(path))
+    except cv2.error as error:
+        net, reason = None, (str(error).strip().splitlines() or ["(no message)"])[-1]
+    else:
+        # OpenCV 5 returns an empty network instead of raising; its log says why.
+        reason = "see OpenCV's messages above"
+    if net is None or net.empty():
+        raise SystemExit(f"error: {path}: OpenCV {cv2.__version__} cannot load this model: "
+                         f"{reason}")
+    return net
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a tfseg segmentation export (.onnx, NCHW)")
@@ -133,7 +154,7 @@ def main():
     input_size = tuple(int(v) for v in metadata["input_size"].split("x"))
     colour = steps["colour"]
 
-    net = cv2.dnn.readNetFromONNX(args.model)
+    net = load_network(args.model)
     background = background_of(args.frames, colour, steps)
     args.output.mkdir(parents=True, exist_ok=True)
     for path in map(Path, args.frames):

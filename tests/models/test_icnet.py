@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import randomize_batch_norm
+from conftest import available_opencv_runtimes, randomize_batch_norm
 from keras.src.legacy.saving import legacy_h5_format
 
 from tfseg import export
@@ -165,7 +165,7 @@ def test_icnet_onnx_with_fractional_pyramid_resizes_matches_keras(tmp_path):
     path = export.export_onnx(model, tmp_path / "icnet.onnx")
     outputs = {"onnxruntime": export.run_onnxruntime(path, x),
                **{runtime: run_opencv(path, x, runtime=runtime)
-                  for runtime in ("opencv", "opencv_classic")}}
+                  for runtime in available_opencv_runtimes()}}
     for runtime, output in outputs.items():
         assert output.shape == expected.shape, runtime
         difference = float(np.abs(output - expected).max())

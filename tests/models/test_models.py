@@ -4,7 +4,7 @@ exports that agree with Keras in onnxruntime and both OpenCV DNN engines."""
 
 import numpy as np
 import pytest
-from conftest import psnr, randomize_batch_norm
+from conftest import available_opencv_runtimes, psnr, randomize_batch_norm
 
 from tfseg import export, models
 from tfseg.opencv_dnn import run_opencv
@@ -105,7 +105,7 @@ def test_onnx_export_agrees_with_keras_in_every_runtime(name, tmp_path):
     path = export.export_onnx(model, tmp_path / f"{name}.onnx")
     outputs = {"onnxruntime": export.run_onnxruntime(path, x),
                **{runtime: run_opencv(path, x, runtime=runtime)
-                  for runtime in ("opencv", "opencv_classic")}}
+                  for runtime in available_opencv_runtimes()}}
     for runtime, output in outputs.items():
         assert output.shape == expected.shape, runtime
         if super_resolution:

@@ -5,7 +5,7 @@ onnxruntime and both OpenCV DNN engines."""
 import keras
 import numpy as np
 import pytest
-from conftest import psnr, randomize_batch_norm
+from conftest import available_opencv_runtimes, psnr, randomize_batch_norm
 
 from tfseg.export import export_onnx, run_onnxruntime
 from tfseg.models.sr_johnson import build_sr_johnson
@@ -101,7 +101,7 @@ def test_resize_conv_onnx_matches_keras_in_every_runtime(tmp_path):
     reference = model(images, training=False).numpy().transpose(0, 3, 1, 2)
     outputs = {"onnxruntime": run_onnxruntime(path, images),
                **{runtime: run_opencv(path, images, runtime=runtime)
-                  for runtime in ("opencv", "opencv_classic")}}
+                  for runtime in available_opencv_runtimes()}}
     for runtime, output in outputs.items():
         assert output.shape == reference.shape == (2, 3, 96, 80), runtime
         assert psnr(output, reference) >= 60.0, runtime
