@@ -149,6 +149,10 @@ def test_export_command_writes_and_checks_every_size(run_dir):
         assert "unavailable" in result_ or (result_["max_abs_diff"] <= 1e-3
                                             and result_["argmax_agreement"] >= 0.999)
     assert report["runtimes"]["opencv model_96x80.onnx"]["input_size"] == [96, 80]
+    # Each size's file tells a caller to resize frames to that size, not the training one.
+    for name, size in (("model.onnx", [64, 64]), ("model_96x80.onnx", [96, 80])):
+        metadata = runtimes.read_onnx_metadata(out / name)
+        assert metadata["input_size"] == metadata["preprocessing"]["resize_to"] == size
     assert runtimes.load(out / "model_96x80.onnx").input_size == (96, 80)
     assert "parity      opencv model_96x80.onnx: max abs diff" in result.stdout
     assert not [p for p in out.iterdir() if p.name.endswith((".partial", ".tmp"))]
