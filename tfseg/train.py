@@ -3,12 +3,36 @@ export and check the exports (the loop itself is `tfseg.training`)."""
 
 import argparse
 import datetime
+import importlib.resources
 from pathlib import Path
 
 from tfseg.config import load_config, save_config
 from tfseg.errors import ConfigError, run_cli
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+def recipes():
+    """The packaged recipes by name: configs/*.yaml, installed as the package `tfseg.recipes`
+    (in a checkout's editable install, configs/ itself), so they are found from any folder."""
+    folder = importlib.resources.files("tfseg.recipes")
+    return {entry.name.removesuffix(".yaml"): entry for entry in folder.iterdir()
+            if entry.name.endswith(".yaml")}
+
+
+def recipe_path(config):
+    """The YAML file `--config` names: a path (anything with a folder or a .yaml/.yml suffix,
+    or an existing file) as given, else a packaged recipe's name such as `linknet_camvid`.
+
+    Raises:
+        ConfigError: neither a file nor a recipe's name; the message lists the recipes.
+    """
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml") or len(path.parts) != 1 or path.is_file():
+        return path
+    found = recipes()
+    if config not in found:
+        raise ConfigError(f"--config {config}: no such file or recipe; the recipes are "
+                          f"{', '.join(sorted(found))} (or give a YAML file's path)")
+    return found[config]
 
 
 def parse_args(argv):
@@ -16,8 +40,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m tfseg.train",
         description="Train a segmentation model, then export it and check the exports.")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="YAML recipe (default: the embedded configs/default.yaml)")
+    parser.add_argument("--config", default=None, metavar="NAME|FILE",
+                        help="a recipe's name (configs/NAME.yaml, packaged with tfseg, e.g. "
+                        "linknet_camvid) or a YAML file (default: default)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="override one config value "
                         "(repeatable), e.g. --set train.epochs=3")
@@ -36,10 +61,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.resume:
         return resume(args)
-    path = args.config or DEFAULT_CONFIG
-    if not path.exists() and args.config is None:
-        raise ConfigError(f"{path}: the default recipe is missing; install tfseg from a "
-                          f"checkout with `pip install -e .` or pass --config FILE")
+    path = recipe_path(args.config or "default")
     config = load_config(path, args.overrides)
     run_dir = args.run_dir or Path("runs") / (
         f"{path.stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")

@@ -1,0 +1,11 @@
+"""Packages for setuptools; the rest of the metadata is in setup.cfg.
+
+The recipes in configs/ ship as the package `tfseg.recipes` (one copy: users read them in
+configs/, `tfseg.train` through importlib.resources), a mapping setup.cfg's `find:` cannot add.
+"""
+
+from setuptools import find_packages, setup
+
+setup(packages=find_packages(include=["tfseg", "tfseg.*"]) + ["tfseg.recipes"],
+      package_dir={"tfseg.recipes": "configs"},
+      package_data={"tfseg.recipes": ["*.yaml"]})

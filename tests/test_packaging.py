@@ -1,0 +1,120 @@
+"""The recipes ship inside the package: `--config NAME` finds them from any folder, and the
+wheel holds every recipe in configs/, each of which loads from the installed package."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_module
+
+from tfseg import train
+from tfseg.config import load_config
+from tfseg.errors import ConfigError
+
+RECIPES = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
+
+
+def test_every_recipe_in_configs_is_packaged():
+    assert sorted(train.recipes()) == RECIPES
+
+
+def test_default_names_the_default_recipe():
+    path = train.recipe_path("default")
+    assert path.name == "default.yaml"
+    assert path.read_bytes() == (REPO / "configs" / "default.yaml").read_bytes()
+
+
+@pytest.mark.parametrize("given", ["configs/default.yaml", "elsewhere/missing", "my.yaml",
+                                   "/abs/recipe.yml"])
+def test_a_path_is_taken_as_given(given):
+    assert train.recipe_path(given) == Path(given)
+
+
+def test_an_existing_file_wins_over_a_recipe_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("default").write_text("train: {epochs: 1}\n")
+    assert train.recipe_path("default") == Path("default")
+
+
+def test_unknown_name_lists_the_recipes():
+    with pytest.raises(ConfigError) as caught:
+        train.recipe_path("linknet_camvd")
+    assert str(caught.value) == (
+        f"--config linknet_camvd: no such file or recipe; the recipes are "
+        f"{', '.join(RECIPES)} (or give a YAML file's path)")
+
+
+@pytest.mark.parametrize("argv, recipe", [([], "default"),
+                                          (["--config", "default"], "default"),
+                                          (["--config", "linknet_camvid"], "linknet_camvid")])
+def test_cli_trains_the_named_recipe(argv, recipe, monkeypatch):
+    calls = []
+    monkeypatch.setattr("tfseg.training.train", lambda config, run_dir, **_: calls.append(
+        (config, run_dir)))
+    assert train.main(argv) == 0
+    [(config, run_dir)] = calls
+    assert config == load_config(REPO / "configs" / f"{recipe}.yaml")
+    assert run_dir.parent == Path("runs") and run_dir.name.startswith(f"{recipe}-")
+
+
+def test_cli_unknown_recipe_is_one_line_and_exit_2(tmp_path):
+    result = run_module("tfseg.train", "--config", "nope", "--run-dir", tmp_path / "run")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --config nope: no such file or recipe; the "
+                                    "recipes are default, ")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+# What the wheel is built from (a copy, so no build/ folder of the checkout's leaks in).
+BUILD_INPUTS = ["setup.py", "setup.cfg", "pyproject.toml", "README.md", "tfseg", "configs"]
+
+# Runs in the unpacked wheel: every packaged recipe, loaded with the wheel's own tfseg.
+CHECK_INSTALLED = """
+import json, tfseg
+from tfseg.config import load_config
+from tfseg.train import recipe_path, recipes
+for name in recipes():
+    load_config(recipe_path(name))
+print(json.dumps({"tfseg": tfseg.__file__, "default": str(recipe_path("default")),
+                  "recipes": sorted(recipes())}))
+"""
+
+
+def test_wheel_holds_every_recipe_and_each_loads(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in BUILD_INPUTS:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-w", tmp_path / "dist", source],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    [wheel] = (tmp_path / "dist").glob("tfseg-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    assert {f"tfseg/recipes/{name}.yaml" for name in RECIPES} <= names
+    packages = {path.relative_to(REPO).as_posix()
+                for path in (REPO / "tfseg").rglob("__init__.py")}
+    assert packages <= names, f"packages missing from the wheel: {packages - names}"
+
+    # From a folder that is not the checkout, so only the unpacked wheel provides tfseg.
+    run = subprocess.run([sys.executable, "-c", CHECK_INSTALLED], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    installed = json.loads(run.stdout.splitlines()[-1])
+    site = tmp_path / "site"
+    assert Path(installed["tfseg"]).is_relative_to(site)
+    assert installed["recipes"] == RECIPES
+    assert Path(installed["default"]).read_bytes() == (
+        REPO / "configs" / "default.yaml").read_bytes()
