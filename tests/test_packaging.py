@@ -49,6 +49,15 @@ def test_unknown_name_lists_the_recipes():
         f"{', '.join(RECIPES)} (or give a YAML file's path)")
 
 
+def test_an_install_without_the_recipes_says_to_reinstall(monkeypatch):
+    def missing(package):
+        raise ModuleNotFoundError(f"No module named '{package}'")
+
+    monkeypatch.setattr("importlib.resources.files", missing)
+    with pytest.raises(ConfigError, match=r"recipes \(tfseg.recipes\) are missing: reinstall"):
+        train.recipe_path("default")
+
+
 @pytest.mark.parametrize("argv, recipe", [([], "default"),
                                           (["--config", "default"], "default"),
                                           (["--config", "linknet_camvid"], "linknet_camvid")])

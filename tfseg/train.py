@@ -13,7 +13,11 @@ from tfseg.errors import ConfigError, run_cli
 def recipes():
     """The packaged recipes by name: configs/*.yaml, installed as the package `tfseg.recipes`
     (in a checkout's editable install, configs/ itself), so they are found from any folder."""
-    folder = importlib.resources.files("tfseg.recipes")
+    try:
+        folder = importlib.resources.files("tfseg.recipes")
+    except ModuleNotFoundError:   # an editable install made before the recipes were packaged
+        raise ConfigError("the packaged recipes (tfseg.recipes) are missing: reinstall tfseg "
+                          "(`pip install -e .` in a checkout)") from None
     return {entry.name.removesuffix(".yaml"): entry for entry in folder.iterdir()
             if entry.name.endswith(".yaml")}
 
