@@ -4,9 +4,10 @@
         python -m tfseg.onnx_conversion MODEL.keras OUT.onnx '{"opset": 17, "layout": "NCHW"}'
 
 The model is called with `training=False` (TOOLCHAIN.md trap 1) through a tf.function with a
-static batch-1 signature, converted by tf2onnx, and its Resize nodes are given exact sizes
-(trap 2). Run with the pure-python protobuf backend: under the default one tf2onnx keeps a copy
-of the weights per optimiser pass.
+static batch-1 signature, converted by tf2onnx, its Resize nodes are given exact sizes
+(trap 2), and what OpenCV 4 imports wrongly is rewritten (`tfseg.onnx_rewrites`, trap 5b).
+Run with the pure-python protobuf backend: under the default one tf2onnx keeps a copy of the
+weights per optimiser pass.
 """
 
 import json
@@ -20,6 +21,7 @@ import tf2onnx
 
 import tfseg
 import tfseg.models  # noqa: F401  (registers the custom layers the model file names)
+from tfseg.onnx_rewrites import rewrite_for_opencv
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
@@ -45,6 +47,7 @@ def convert(model, *, opset, layout, metadata):
                   "layout": layout}
     onnx.helper.set_model_props(proto, properties)
     resize_by_sizes(proto)
+    rewrite_for_opencv(proto)
     return proto
 
 
