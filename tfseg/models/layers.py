@@ -3,11 +3,49 @@ static pad/crop that lets stride-constrained networks accept any input size."""
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 # PyTorch-like batch-norm constants: the seeds' reference models were trained with them, and
 # momentum 0.9 lets the moving statistics settle within a short run.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+
+@keras.saving.register_keras_serializable(package="tfseg")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras batch norm whose training pass is TensorFlow's fused kernel.
+
+    Keras 3 normalises in training with separate moment, subtract, multiply... ops and as many
+    in the gradient (about 40 ops a layer); `FusedBatchNormV3` is one op forward and one
+    backward. On 2 CPU cores that halved the forward-and-backward pass of the default
+    half-width LinkNet (docs/benchmarks.md). The result is Keras's: same normalisation
+    (biased batch variance), same moving-statistics update, same variables; inference,
+    masks, renorm and synchronised (multi-replica) statistics keep Keras's own code.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        keras_only = (mask is not None or self.renorm or self.synchronized
+                      or len(inputs.shape) != 4 or self.axis not in (-1, 3))
+        if keras_only or not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)   # as Keras: statistics in float32 under bf16/fp16
+        ones, zeros = tf.ones(x.shape[-1:]), tf.zeros(x.shape[-1:])
+        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=tf.cast(self.gamma, tf.float32) if self.scale else ones,
+            offset=tf.cast(self.beta, tf.float32) if self.center else zeros,
+            mean=zeros, variance=ones, epsilon=self.epsilon, data_format="NHWC",
+            is_training=True)
+        # The fused op returns the Bessel-corrected variance; Keras averages the biased one.
+        count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
+        return tf.cast(outputs, self.compute_dtype)
+
+
+def batch_norm(name):
+    """The batch norm of every tfseg network (PyTorch-like constants, fused training pass)."""
+    return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def apply_conv_bn(x, filters, kernel_size, *, strides=1, dilation_rate=1, activation="relu",
@@ -16,8 +54,7 @@ def apply_conv_bn(x, filters, kernel_size, *, strides=1, dilation_rate=1, activa
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                             dilation_rate=dilation_rate, use_bias=use_bias,
                             name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                                        name=f"{name}_bn")(x)
+    x = batch_norm(f"{name}_bn")(x)
     if activation:
         x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
@@ -27,8 +64,7 @@ def apply_deconv_bn(x, filters, kernel_size, *, strides, use_bias=False, name):
     """Conv2DTranspose (exact x`strides` upsampling) -> BatchNorm -> ReLU."""
     x = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="same",
                                      use_bias=use_bias, name=f"{name}_deconv")(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                                        name=f"{name}_bn")(x)
+    x = batch_norm(f"{name}_bn")(x)
     return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 

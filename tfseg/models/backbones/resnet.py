@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import keras
 
-from tfseg.models.layers import BN_EPSILON, BN_MOMENTUM, apply_conv_bn
+from tfseg.models.layers import apply_conv_bn, batch_norm
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def apply_strided_conv_bn(x, filters, kernel_size, *, symmetric_padding, use_bia
     x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
     x = keras.layers.Conv2D(filters, kernel_size, strides=2, use_bias=use_bias,
                             name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                                        name=f"{name}_bn")(x)
+    x = batch_norm(f"{name}_bn")(x)
     return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 
