@@ -496,7 +496,10 @@ def make_train_step(strategy, model, optimizer, task, config):
             outputs = model(inputs, training=True)
             loss = tf.nn.compute_average_loss(task.per_image_loss(targets, outputs),
                                               global_batch_size=config.train.batch_size)
-        gradients = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
+            # mixed_float16's loss scaling, on the tape: scaled outside it, every gradient
+            # came back None.
+            scaled = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, model.trainable_variables)
         return loss, gradients, task.step_statistics(targets, outputs)
 
     if config.train.jit_compile:
