@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import REPO, TINY_CONFIG, run_module
+from conftest import CPUINFO, REPO, TINY_CONFIG, run_module
 
 from tfseg.runs import load_run
 
@@ -156,6 +156,31 @@ def test_a_finished_run_is_extended_with_more_epochs(tmp_path, finished):
     result = run_module("tfseg.train", "--resume", run_dir, "--set", "train.epochs=1")
     assert result.returncode == 2 and "can only be extended" in result.stderr
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
+
+
+def test_a_resumed_run_picks_its_precision_afresh_on_its_new_machine(tmp_path, finished):
+    """config.yaml keeps `auto`; each start decides for its machine and records it. The
+    checkpoints fit every precision, mixed_float16's loss-scaled optimizer included."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)   # trained in float32 on conftest's Zen 3
+    result = run_module("tfseg.train", "--resume", run_dir, "--set", "train.epochs=2",
+                        env={"TFSEG_CPUINFO": str(CPUINFO / "sapphire_rapids.txt")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("tfseg: precision mixed_bfloat16 (auto: this CPU, Intel")
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"][
+        "mixed_precision"] == "auto"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["precision"]["policy"] == "mixed_bfloat16"
+    assert [row["precision"] for row in metrics["history"]] == ["float32", "mixed_bfloat16"]
+    # As if auto had picked float16 (an older GPU): the optimizer gets its loss scaling.
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("mixed_precision: auto",
+                                                 "mixed_precision: mixed_float16"))
+    result = run_module("tfseg.train", "--resume", run_dir, "--set", "train.epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [row["precision"] for row in metrics["history"]] == [
+        "float32", "mixed_bfloat16", "mixed_float16"]
 
 
 def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, finished):

@@ -126,6 +126,16 @@ def test_metrics_file_names_its_figures(run):
     assert metrics["steps"] == 4
 
 
+def test_first_line_and_metrics_say_which_precision_and_why(run):
+    run_dir, result = run   # on conftest's Zen 3: no native bfloat16
+    reason = "auto: this CPU, AMD EPYC 7B13, has no native bfloat16: no avx512_bf16/amx_bf16 flag"
+    assert result.stdout.splitlines()[0] == f"tfseg: precision float32 ({reason})"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["precision"] == {"policy": "float32", "reason": reason}
+    assert [row["precision"] for row in metrics["history"]] == ["float32", "float32"]
+    assert load_config(run_dir / "config.yaml").train.mixed_precision == "auto"
+
+
 def test_tensorboard_has_scalars_and_prediction_panels(run):
     run_dir, _ = run
     train = event_values(run_dir / "logs" / "train")

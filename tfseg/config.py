@@ -241,8 +241,9 @@ class TrainConfig:
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     jit_compile: bool = False   # XLA-compile the train and validation steps
     # Compute in half precision (variables, losses and metrics stay float32); the exported
-    # model is a float32 copy of the trained weights.
-    mixed_precision: Literal["none", "mixed_bfloat16", "mixed_float16"] = "none"
+    # model is a float32 copy of the trained weights. "auto" picks at each start from the
+    # hardware (tfseg.hardware): bfloat16 where native, float16 on older GPUs, else float32.
+    mixed_precision: Literal["auto", "none", "mixed_bfloat16", "mixed_float16"] = "auto"
     seed: int = bounded(0, 0, 2**31 - 1)
     # A run directory whose latest weights the model starts from (same architecture), with a
     # fresh optimizer and schedule: fine-tuning, or another schedule after a run. "" = random.

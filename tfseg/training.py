@@ -25,6 +25,7 @@ from tfseg.config import save_config
 from tfseg.data.interferograms import data_error
 from tfseg.data.pipeline import make_datasets
 from tfseg.errors import ConfigError, TfsegError
+from tfseg.hardware import resolve_precision
 from tfseg.losses import class_pixel_counts, linknet_class_weights
 from tfseg.metrics import confusion_matrix, scores_from_confusion
 from tfseg.runs import restore_weights
@@ -82,11 +83,19 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0
 
 
+def precision_of(train_config):
+    """The `tfseg.hardware.Precision` of `train_config.mixed_precision` on this machine: the
+    Keras dtype policy ("auto" decided from the hardware) and why; mixed_float16's loss
+    scaling needs the default strategy."""
+    return resolve_precision(train_config.mixed_precision,
+                             float16=train_config.strategy == "default")
+
+
 @contextlib.contextmanager
 def dtype_policy(name):
-    """Builds layers under Keras dtype policy `name` ("none" = float32), then restores it."""
+    """Builds layers under Keras dtype policy `name` (e.g. "float32"), then restores it."""
     previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32" if name == "none" else name)
+    keras.mixed_precision.set_dtype_policy(name)
     try:
         yield
     finally:
@@ -117,7 +126,7 @@ def make_optimizer(train_config):
     if train_config.lr_multipliers:
         optimizer_class = with_lr_multipliers(optimizer_class, train_config.lr_multipliers)
     optimizer = optimizer_class(**options)
-    if train_config.mixed_precision == "mixed_float16":
+    if precision_of(train_config).policy == "mixed_float16":
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -206,13 +215,19 @@ def _train(config, run_dir, *, resume, profile):
     started = time.perf_counter()
     # First: a multi-worker strategy configures collectives before any other TensorFlow op.
     strategy = make_strategy(config.train.strategy)
+    precision = precision_of(config.train)
+    print(f"tfseg: precision {precision}")
     if not resume:
         refuse_existing_run(run_dir)
     keras.utils.set_random_seed(config.train.seed)
     chief = is_chief(strategy)
     # The data folders are checked and the model built before anything is written.
     data = make_datasets(config)
-    config = with_computed_class_weights(config, data.train)
+    saved = with_computed_class_weights(config, data.train)
+    # config.yaml keeps the setting ("auto" stays "auto"), so a run resumed on another
+    # machine computes in that machine's precision; metrics.json records each epoch's.
+    config = dataclasses.replace(saved, train=dataclasses.replace(
+        saved.train, mixed_precision=precision.setting))
     with strategy.scope():
         task = make_task(config)
     model, optimizer, train_step = build_training(config, strategy, task)
@@ -225,9 +240,12 @@ def _train(config, run_dir, *, resume, profile):
         "the model of this config (train.init_from)") if config.train.init_from else None
     if not resume:
         prepare_run_dir(run_dir)
-        save_config(config, run_dir / "config.yaml")
+        save_config(saved, run_dir / "config.yaml")
+    # The optimizer without mixed_float16's loss-scale wrapper, whose scale adapts again in a
+    # few steps: checkpoints then fit every precision a resumed run may pick.
     checkpoints = RunCheckpoints(run_dir / "checkpoints",
-                                 {"model": model, "optimizer": optimizer,
+                                 {"model": model,
+                                  "optimizer": getattr(optimizer, "inner_optimizer", optimizer),
                                   "random": random_states(task)},
                                  max_to_keep=config.train.checkpoints_to_keep)
     state = checkpoints.restore_latest() if resume else None
@@ -292,7 +310,7 @@ def _train(config, run_dir, *, resume, profile):
             scores = {"train": {"loss": state["loss_sum"] / kept,
                                 **task.scores(state["statistics"])},
                       "validation": validate()}
-            history_row = {"epoch": epoch + 1, "step": step,
+            history_row = {"epoch": epoch + 1, "step": step, "precision": precision.policy,
                            "images_per_second": round(
                                (step - epoch_first) * config.train.batch_size / seconds, 2),
                            **{f"{split}_{key}": value for split in ("train", "validation")
@@ -321,7 +339,7 @@ def _train(config, run_dir, *, resume, profile):
                                   stop.signal_number)
 
     model = evaluation_model
-    if config.train.mixed_precision != "none":
+    if precision.policy != "float32":
         # Export and score the float32 copy that users will deploy.
         with strategy.scope():
             model = float32_copy(model, config)
@@ -331,6 +349,7 @@ def _train(config, run_dir, *, resume, profile):
         return validation_scores
     final = {"split": "validation", **validation_scores, "epochs": config.train.epochs,
              "steps": step, "best": state["best"],
+             "precision": {"policy": precision.policy, "reason": precision.reason},
              "train_seconds": round(time.perf_counter() - started, 1),
              "history": state["history"], "skipped_frames": data.skipped,
              "skipped_batches": state["skipped_batches"]}
@@ -417,7 +436,7 @@ def build_training(config, strategy, task=None):
     """
     with strategy.scope():
         task = task or make_task(config)
-        with dtype_policy(config.train.mixed_precision):
+        with dtype_policy(precision_of(config.train).policy):
             model = build_model(config, training_input_shape(config), for_training=True)
         if strategy.num_replicas_in_sync > 1:
             for layer in models.all_layers(model):
@@ -444,7 +463,7 @@ def build_validation(config, strategy, task, model, validation):
     evaluation_model = model
     if config.model.task == "segmentation" and (config.data.augment.crop
                                                  or uses_cascade(config)):
-        with strategy.scope(), dtype_policy(config.train.mixed_precision):
+        with strategy.scope(), dtype_policy(precision_of(config.train).policy):
             evaluation_model = build_model(config)
 
     def sync():
@@ -567,7 +586,7 @@ def copy_weights(source, target):
 
 def float32_copy(model, config):
     """The same network built in float32, holding `model`'s trained weights."""
-    with dtype_policy("none"):
+    with dtype_policy("float32"):
         copy = build_model(config, (None, None) if config.model.task == "super_resolution"
                            else None)
     copy.set_weights(model.get_weights())
