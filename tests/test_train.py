@@ -136,6 +136,20 @@ def test_first_line_and_metrics_say_which_precision_and_why(run):
     assert load_config(run_dir / "config.yaml").train.mixed_precision == "auto"
 
 
+def test_no_cached_data_set_is_read_partly(tmp_path, write_yaml):
+    """A cache() read partly and then released (the first validation frames, for the panels)
+    made tf.data warn on every default run. 8 validation batches: more than a prefetch reads
+    ahead. TensorFlow's warnings are shown here (conftest keeps its errors only)."""
+    config = write_yaml({**TINY_CONFIG, "data": {**TINY_CONFIG["data"], "val_sequences": 4},
+                         "train": {**TINY_CONFIG["train"], "epochs": 1},
+                         "export": {"saved_model": False, "onnx": False}})
+    result = run_module("tfseg.train", "--config", config, "--run-dir", tmp_path / "run",
+                        env={"TF_CPP_MIN_LOG_LEVEL": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if "cache_dataset_ops" in line]
+    assert not warnings, warnings
+
+
 def test_tensorboard_has_scalars_and_prediction_panels(run):
     run_dir, _ = run
     train = event_values(run_dir / "logs" / "train")

@@ -260,7 +260,7 @@ def _train(config, run_dir, *, resume, profile):
     elif chief and getattr(task, "perceptual", None) and task.perceptual.random_weights:
         log.write_text("warnings", "The perceptual loss uses a RANDOM VGG16 "
                        "(train.perceptual.weights: random): its features are not perceptual.")
-    panel_inputs = task.panel_inputs(data.validation, config.train.log_images)
+    panel_inputs = None
     print(f"tfseg: training {model.name} ({model.count_params():,} parameters) on "
           f"{strategy.num_replicas_in_sync} replica(s); run directory {run_dir}")
 
@@ -328,6 +328,10 @@ def _train(config, run_dir, *, resume, profile):
                 checkpoints.save_best(step, state)
             checkpoints.save(step, state)
             if chief:
+                # Read after validate(): a first, partial read of a cached data set discards
+                # the cache (with a tf.data warning) and renders those frames twice.
+                if panel_inputs is None:
+                    panel_inputs = task.panel_inputs(data.validation, config.train.log_images)
                 log.write_epoch(step, scores=scores,
                                 learning_rate=float(keras.ops.convert_to_numpy(
                                     optimizer.learning_rate)),
