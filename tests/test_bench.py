@@ -43,6 +43,9 @@ def test_every_runtime_gives_a_row_with_every_figure(tiny_run):
     assert report["command"].startswith("python -m tfseg.bench " + " ".join(TINY_ARGS))
     machine = report["machine"]
     assert machine["conv_gflop_per_s"] > 0 and machine["cores"] >= 1
+    # conftest's Zen 3, as tfseg.hardware reads it, and what training would pick there.
+    assert (machine["cpu"], machine["cpu_features"]) == ("AMD EPYC 7B13", ["avx2", "fma"])
+    assert machine["precision"]["policy"] == "float32"
     assert machine["anchors"]["conv_gflop_per_s"] == machine["conv_gflop_per_s"]
     assert machine["anchors"]["matmul_gflop_per_s"] > 0 and machine["anchors"]["resnet50_ms"] > 0
     assert {"tensorflow", "keras", "onnxruntime", "opencv"} <= report["versions"].keys()
@@ -161,7 +164,9 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
     assert [row["status"] for row in rows] == ["failed", "failed", "ok"]
     assert rows[0]["reason"] == "export: no disk"
     assert rows[2]["gflop_per_s"] == 200.0 and rows[2]["peak_fraction"] == 0.5
-    report = {"machine": {"cpu": "cpu", "cores": 2, "conv_gflop_per_s": 400.0,
+    report = {"machine": {"cpu": "cpu", "cpu_features": ["avx2", "fma"], "cores": 2,
+                          "precision": {"policy": "float32", "reason": "auto: why"},
+                          "conv_gflop_per_s": 400.0,
                           "reference_conv": bench.REFERENCE_CONV,
                           "anchors": {"conv_gflop_per_s": 210.0, "matmul_gflop_per_s": 270.0,
                                       "resnet50_ms": 230.0}},
@@ -170,6 +175,8 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
               "date": "today", "command": "c", "rows": rows, "pipelines": [],
               "repeats": 1, "warmup": 1, "batch": 1}
     markdown = bench.render_markdown(report)
+    assert ("Machine: cpu, 2 cores, CPU features avx2 fma; Keras precision auto: float32 "
+            "(auto: why)") in markdown
     assert "| savedmodel | float32" + " | " * 9 + "failed: export: no disk |" in markdown
     assert "missing.onnx: no such file" in markdown
     assert "- sr_johnson 16x16x3: opencv (float32), 200 GFLOP/s = 50 % (met)" in markdown
@@ -185,6 +192,11 @@ def test_precision_and_xla_vary_the_keras_runtime_only():
         bench.Variant("keras", "float32", False), bench.Variant("keras", "float32", True),
         bench.Variant("keras", "bfloat16", False), bench.Variant("keras", "bfloat16", True),
         bench.Variant("onnxruntime", "float32", False)]
+    # By default Keras computes as training would here; the exports stay float32.
+    default = bench.parse_args(["--runtimes", "keras", "onnxruntime"])
+    assert bench.rows_of(default, auto="bfloat16") == [
+        bench.Variant("keras", "bfloat16"), bench.Variant("onnxruntime")]
+    assert bench.rows_of(default) == [bench.Variant("keras"), bench.Variant("onnxruntime")]
     assert [case.model for case in bench.cases_of(args)] == [
         "fcn32_vgg16", "fcn_resnet18", "icnet", "icnet", "linknet", "sr_johnson"]
     resized = bench.cases_of(bench.parse_args(["--models", "icnet", "--size", "64x96"]))
@@ -198,8 +210,8 @@ def test_precision_and_xla_vary_the_keras_runtime_only():
     (["--size", "64"], "expected HxW"),
     (["--repeats", "0"], "expected a positive integer"),
     (["--runtimes", "tensorrt"], "invalid choice: 'tensorrt'"),
-    (["--runtimes", "onnxruntime", "--dtypes", "bfloat16"], "bfloat16 and XLA apply to"),
-    (["--runtimes", "opencv", "--jit-compile", "on"], "bfloat16 and XLA apply to"),
+    (["--runtimes", "onnxruntime", "--dtypes", "bfloat16"], "bfloat16, float16 and XLA apply to"),
+    (["--runtimes", "opencv", "--jit-compile", "on"], "bfloat16, float16 and XLA apply to"),
     (["--models"], "nothing to measure"),
     (["--compare", "missing.json"], "missing.json: cannot read"),
 ])

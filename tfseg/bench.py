@@ -36,9 +36,11 @@ from pathlib import Path
 from tfseg.cli import parse_size
 from tfseg.errors import TfsegError, run_cli
 from tfseg.files import write_text_atomic
+from tfseg.hardware import FEATURE_FLAGS, choose_precision, cpu_info, gpus
 from tfseg.runtimes import RUNTIMES
 
-DTYPES = ("float32", "bfloat16")
+# Keras compute precisions; "auto" is the one `train.mixed_precision: auto` picks here.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 # What each runtime loads: the in-memory Keras model, the SavedModel or the ONNX file.
 ARTIFACTS = {"keras": None, "savedmodel": "savedmodel",
              **{name: "onnx" for name in RUNTIMES[2:]}}   # onnxruntime and OpenCV DNN
@@ -134,9 +136,10 @@ def parse_args(argv):
                         help="input size for every model instead of its seed size")
     parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=RUNTIMES,
                         metavar="RUNTIME", help=f"default: all of {', '.join(RUNTIMES)}")
-    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["float32"],
-                        help="compute precision; bfloat16 (Keras mixed_bfloat16 policy) "
-                             "applies to the keras runtime only")
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["auto"],
+                        help="compute precision of the keras runtime (Keras mixed_bfloat16 "
+                             "or mixed_float16 policy); default: auto, the one training picks "
+                             "on this machine (the exported runtimes run float32)")
     parser.add_argument("--jit-compile", nargs="+", choices=("off", "on"), default=["off"],
                         help="XLA compilation of the keras runtime's function; give both "
                              "to compare")
@@ -165,8 +168,8 @@ def parse_args(argv):
     args.old = read_results(args.compare) if args.compare else None
     args.pipelines = PIPELINES if args.pipelines == [] else args.pipelines or ()
     if args.models and not rows_of(args):
-        raise TfsegError("no rows to measure: bfloat16 and XLA apply to the keras runtime "
-                         "only")
+        raise TfsegError("no rows to measure: bfloat16, float16 and XLA apply to the keras "
+                         "runtime only")
     if not args.models and not args.pipelines:
         raise TfsegError("nothing to measure: give --models NAME... or --pipelines")
     return args
@@ -188,11 +191,20 @@ def cases_of(args):
             if args.size else case for case in CASES if case.model in args.models]
 
 
-def rows_of(args):
-    """The variants measured for each case: bfloat16 and XLA only in Keras."""
-    return [Variant(runtime, dtype, jit == "on") for runtime in args.runtimes
-            for dtype in args.dtypes for jit in args.jit_compile
-            if runtime == "keras" or (dtype, jit) == ("float32", "off")]
+def rows_of(args, auto="float32"):
+    """The variants measured for each case: Keras at each precision (`auto` stands for
+    "auto") and XLA setting; the exported runtimes once, float32 graphs without XLA, when
+    float32 or auto is asked for."""
+    dtypes = dict.fromkeys(auto if dtype == "auto" else dtype for dtype in args.dtypes)
+    exported = "off" in args.jit_compile and not {"float32", "auto"}.isdisjoint(args.dtypes)
+    rows = []
+    for runtime in args.runtimes:
+        if runtime == "keras":
+            rows += [Variant(runtime, dtype, jit == "on") for dtype in dtypes
+                     for jit in args.jit_compile]
+        elif exported:
+            rows.append(Variant(runtime))
+    return rows
 
 
 def main(argv=None):
@@ -217,14 +229,17 @@ def run_benchmark(args, *, command):
     if machine["status"] != "ok":
         raise TfsegError(f"the machine's reference convolution failed: {machine['reason']}")
     settings = {"repeats": args.repeats, "warmup": args.warmup, "batch": args.batch}
+    variants = rows_of(args, auto=machine["precision"]["policy"].removeprefix("mixed_"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="tfseg-bench-") as exports:
         for case in cases_of(args):
-            rows += measure_case(case, rows_of(args), settings, Path(exports), args.timeout,
+            rows += measure_case(case, variants, settings, Path(exports), args.timeout,
                                  machine["conv_gflop_per_s"])
     pipelines = [measure_pipeline(name, args) for name in args.pipelines]
+    cpu = cpu_info()
     return {"schema": SCHEMA, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
+            "machine": {"cpu": cpu.model, "cpu_features": cpu.features, "cores": cpu.cores,
+                        "precision": machine["precision"],
                         "conv_gflop_per_s": machine["conv_gflop_per_s"],
                         "reference_conv": REFERENCE_CONV, "anchors": machine["anchors"]},
             "versions": machine["versions"], **settings, "rows": rows, "pipelines": pipelines}
@@ -345,7 +360,8 @@ def measure_machine():
     resnet_call = tf.function(lambda x: resnet(x, training=False))
     image = tf.random.uniform((1, 512, 512, 3))
     resnet_s = time_calls(lambda: resnet_call(image).numpy(), warmup=2, repeats=10)["median_s"]
-    return {"conv_gflop_per_s": flops / 1e9 / seconds,
+    return {"precision": dataclasses.asdict(choose_precision(cpu_info(), gpus())),
+            "conv_gflop_per_s": flops / 1e9 / seconds,
             "anchors": {"conv_gflop_per_s": flops / 1e9 / seconds,
                         "matmul_gflop_per_s": 2 * 4096 ** 3 / 1e9 / matmul_s,
                         "resnet50_ms": 1e3 * resnet_s},
@@ -415,12 +431,13 @@ def measure_row(case, variant, artifact, repeats, warmup, batch):
 
 
 def build_model(case, dtype):
-    """The case's model (weights drawn with seed 0) under the dtype policy `dtype`."""
+    """The case's model (weights drawn with seed 0) computing in `dtype` (float32, or the
+    mixed policy of bfloat16 or float16)."""
     import keras
 
     from tfseg import models
 
-    keras.config.set_dtype_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
+    keras.config.set_dtype_policy(dtype if dtype == "float32" else f"mixed_{dtype}")
     keras.utils.set_random_seed(0)
     return models.build(case.model, input_shape=(case.height, case.width),
                         input_channels=case.channels, **case.options)
@@ -499,13 +516,6 @@ def peak_rss_mib(who=resource.RUSAGE_SELF):
     """High-water mark of resident memory (Linux reports KiB): this process's, or with
     RUSAGE_CHILDREN the largest of its finished child processes'."""
     return resource.getrusage(who).ru_maxrss / 1024
-
-
-def cpu_name():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _first_line(error):
@@ -715,7 +725,11 @@ def render_markdown(report):
     model against the target, and the pipelines' table when measured."""
     machine, versions = report["machine"], report["versions"]
     conv = machine["reference_conv"]
-    sections = [(f"Machine: {machine['cpu']}, {machine['cores']} cores; measured "
+    features = " ".join(machine["cpu_features"]) or f"none of {', '.join(FEATURE_FLAGS)}"
+    precision = machine["precision"]
+    sections = [(f"Machine: {machine['cpu']}, {machine['cores']} cores, CPU features "
+                 f"{features}; Keras precision auto: {precision['policy']} "
+                 f"({precision['reason']}); measured "
                  f"{conv['kernel']}x{conv['kernel']} convolution ({conv['channels']} -> "
                  f"{conv['channels']} channels, {conv['size']}x{conv['size']}, float32): "
                  f"**{machine['conv_gflop_per_s']:.0f} GFLOP/s**. TensorFlow "
