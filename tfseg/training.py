@@ -34,7 +34,7 @@ from tfseg.tasks import full_size, make_task
 
 
 class NonFiniteLoss(TfsegError):
-    """The loss became NaN or Inf (with `train.nan_policy: stop`)."""
+    """The loss or its gradients became NaN or Inf (with `train.nan_policy: stop`)."""
 
 
 class Interrupted(TfsegError):
@@ -375,7 +375,8 @@ def _skipped_in(state, first_step):
 def _non_finite_message(loss, step, checkpoints):
     latest = checkpoints.manager.latest_checkpoint
     kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written"
-    return (f"the loss became {loss} at step {step}; the run stopped and {kept}. Lower "
+    return (f"the loss or its gradients became NaN or Inf at step {step} (loss {loss}); the "
+            f"run stopped and {kept}. Lower "
             f"train.learning_rate, or set train.nan_policy: skip_batch to skip such batches")
 
 
@@ -508,11 +509,22 @@ def make_train_step(strategy, model, optimizer, task, config):
 
     Each replica scales its loss by the global batch size, so the summed gradient is the
     global-batch mean; loss and statistics are summed across replicas. `finite` is False when
-    the loss or a gradient is NaN or Inf on any replica; with `nan_policy: skip_batch` the
-    update is then skipped on every replica alike. With `train.jit_compile` the forward and
-    backward pass is compiled by XLA.
+    the loss or a gradient is NaN or Inf on any replica, and the update is then skipped on
+    every replica alike (the loop stops, or with `nan_policy: skip_batch` goes on). Gradients
+    are checked too because fused kernels may turn a NaN input into a finite loss. With
+    `train.jit_compile` the forward and backward pass is compiled by XLA.
+
+    On one replica the optimizer's update is always compiled by XLA: Keras applies it as about
+    40 small element-wise ops per variable (4,000 for the default LinkNet), which XLA fuses
+    into a few loops; oneDNN's convolutions stay outside XLA, which runs them slower on a CPU.
+    Several replicas keep Keras's update, whose gradient all-reduce XLA cannot hold.
     """
-    skip_non_finite = config.train.nan_policy == "skip_batch"
+    def apply(gradients):
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return tf.constant(True)
+
+    if strategy.num_replicas_in_sync == 1:
+        apply = tf.function(apply, jit_compile=True)
 
     def forward_backward(inputs, targets):
         with tf.GradientTape() as tape:
@@ -531,16 +543,12 @@ def make_train_step(strategy, model, optimizer, task, config):
     def replica_train_step(inputs, targets):
         inputs, targets = task.augment(inputs, targets)
         loss, gradients, statistics = forward_backward(inputs, targets)
-        finite = tf.math.is_finite(loss)
-        if skip_non_finite:
-            finite = tf.reduce_all([finite] + [tf.reduce_all(tf.math.is_finite(g))
-                                               for g in gradients if g is not None])
-            failures = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, 1 - tf.cast(finite, tf.int32))
-            finite = tf.equal(failures, 0)
-            tf.cond(finite, lambda: _apply(optimizer, gradients, model), tf.no_op)
-        else:
-            _apply(optimizer, gradients, model)
+        finite = tf.reduce_all([tf.math.is_finite(loss)] + [
+            tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
+        failures = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, 1 - tf.cast(finite, tf.int32))
+        finite = tf.equal(failures, 0)
+        tf.cond(finite, lambda: apply(gradients), tf.no_op)
         return loss, statistics, tf.cast(finite, tf.int32)
 
     @tf.function
@@ -550,11 +558,6 @@ def make_train_step(strategy, model, optimizer, task, config):
         return loss, statistics, tf.equal(finite, strategy.num_replicas_in_sync)
 
     return train_step
-
-
-def _apply(optimizer, gradients, model):
-    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-    return tf.constant(True)
 
 
 def make_eval_step(strategy, model, task, config):
