@@ -1,7 +1,5 @@
 """Pieces of the training loop: optimizer, schedules, loss choice, class weighting."""
 
-import dataclasses
-
 import keras
 import numpy as np
 import pytest
@@ -199,28 +197,3 @@ def test_super_resolution_step_trains_on_patches_and_counts_psnr():
     assert bool(finite) and float(loss) > 0
     psnr_sum, count = statistics.numpy()
     assert count == 2 and 0 < psnr_sum / count < 30
-
-
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "sgd"])
-def test_xla_compiled_optimizer_update_matches_keras(optimizer):
-    # make_train_step compiles the update with XLA on one replica; it must move every
-    # variable as Keras's own update does, step after step (learning-rate schedule included).
-    config = small_config(optimizer=optimizer, learning_rate=1e-2)
-    config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, lr_schedule="cosine", warmup_steps=1, epochs=1, steps_per_epoch=4))
-    results = []
-    for compile_update in (False, True):
-        keras.utils.set_random_seed(0)
-        model, optimizer_, _ = build_training(config, tf.distribute.get_strategy())
-
-        def apply(gradients):
-            optimizer_.apply_gradients(zip(gradients, model.trainable_variables))
-
-        apply = tf.function(apply, jit_compile=compile_update)
-        for step in range(3):
-            gradients = [tf.constant(np.random.default_rng(step).normal(size=v.shape),
-                                     v.dtype) for v in model.trainable_variables]
-            apply(gradients)
-        results.append([v.numpy() for v in model.trainable_variables])
-    for plain, compiled in zip(*results, strict=True):
-        np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-6)

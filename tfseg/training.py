@@ -513,18 +513,11 @@ def make_train_step(strategy, model, optimizer, task, config):
     every replica alike (the loop stops, or with `nan_policy: skip_batch` goes on). Gradients
     are checked too because fused kernels may turn a NaN input into a finite loss. With
     `train.jit_compile` the forward and backward pass is compiled by XLA.
-
-    On one replica the optimizer's update is always compiled by XLA: Keras applies it as about
-    40 small element-wise ops per variable (4,000 for the default LinkNet), which XLA fuses
-    into a few loops; oneDNN's convolutions stay outside XLA, which runs them slower on a CPU.
-    Several replicas keep Keras's update, whose gradient all-reduce XLA cannot hold.
     """
+
     def apply(gradients):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return tf.constant(True)
-
-    if strategy.num_replicas_in_sync == 1:
-        apply = tf.function(apply, jit_compile=True)
 
     def forward_backward(inputs, targets):
         with tf.GradientTape() as tape:
