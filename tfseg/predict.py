@@ -343,11 +343,11 @@ def main(argv=None):
 
 def frame_rate_line(count, seconds, model):
     """The run's end-to-end frame rate (backgrounds, reading, preprocessing, inference,
-    writing) and the share of it `model` spent inferring."""
+    writing), the share of it `model` spent inferring, and what ran the model."""
     return (f"{count / seconds:.3g} frames/s end to end ({seconds:.3f} s: backgrounds, "
-            f"reading, preprocessing, writing and {model.name} inference ({model.version}), "
-            f"which took "
-            f"{model.seconds:.3f} s = {model.seconds / count:.4f} s per frame)")
+            f"reading, preprocessing, writing and {model.name} inference, which took "
+            f"{model.seconds:.3f} s = {model.seconds / count:.4f} s per frame); "
+            f"{model.version}")
 
 
 if __name__ == "__main__":

@@ -509,11 +509,12 @@ def make_train_step(strategy, model, optimizer, task, config):
 
     Each replica scales its loss by the global batch size, so the summed gradient is the
     global-batch mean; loss and statistics are summed across replicas. `finite` is False when
-    the loss or a gradient is NaN or Inf on any replica, and the update is then skipped on
-    every replica alike (the loop stops, or with `nan_policy: skip_batch` goes on). Gradients
-    are checked too because fused kernels may turn a NaN input into a finite loss. With
+    the loss or a gradient is NaN or Inf on any replica (gradients too, because fused kernels
+    may turn a NaN input into a finite loss): the loop then stops, or with `nan_policy:
+    skip_batch` the update is skipped on every replica alike and training goes on. With
     `train.jit_compile` the forward and backward pass is compiled by XLA.
     """
+    skip_non_finite = config.train.nan_policy == "skip_batch"
 
     def apply(gradients):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -541,7 +542,10 @@ def make_train_step(strategy, model, optimizer, task, config):
         failures = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, 1 - tf.cast(finite, tf.int32))
         finite = tf.equal(failures, 0)
-        tf.cond(finite, lambda: apply(gradients), tf.no_op)
+        if skip_non_finite:
+            tf.cond(finite, lambda: apply(gradients), tf.no_op)
+        else:   # the loop stops at this step, before any checkpoint holds its update
+            apply(gradients)
         return loss, statistics, tf.cast(finite, tf.int32)
 
     @tf.function
