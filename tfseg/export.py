@@ -168,7 +168,7 @@ def run_parity(path, runtime, images, reference, *, task, tolerance):
             with load(path, runtime) as loaded:
                 outputs, version = loaded(images), loaded.version
     except RuntimeUnavailable as error:
-        return {"unavailable": str(error), "passed": True}
+        return {"unavailable": str(error).removeprefix(f"{runtime}: "), "passed": True}
     except (TypeError, AttributeError, NameError):
         raise  # a bug here, not a runtime failure: keep the traceback
     except Exception as error:  # any runtime failure fails that runtime, by name
@@ -248,7 +248,7 @@ def check_parity(exports, images, *, runtimes, task, tolerance=Tolerance(), skip
 def describe(result):
     """One line of a runtime's parity figures (or why it did not run), and what ran it."""
     if "unavailable" in result:
-        return f"not available here: {result['unavailable']}"
+        return f"not available: {result['unavailable']}"
     if "error" in result:
         return result["error"]
     return f"{_figures(result)} ({result['version']})"
