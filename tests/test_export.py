@@ -134,6 +134,7 @@ def test_training_run_exports_through_the_same_code(run_dir):
     assert metadata["preprocessing"]["resize_to"] == [64, 64]
 
 
+@pytest.mark.slow
 def test_export_command_writes_and_checks_every_size(run_dir):
     result = run_module("tfseg.export", "--run-dir", run_dir, "--size", "64x64",
                         "--size", "96x80", "--skip-runtime", "opencv_classic")
