@@ -105,22 +105,35 @@ def export_onnx(model, path, *, opset=17, layout="NCHW", metadata=None, timeout=
         model.save(saved)
         options = {"opset": opset, "layout": layout,
                    "metadata": encode_metadata(metadata or {})}
-        command = [sys.executable, "-m", "tfseg.onnx_conversion", str(saved), str(partial),
-                   json.dumps(options)]
-        environment = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-                       "TF_CPP_MIN_LOG_LEVEL": "2"}
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                    env=environment)
-        except subprocess.TimeoutExpired:
+            run_child("tfseg.onnx_conversion", saved, partial, json.dumps(options),
+                      what=f"{path}: ONNX conversion", timeout=timeout,
+                      environment={"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"})
+        except TfsegError:
             partial.unlink(missing_ok=True)
-            raise TfsegError(f"{path}: ONNX conversion took longer than {timeout} s") from None
-    if result.returncode != 0:
-        partial.unlink(missing_ok=True)
-        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise TfsegError(f"{path}: ONNX conversion failed: {last}")
+            raise
     os.replace(partial, path)
     return path
+
+
+def run_child(module, *args, what, timeout, environment=None):
+    """stdout of `python -m module args...` run in a child process (TensorFlow's notices
+    off, `environment` added).
+
+    Raises:
+        TfsegError: "<what> failed: <the child's last error line>", or took too long.
+    """
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(environment or {})}
+    try:
+        result = subprocess.run([sys.executable, "-m", module, *map(str, args)],
+                                capture_output=True, text=True, timeout=timeout,
+                                env=environment)
+    except subprocess.TimeoutExpired:
+        raise TfsegError(f"{what} took longer than {timeout} s") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise TfsegError(f"{what} failed: {last}")
+    return result.stdout
 
 
 def run_onnxruntime(onnx_path, images):
@@ -182,14 +195,9 @@ def run_in_fresh_process(path, runtime, images, *, timeout=900):
     with tempfile.TemporaryDirectory(prefix="tfseg-parity-") as tmp:
         inputs, outputs = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
         np.save(inputs, np.asarray(images, np.float32))
-        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        result = subprocess.run(
-            [sys.executable, "-m", "tfseg.runtimes", str(path), runtime, str(inputs),
-             str(outputs)], capture_output=True, text=True, timeout=timeout, env=environment)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise TfsegError(f"{path}: {runtime} failed in a fresh process: {last}")
-        return np.load(outputs), result.stdout.strip()
+        version = run_child("tfseg.runtimes", path, runtime, inputs, outputs,
+                            what=f"{path}: {runtime} in a fresh process", timeout=timeout)
+        return np.load(outputs), version.strip()
 
 
 def check_parity(exports, images, *, runtimes, task, tolerance=Tolerance(), skip=(),
