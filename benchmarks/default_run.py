@@ -41,6 +41,9 @@ def main():
     parser.add_argument("--min-foreground-iou", type=float, default=0.8)
     parser.add_argument("--avx2-only", action="store_true",
                         help="mask AVX-512 and AMX: run as an AVX2-only CPU would")
+    parser.add_argument("train_args", nargs="*", metavar="-- TRAIN_ARG",
+                        help="extra `python -m tfseg.train` arguments after `--`, to time a "
+                             "variant of the default (e.g. -- --set train.seed=1)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -56,7 +59,8 @@ def main():
             run_dir = Path(tmp) / f"run{repeat}"
             started = time.perf_counter()
             result = subprocess.run([sys.executable, "-m", "tfseg.train", "--run-dir",
-                                     str(run_dir)], cwd=REPO, capture_output=True, text=True,
+                                     str(run_dir), *args.train_args], cwd=REPO,
+                                    capture_output=True, text=True,
                                     env=environment)
             seconds = time.perf_counter() - started
             if result.returncode != 0:
@@ -72,8 +76,8 @@ def main():
             print(json.dumps(runs[-1]), flush=True)
     median = statistics.median(r["seconds"] for r in runs)
     iou = statistics.median(r["foreground_iou"] or 0.0 for r in runs)
-    print(f"\nmachine: {machine}; python -m tfseg.train (configs/default.yaml) in "
-          f"{runs[0]['precision']}")
+    print(f"\nmachine: {machine}; python -m tfseg.train (configs/default.yaml) "
+          f"{' '.join(args.train_args)} in {runs[0]['precision']}")
     print(f"median wall time {median:.0f} s over {len(runs)} runs "
           f"({'within' if median <= args.budget_seconds else 'OVER'} {args.budget_seconds:.0f} s)")
     print(f"validation foreground IoU {iou:.3f} on {runs[0]['frames']} held-out frames "
