@@ -1,7 +1,8 @@
 """Packages for setuptools; the rest of the metadata is in setup.cfg.
 
 The recipes in configs/ ship as the package `tfseg.recipes` (one copy: users read them in
-configs/, `tfseg.train` through importlib.resources), a mapping setup.cfg's `find:` cannot add.
+configs/, `tfseg.config.recipes` through importlib.resources), a mapping setup.cfg's `find:`
+cannot add.
 """
 
 from setuptools import find_packages, setup

@@ -40,23 +40,25 @@ def main():
     import keras
     import tensorflow as tf
 
-    from tfseg import hardware, training
     from tfseg.config import load_config
+    from tfseg.config.recipes import recipe_path
     from tfseg.data.pipeline import make_datasets
     from tfseg.models import layers
-    from tfseg.tasks import make_task
-    from tfseg.train import recipe_path
+    from tfseg.tasks.factory import make_task
+    from tfseg.training.distribution import precision_of
+    from tfseg.training.steps import build_training
+    from tfseg.utils import hardware
 
     if args.keras_batch_norm:
         layers.FusedBatchNormalization.call = keras.layers.BatchNormalization.call
     config = load_config(recipe_path(args.config), args.overrides)
     # `auto` resolved as a run resolves it.
-    precision = training.precision_of(config.train)
+    precision = precision_of(config.train)
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, mixed_precision=precision.setting))
     strategy = tf.distribute.get_strategy()
     batch = next(iter(make_datasets(config).train))
-    model, _, train_step = training.build_training(config, strategy, make_task(config))
+    model, _, train_step = build_training(config, strategy, make_task(config))
     batches = iter(tf.data.Dataset.from_tensors(batch).repeat())
     for _ in range(args.warmup):
         train_step(batches)

@@ -46,7 +46,7 @@ def write_yaml(tmp_path):
 def opencv_engines():
     """{OpenCV DNN runtime: None if the OpenCV under test (`TFSEG_OPENCV_PYTHON`, else this
     interpreter's) has it, else why not}."""
-    from tfseg.opencv_dnn import installed_engines
+    from tfseg.deploy.opencv_dnn import installed_engines
 
     return installed_engines()[0]
 

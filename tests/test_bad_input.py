@@ -14,11 +14,12 @@ import pytest
 import yaml
 from conftest import run_module
 
+from tfseg.cli import run_cli
 from tfseg.config import load_config
 from tfseg.data import camvid, interferograms
 from tfseg.data.labels import write_roi_json, write_yolo
-from tfseg.errors import ConfigError, TfsegError, run_cli
 from tfseg.train import main
+from tfseg.utils.errors import ConfigError, TfsegError
 
 SIZE = (32, 32)
 BOX = (4, 6, 10, 8)

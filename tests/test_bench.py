@@ -1,6 +1,7 @@
 """`python -m tfseg.bench`: one tiny run through every runtime (JSON, Markdown, --compare), the
 FLOP counter against hand-computed and published figures, failed rows, argument errors."""
 
+import dataclasses
 import json
 
 import keras
@@ -8,16 +9,24 @@ import pytest
 from conftest import opencv_engines, run_module
 
 from tfseg import bench
-from tfseg.errors import run_cli
+from tfseg.benchmarking import runner
+from tfseg.benchmarking.cases import Case, Variant, cases_of, row_key, rows_of
+from tfseg.benchmarking.children import run_child
+from tfseg.benchmarking.flops import count_flops
+from tfseg.benchmarking.machine import REFERENCE_CONV
+from tfseg.benchmarking.report import SCHEMA, compare, render_comparison, render_markdown
+from tfseg.benchmarking.rows import build_model
+from tfseg.cli import run_cli
+from tfseg.deploy.runtimes import RUNTIMES
 
-TINY = bench.Case("sr_johnson", 16, 16, 3, {"scale": 4})
+TINY = Case("sr_johnson", 16, 16, 3, {"scale": 4})
 TINY_ARGS = ["--models", "sr_johnson", "--size", "16x16", "--repeats", "2", "--warmup", "1",
              "--dtypes", "float32", "bfloat16"]
-ROWS = [bench.Variant(runtime) for runtime in bench.RUNTIMES] + [
-    bench.Variant("keras", "bfloat16")]
+ROWS = [Variant(runtime) for runtime in RUNTIMES] + [
+    Variant("keras", "bfloat16")]
 # An earlier report holding two of the tiny run's rows, with round figures to divide by.
-OLD_FIGURES = {bench.Variant("keras"): {"median_ms": 10.0, "images_per_s": 50.0},
-               bench.Variant("onnxruntime"): {"median_ms": 4.0, "peak_rss_mib": 100.0}}
+OLD_FIGURES = {Variant("keras"): {"median_ms": 10.0, "images_per_s": 50.0},
+               Variant("onnxruntime"): {"median_ms": 4.0, "peak_rss_mib": 100.0}}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +34,8 @@ def tiny_run(tmp_path_factory):
     """The tiny model through every runtime in float32 (and Keras in bfloat16), compared with
     an earlier report; returns (process, report, markdown file text)."""
     tmp = tmp_path_factory.mktemp("bench")
-    old = {"schema": bench.SCHEMA, "pipelines": [], "rows": [
-        {"key": bench.row_key(TINY, variant, 1), "status": "ok", **figures}
+    old = {"schema": SCHEMA, "pipelines": [], "rows": [
+        {"key": row_key(TINY, variant, 1), "status": "ok", **figures}
         for variant, figures in OLD_FIGURES.items()]}
     (tmp / "old.json").write_text(json.dumps(old))
     process = run_module("tfseg.bench", *TINY_ARGS, "--json", tmp / "out" / "new.json",
@@ -39,19 +48,19 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.slow
 def test_every_runtime_gives_a_row_with_every_figure(tiny_run):
     _, report, _ = tiny_run
-    assert report["schema"] == bench.SCHEMA
+    assert report["schema"] == SCHEMA
     assert report["command"].startswith("python -m tfseg.bench " + " ".join(TINY_ARGS))
     machine = report["machine"]
     assert machine["conv_gflop_per_s"] > 0 and machine["cores"] >= 1
-    # conftest's Zen 3, as tfseg.hardware reads it, and what training would pick there.
+    # conftest's Zen 3, as tfseg.utils.hardware reads it, and what training would pick there.
     assert (machine["cpu"], machine["cpu_features"]) == ("AMD EPYC 7B13", ["avx2", "fma"])
     assert machine["precision"]["policy"] == "float32"
     assert machine["anchors"]["conv_gflop_per_s"] == machine["conv_gflop_per_s"]
     assert machine["anchors"]["matmul_gflop_per_s"] > 0 and machine["anchors"]["resnet50_ms"] > 0
     assert {"tensorflow", "keras", "onnxruntime", "opencv"} <= report["versions"].keys()
-    assert sorted(bench.Variant(row["runtime"], row["dtype"], row["jit_compile"])
+    assert sorted(Variant(row["runtime"], row["dtype"], row["jit_compile"])
                   for row in report["rows"]) == sorted(ROWS)
-    gflops = bench.count_flops(bench.build_model(TINY, "float32"), (1, 16, 16, 3)) / 1e9
+    gflops = count_flops(build_model(TINY, "float32"), (1, 16, 16, 3)) / 1e9
     for row in report["rows"]:
         missing = opencv_engines().get(row["runtime"])
         if missing:   # an engine this OpenCV lacks: a row that says so, not a failure
@@ -60,8 +69,8 @@ def test_every_runtime_gives_a_row_with_every_figure(tiny_run):
             continue
         assert row["status"] == "ok", row
         assert row["runtime_version"], row
-        assert row["key"] == bench.row_key(
-            TINY, bench.Variant(row["runtime"], row["dtype"], row["jit_compile"]), 1)
+        assert row["key"] == row_key(
+            TINY, Variant(row["runtime"], row["dtype"], row["jit_compile"]), 1)
         assert row["output_shape"] == [64, 64, 3]
         assert 0 < row["min_ms"] <= row["median_ms"] <= row["p90_ms"] <= row["max_ms"]
         assert row["images_per_s"] == pytest.approx(1e3 / row["median_ms"])
@@ -97,7 +106,7 @@ def test_compare_prints_new_over_old(tiny_run):
     assert len(lines) == len(ROWS)
     new = {row["key"]: row for row in report["rows"]}
     for variant, figures in OLD_FIGURES.items():
-        key = bench.row_key(TINY, variant, 1)
+        key = row_key(TINY, variant, 1)
         for figure, old in figures.items():
             assert f"| {new[key][figure] / old:.3f} " in lines[key] + " "
 
@@ -110,10 +119,10 @@ def test_compare_divides_rows_present_and_measured_in_both():
     new = {"rows": [{"key": "a", "median_ms": 2.0, "images_per_s": 500.0, "p90_ms": 3.0},
                     {"key": "failed", "median_ms": 1.0}, {"key": "new", "median_ms": 1.0}],
            "pipelines": [{"key": "pipeline sr", "pipeline_img_s": 150.0}]}
-    assert bench.compare(new, old) == [
+    assert compare(new, old) == [
         {"key": "a", "median_ms": 0.5, "images_per_s": 2.0}, {"key": "failed"},
         {"key": "new"}, {"key": "pipeline sr", "pipeline_img_s": 1.5}]
-    table = bench.render_comparison(bench.compare(new, old), "old.json")
+    table = render_comparison(compare(new, old), "old.json")
     assert "| a | 0.500 | 2.000 |  |" in table and "| new |  |  |  |" in table
 
 
@@ -130,31 +139,31 @@ def test_flop_counter_matches_a_hand_count():
                     + 4 * 3 * (2 * 2 * 6) * 3      # transposed: every INPUT pixel x filter
                     + 8 * 6 * 3 * 5)               # dense on every pixel
     model = keras.Model(inputs, x)
-    assert bench.count_flops(model, (1, 8, 6, 2)) == expected
-    assert bench.count_flops(model, (3, 8, 6, 2)) == 3 * expected
+    assert count_flops(model, (1, 8, 6, 2)) == expected
+    assert count_flops(model, (3, 8, 6, 2)) == 3 * expected
 
 
 @pytest.mark.parametrize("case, published, tolerance", [
-    (bench.Case("fcn_resnet18", 768, 128, 1, {"num_classes": 2}), 107, 0.005),   # MODELS.md
-    (bench.Case("fcn_resnet18", 3072, 512, 1, {"num_classes": 2}), 1717, 0.005),
+    (Case("fcn_resnet18", 768, 128, 1, {"num_classes": 2}), 107, 0.005),   # MODELS.md
+    (Case("fcn_resnet18", 3072, 512, 1, {"num_classes": 2}), 1717, 0.005),
     # The paper's 21.2 at 640x360 is not exact to its own counting: we are 4 % below.
-    (bench.Case("linknet", 360, 640, 3, {"num_classes": 12}), 21.2, 0.05),
+    (Case("linknet", 360, 640, 3, {"num_classes": 12}), 21.2, 0.05),
 ])
 def test_flop_counter_matches_models_md(case, published, tolerance):
     shape = (1, case.height, case.width, case.channels)
-    gflops = bench.count_flops(bench.build_model(case, "float32"), shape) / 1e9
+    gflops = count_flops(build_model(case, "float32"), shape) / 1e9
     assert gflops == pytest.approx(published, rel=tolerance)
 
 
 def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
     settings = {"repeats": 1, "warmup": 1, "batch": 1}
-    spec = {"job": "row", "case": bench.dataclasses.asdict(TINY),
-            "variant": bench.Variant("onnxruntime"),
+    spec = {"job": "row", "case": dataclasses.asdict(TINY),
+            "variant": Variant("onnxruntime"),
             "artifact": str(tmp_path / "missing.onnx"), **settings}
-    failed = bench.run_child(spec, timeout=300)   # a real child that cannot load the file
+    failed = run_child(spec, timeout=300)   # a real child that cannot load the file
     assert failed["status"] == "failed"
     assert "missing.onnx: no such file" in failed["reason"]
-    assert bench.run_child({"job": "machine"}, timeout=1) == {
+    assert run_child({"job": "machine"}, timeout=1) == {
         "status": "failed", "reason": "no result within 1 s"}   # TensorFlow alone takes longer
 
     def fake_child(spec, *, timeout):   # the export worked; one runtime fails, one measures
@@ -166,23 +175,23 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
         return {"status": "ok", "median_ms": 10.0, "images_per_s": 100.0, "p90_ms": 11.0,
                 "peak_rss_mib": 50.0}
 
-    monkeypatch.setattr(bench, "run_child", fake_child)
-    variants = [bench.Variant(runtime) for runtime in ("savedmodel", "onnxruntime", "opencv")]
-    rows = bench.measure_case(TINY, variants, settings, tmp_path, 60, peak_gflop_per_s=400.0)
+    monkeypatch.setattr(runner, "run_child", fake_child)
+    variants = [Variant(runtime) for runtime in ("savedmodel", "onnxruntime", "opencv")]
+    rows = runner.measure_case(TINY, variants, settings, tmp_path, 60, peak_gflop_per_s=400.0)
     assert [row["status"] for row in rows] == ["failed", "failed", "ok"]
     assert rows[0]["reason"] == "export: no disk"
     assert rows[2]["gflop_per_s"] == 200.0 and rows[2]["peak_fraction"] == 0.5
     report = {"machine": {"cpu": "cpu", "cpu_features": ["avx2", "fma"], "cores": 2,
                           "precision": {"policy": "float32", "reason": "auto: why"},
                           "conv_gflop_per_s": 400.0,
-                          "reference_conv": bench.REFERENCE_CONV,
+                          "reference_conv": REFERENCE_CONV,
                           "anchors": {"conv_gflop_per_s": 210.0, "matmul_gflop_per_s": 270.0,
                                       "resnet50_ms": 230.0}},
               "versions": dict.fromkeys(("tensorflow", "keras", "onnxruntime", "opencv",
                                          "tfseg"), "1"),
               "date": "today", "command": "c", "rows": rows, "pipelines": [],
               "repeats": 1, "warmup": 1, "batch": 1}
-    markdown = bench.render_markdown(report)
+    markdown = render_markdown(report)
     assert ("Machine: cpu, 2 cores, CPU features avx2 fma; Keras precision auto: float32 "
             "(auto: why)") in markdown
     assert "| savedmodel | float32" + " | " * 9 + "failed: export: no disk |" in markdown
@@ -196,18 +205,18 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
 def test_precision_and_xla_vary_the_keras_runtime_only():
     args = bench.parse_args(["--runtimes", "keras", "onnxruntime", "--dtypes", "float32",
                              "bfloat16", "--jit-compile", "off", "on"])
-    assert bench.rows_of(args) == [
-        bench.Variant("keras", "float32", False), bench.Variant("keras", "float32", True),
-        bench.Variant("keras", "bfloat16", False), bench.Variant("keras", "bfloat16", True),
-        bench.Variant("onnxruntime", "float32", False)]
+    assert rows_of(args) == [
+        Variant("keras", "float32", False), Variant("keras", "float32", True),
+        Variant("keras", "bfloat16", False), Variant("keras", "bfloat16", True),
+        Variant("onnxruntime", "float32", False)]
     # By default Keras computes as training would here; the exports stay float32.
     default = bench.parse_args(["--runtimes", "keras", "onnxruntime"])
-    assert bench.rows_of(default, auto="bfloat16") == [
-        bench.Variant("keras", "bfloat16"), bench.Variant("onnxruntime")]
-    assert bench.rows_of(default) == [bench.Variant("keras"), bench.Variant("onnxruntime")]
-    assert [case.model for case in bench.cases_of(args)] == [
+    assert rows_of(default, auto="bfloat16") == [
+        Variant("keras", "bfloat16"), Variant("onnxruntime")]
+    assert rows_of(default) == [Variant("keras"), Variant("onnxruntime")]
+    assert [case.model for case in cases_of(args)] == [
         "fcn32_vgg16", "fcn_resnet18", "icnet", "icnet", "linknet", "sr_johnson"]
-    resized = bench.cases_of(bench.parse_args(["--models", "icnet", "--size", "64x96"]))
+    resized = cases_of(bench.parse_args(["--models", "icnet", "--size", "64x96"]))
     assert [(case.height, case.width, case.options["width"]) for case in resized] == [
         (64, 96, 1.0), (64, 96, 0.5)]
 
@@ -234,4 +243,4 @@ def test_the_command_line_exits_2_on_a_bad_argument(tmp_path):
     process = run_module("tfseg.bench", "--compare", tmp_path / "old.json")
     assert process.returncode == 2
     assert process.stderr == f"error: {tmp_path / 'old.json'}: not a tfseg.bench report " \
-                             f"(expected schema {bench.SCHEMA!r})\n"
+                             f"(expected schema {SCHEMA!r})\n"

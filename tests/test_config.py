@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO, TINY_CONFIG, run_module
 
 from tfseg.config import Config, DataConfig, TrainConfig, load_config, save_config
-from tfseg.errors import ConfigError
+from tfseg.utils.errors import ConfigError
 
 
 def error_for(write_yaml, content, overrides=()):

@@ -12,9 +12,11 @@ import yaml
 from conftest import run_module
 from test_export import trained_run_dir
 
-from tfseg import evaluate, models, runtimes
-from tfseg.errors import run_cli
-from tfseg.summaries import IGNORE_COLOUR
+from tfseg import evaluate, models
+from tfseg.cli import run_cli
+from tfseg.deploy import runtimes
+from tfseg.deploy.evaluation import predict
+from tfseg.tasks.panels import IGNORE_COLOUR
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def test_frames_of_another_size_are_resized_with_a_note():
     model = models.build("linknet", num_classes=2, input_shape=(32, 32), input_channels=1,
                          mean=[12.0], std=[12.0])
     notes = set()
-    logits = evaluate.predict(runtimes.from_keras(model), np.ones((2, 48, 40, 1), np.float32),
+    logits = predict(runtimes.from_keras(model), np.ones((2, 48, 40, 1), np.float32),
                               notes)
     assert logits.shape == (2, 48, 40, 2)
     assert notes == {("frames are 48x40 but the model takes 32x32: frames resized to the "

@@ -12,8 +12,13 @@ import tensorflow as tf
 import yaml
 from conftest import TINY_CONFIG, assert_parity_results, randomize_batch_norm, run_module
 
-from tfseg import export, models, runtimes
-from tfseg.errors import run_cli
+from tfseg import export, models
+from tfseg.cli import run_cli
+from tfseg.deploy import runtimes
+from tfseg.deploy.exports import export_model, export_onnx
+from tfseg.deploy.metadata import make_metadata, read_onnx_metadata
+from tfseg.deploy.parity import ParityError, check_parity
+from tfseg.utils.files import write_json
 
 SIZE = (64, 64)
 
@@ -22,7 +27,7 @@ def trained_run_dir(tmp_path_factory):
     """A tiny trained run (TINY_CONFIG, exported by the training run itself), trained once
     per test session and shared by the export and evaluation tests."""
     from tfseg.config import Config, from_dict
-    from tfseg.training import train
+    from tfseg.training.loop import train
 
     run_dir = tmp_path_factory.getbasetemp() / "tiny_run"
     if not (run_dir / "export" / "parity.json").exists():
@@ -38,7 +43,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(run_dir):
     """The run's restored model and a few raw validation-like frames."""
-    from tfseg.runs import load_run
+    from tfseg.runs.restore import load_run
 
     _, model = load_run(run_dir)
     images = np.random.default_rng(0).uniform(0, 60, (3, *SIZE, 1)).astype(np.float32)
@@ -46,7 +51,7 @@ def trained(run_dir):
 
 
 def test_json_reports_stay_valid_json_with_nan(tmp_path):
-    export.write_json({"foreground_iou": float("nan"), "per_class": [1.0, float("inf")]},
+    write_json({"foreground_iou": float("nan"), "per_class": [1.0, float("inf")]},
                       tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == {
         "foreground_iou": None, "per_class": [1.0, None]}
@@ -78,8 +83,8 @@ def test_a_disagreeing_export_fails_naming_the_runtime(run_dir, trained, tmp_pat
     keras.utils.set_random_seed(1)
     other = models.build("linknet", num_classes=2, input_shape=SIZE, input_channels=1,
                          mean=[12.0], std=[12.0])
-    with pytest.raises(export.ParityError, match="onnxruntime: max abs diff"):
-        export.check_parity([(run_dir / "export" / "model.onnx", other)], images,
+    with pytest.raises(ParityError, match="onnxruntime: max abs diff"):
+        check_parity([(run_dir / "export" / "model.onnx", other)], images,
                             runtimes=["onnxruntime"], task="segmentation",
                             report_path=tmp_path / "parity.json")
     report = json.loads((tmp_path / "parity.json").read_text())
@@ -91,12 +96,12 @@ def test_super_resolution_exports_pass_psnr_parity(tmp_path):
     model = models.build("sr_johnson", scale=2, input_shape=(16, 16), input_channels=3,
                          mean=[127.5] * 3, std=[127.5] * 3)
     randomize_batch_norm(model)
-    metadata = runtimes.make_metadata(
+    metadata = make_metadata(
         model="sr_johnson", task="super_resolution", input_size=(16, 16), input_channels=3,
         layout="NCHW", mean=[127.5] * 3, std=[127.5] * 3,
         preprocessing={"resize_to": [16, 16], "colour": "rgb"}, scale=2)
     images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
-    exported = export.export_model(model, metadata, tmp_path, images)
+    exported = export_model(model, metadata, tmp_path, images)
     assert not (tmp_path / "labels.txt").exists()
     assert_parity_results(exported["parity"], runtimes.RUNTIMES[1:])
     for result in exported["parity"].values():
@@ -113,7 +118,7 @@ def test_fractional_resize_exports_at_its_exact_size(tmp_path, size, target):
     inputs = keras.Input((*size, 3))
     resized = keras.layers.Resizing(*target, interpolation="bilinear")(inputs)
     model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(resized))
-    onnx_path = export.export_onnx(model, tmp_path / "resize.onnx")
+    onnx_path = export_onnx(model, tmp_path / "resize.onnx")
     output = onnx.load(str(onnx_path)).graph.output[0]
     assert [d.dim_value for d in output.type.tensor_type.shape.dim] == [1, 2, *target]
     images = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
@@ -152,7 +157,7 @@ def test_export_command_writes_and_checks_every_size(run_dir):
     assert report["runtimes"]["opencv model_96x80.onnx"]["input_size"] == [96, 80]
     # Each size's file tells a caller to resize frames to that size, not the training one.
     for name, size in (("model.onnx", [64, 64]), ("model_96x80.onnx", [96, 80])):
-        metadata = runtimes.read_onnx_metadata(out / name)
+        metadata = read_onnx_metadata(out / name)
         assert metadata["input_size"] == metadata["preprocessing"]["resize_to"] == size
     assert runtimes.load(out / "model_96x80.onnx").input_size == (96, 80)
     assert "parity      opencv model_96x80.onnx: max abs diff" in result.stdout

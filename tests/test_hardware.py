@@ -4,8 +4,8 @@ of `train.mixed_precision: auto` on CPUs and GPUs this machine is not (tests/cpu
 import pytest
 from conftest import CPUINFO
 
-from tfseg import hardware
-from tfseg.hardware import Cpu, Gpu, Precision, choose_precision
+from tfseg.utils import hardware
+from tfseg.utils.hardware import Cpu, Gpu, Precision, choose_precision
 
 
 def pose_as(monkeypatch, name, gpu_list=()):

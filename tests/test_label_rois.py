@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error
 
-from tfseg import files
 from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json, write_yolo
+from tfseg.utils import files
 
 TOOL = REPO / "tools" / "label_rois.py"
 _spec = importlib.util.spec_from_file_location("label_rois", TOOL)

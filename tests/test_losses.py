@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
 
-from tfseg.losses import (
+from tfseg.models.backbones.vgg import NOTOP_WEIGHTS_FILE
+from tfseg.tasks.losses import (
     ICNET_PAPER_WEIGHTS,
     ICNET_SEED_WEIGHTS,
     PerceptualLoss,
@@ -19,7 +20,6 @@ from tfseg.losses import (
     per_image_cross_entropy,
     per_image_dice_loss,
 )
-from tfseg.models.backbones.vgg import NOTOP_WEIGHTS_FILE
 
 BLOG_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv2")
 

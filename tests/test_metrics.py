@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tfseg.data.super_resolution import evaluation_pairs
-from tfseg.metrics import (
+from tfseg.tasks.metrics import (
     InstanceIoU,
     bicubic_baseline,
     confusion_matrix,

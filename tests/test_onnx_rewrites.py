@@ -1,4 +1,4 @@
-"""Each OpenCV 4 rewrite (tfseg.onnx_rewrites) on small hand-built graphs and on a tiny Keras
+"""Each OpenCV 4 rewrite (tfseg.deploy.onnx_rewrites) on small hand-built graphs and on a tiny Keras
 model converted by tf2onnx: the rewritten graph is valid, computes the same in onnxruntime, and
 has the form old OpenCV importers need."""
 
@@ -9,9 +9,9 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tfseg import onnx_rewrites
+from tfseg.deploy import onnx_rewrites
+from tfseg.deploy.onnx_conversion import convert
 from tfseg.models.icnet import apply_pyramid_pooling
-from tfseg.onnx_conversion import convert
 
 END = onnx_rewrites.TO_THE_END
 
@@ -172,7 +172,7 @@ def test_tile_that_is_not_an_upsampling_is_left_alone():
 def keras_export():
     """A tiny Keras model with every pattern the rewrites target (ICNet's pyramid pooling,
     a stride-2 transposed convolution, nearest upsampling, a crop), exported by
-    `tfseg.onnx_conversion.convert`, and the Keras output (NCHW) on a random input."""
+    `tfseg.deploy.onnx_conversion.convert`, and the Keras output (NCHW) on a random input."""
     inputs = keras.Input((12, 20, 2))
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inputs)
     x = apply_pyramid_pooling(x, 8, name="ppm")

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import write_plain_onnx
 
-from tfseg import export, opencv_dnn, runtimes
-from tfseg.opencv_dnn import EngineUnavailable, OpenCVError, OpenCVWorker
+from tfseg.deploy import opencv_dnn, parity, runtimes
+from tfseg.deploy.opencv_dnn import EngineUnavailable, OpenCVError, OpenCVWorker
 
 WITH_ORT = "  Other third-party libraries:\n  ONNX Runtime:                  YES (1.20)\n"
 WITHOUT_ORT = "  ONNX Runtime:                  NO\n"
@@ -76,11 +76,11 @@ def test_parity_records_an_unavailable_runtime_as_such(monkeypatch):
     def unavailable(path, runtime):
         raise runtimes.RuntimeUnavailable(f"{runtime}: OpenCV 9.9 has no such engine")
 
-    monkeypatch.setattr(export, "load", unavailable)
-    result = export.run_parity("model.onnx", "opencv_classic", None, None,
-                               task="segmentation", tolerance=export.Tolerance())
+    monkeypatch.setattr(parity, "load", unavailable)
+    result = parity.run_parity("model.onnx", "opencv_classic", None, None,
+                               task="segmentation", tolerance=parity.Tolerance())
     assert result == {"unavailable": "OpenCV 9.9 has no such engine", "passed": True}
-    assert export.describe(result) == "not available: OpenCV 9.9 has no such engine"
+    assert parity.describe(result) == "not available: OpenCV 9.9 has no such engine"
 
 
 def test_the_worker_runs_in_the_interpreter_the_variable_names(tmp_path, monkeypatch):

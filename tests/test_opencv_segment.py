@@ -12,8 +12,9 @@ import pytest
 from conftest import REPO, write_plain_onnx
 from test_predict import MODEL_SIZE, make_segmentation_export, read_mask
 
-from tfseg import opencv_dnn, predict
-from tfseg.errors import run_cli
+from tfseg import predict
+from tfseg.cli import run_cli
+from tfseg.deploy import opencv_dnn
 
 TOOL = REPO / "tools" / "opencv_segment.py"
 FORBIDDEN = ("tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "tfseg")

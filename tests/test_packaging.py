@@ -14,17 +14,18 @@ from conftest import REPO, run_module
 
 from tfseg import train
 from tfseg.config import load_config
-from tfseg.errors import ConfigError
+from tfseg.config.recipes import recipe_path, recipes
+from tfseg.utils.errors import ConfigError
 
 RECIPES = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
 
 
 def test_every_recipe_in_configs_is_packaged():
-    assert sorted(train.recipes()) == RECIPES
+    assert sorted(recipes()) == RECIPES
 
 
 def test_default_names_the_default_recipe():
-    path = train.recipe_path("default")
+    path = recipe_path("default")
     assert path.name == "default.yaml"
     assert path.read_bytes() == (REPO / "configs" / "default.yaml").read_bytes()
 
@@ -32,18 +33,18 @@ def test_default_names_the_default_recipe():
 @pytest.mark.parametrize("given", ["configs/default.yaml", "elsewhere/missing", "my.yaml",
                                    "/abs/recipe.yml"])
 def test_a_path_is_taken_as_given(given):
-    assert train.recipe_path(given) == Path(given)
+    assert recipe_path(given) == Path(given)
 
 
 def test_an_existing_file_wins_over_a_recipe_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("default").write_text("train: {epochs: 1}\n")
-    assert train.recipe_path("default") == Path("default")
+    assert recipe_path("default") == Path("default")
 
 
 def test_unknown_name_lists_the_recipes():
     with pytest.raises(ConfigError) as caught:
-        train.recipe_path("linknet_camvd")
+        recipe_path("linknet_camvd")
     assert str(caught.value) == (
         f"--config linknet_camvd: no such file or recipe; the recipes are "
         f"{', '.join(RECIPES)} (or give a YAML file's path)")
@@ -55,7 +56,7 @@ def test_an_install_without_the_recipes_says_to_reinstall(monkeypatch):
 
     monkeypatch.setattr("importlib.resources.files", missing)
     with pytest.raises(ConfigError, match=r"recipes \(tfseg.recipes\) are missing: reinstall"):
-        train.recipe_path("default")
+        recipe_path("default")
 
 
 @pytest.mark.parametrize("argv, recipe", [([], "default"),
@@ -63,7 +64,7 @@ def test_an_install_without_the_recipes_says_to_reinstall(monkeypatch):
                                           (["--config", "linknet_camvid"], "linknet_camvid")])
 def test_cli_trains_the_named_recipe(argv, recipe, monkeypatch):
     calls = []
-    monkeypatch.setattr("tfseg.training.train", lambda config, run_dir, **_: calls.append(
+    monkeypatch.setattr("tfseg.training.loop.train", lambda config, run_dir, **_: calls.append(
         (config, run_dir)))
     assert train.main(argv) == 0
     [(config, run_dir)] = calls
@@ -86,7 +87,7 @@ BUILD_INPUTS = ["setup.py", "setup.cfg", "pyproject.toml", "README.md", "tfseg",
 CHECK_INSTALLED = """
 import json, tfseg
 from tfseg.config import load_config
-from tfseg.train import recipe_path, recipes
+from tfseg.config.recipes import recipe_path, recipes
 for name in recipes():
     load_config(recipe_path(name))
 print(json.dumps({"tfseg": tfseg.__file__, "default": str(recipe_path("default")),

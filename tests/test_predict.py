@@ -17,10 +17,14 @@ from conftest import (
     write_plain_onnx,
 )
 
-from tfseg import export, models, predict, runtimes
+from tfseg import models, predict
+from tfseg.cli import run_cli
 from tfseg.config import DataConfig, PreprocessConfig
 from tfseg.data.interferograms import prepare_sequence
-from tfseg.errors import TfsegError, run_cli
+from tfseg.deploy import inference, runtimes
+from tfseg.deploy.exports import export_onnx, export_saved_model
+from tfseg.deploy.metadata import make_metadata
+from tfseg.utils.errors import TfsegError
 
 MODEL_SIZE = (32, 48)
 FRAME_SIZE = (48, 64)   # raw frames: cropped to 40x56, resized to the model size
@@ -29,7 +33,7 @@ STEPS = {"blur": 3, "background_every": 2, "background_alpha": 0.9, "clahe_clip_
 
 
 def segmentation_metadata(steps, *, mean, std):
-    return runtimes.make_metadata(
+    return make_metadata(
         model="linknet", task="segmentation", input_size=MODEL_SIZE, input_channels=1,
         layout="NCHW", mean=mean, std=std, class_names=["background", "sample"],
         preprocessing={**steps, "resize_to": list(MODEL_SIZE), "colour": "gray"})
@@ -86,7 +90,7 @@ def make_segmentation_export(folder):
     if not onnx_path.exists():
         folder.mkdir(exist_ok=True)
         metadata = segmentation_metadata(STEPS, mean=[90.0], std=[40.0])
-        export.export_onnx(model, onnx_path, metadata=metadata)
+        export_onnx(model, onnx_path, metadata=metadata)
     frames = make_frames(4, FRAME_SIZE)
     return SimpleNamespace(model=model, onnx=onnx_path, frames=frames,
                            folder=write_frames(folder / "frames", frames))
@@ -158,8 +162,8 @@ def test_16_bit_frames_keep_their_values_as_in_training(tmp_path):
     frames = make_frames(3, FRAME_SIZE, maximum=4000, dtype=np.uint16, seed=1)
     folder = write_frames(tmp_path / "frames16", frames)
     assert cv2.imread(str(folder / "frame_0000.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
-    (sequence,) = predict.find_sequences([folder])
-    outputs = dict(predict.predict_sequence(runtimes.from_keras(model, metadata), sequence))
+    (sequence,) = inference.find_sequences([folder])
+    outputs = dict(inference.predict_sequence(runtimes.from_keras(model, metadata), sequence))
     masks = np.stack([outputs[f"frame_{i:04d}"]["mask"] for i in range(3)])
     expected = training_masks(model, frames, STEPS)
     assert 0.02 < expected.mean() < 0.98
@@ -176,13 +180,13 @@ def super_resolution_export(tmp_path_factory):
     model = models.build("sr_johnson", input_shape=(24, 24), **options)
     any_size = models.build("sr_johnson", **options)
     any_size.set_weights(model.get_weights())
-    metadata = runtimes.make_metadata(
+    metadata = make_metadata(
         model="sr_johnson", task="super_resolution", input_size=(24, 24), input_channels=3,
         layout="NHWC", mean=options["mean"], std=options["std"], scale=2,
         preprocessing={"blur": 0, "background_every": 0, "background_alpha": 0.0,
                        "clahe_clip_limit": 0.0, "clahe_tile_grid": 1, "crop": [],
                        "resize_to": [], "colour": "rgb"})
-    saved_model = export.export_saved_model(model, out / "saved_model", metadata)
+    saved_model = export_saved_model(model, out / "saved_model", metadata)
     return SimpleNamespace(any_size=any_size, saved_model=saved_model)
 
 
@@ -230,7 +234,7 @@ def test_match_histogram_follows_the_reference_and_keeps_the_order():
     rng = np.random.default_rng(0)
     image = rng.normal(60, 10, (64, 64, 1)).clip(0, 255).astype(np.uint8)
     reference = rng.uniform(100, 250, (20, 30, 1)).astype(np.uint8)
-    matched = predict.match_histogram(image, reference)
+    matched = inference.match_histogram(image, reference)
     np.testing.assert_allclose(np.percentile(matched, [10, 50, 90]),
                                np.percentile(reference, [10, 50, 90]), atol=3)
     order = np.argsort(image.ravel(), kind="stable")

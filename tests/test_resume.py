@@ -17,7 +17,7 @@ import tensorflow as tf
 import yaml
 from conftest import CPUINFO, REPO, TINY_CONFIG, run_module
 
-from tfseg.runs import load_run
+from tfseg.runs.restore import load_run
 
 pytestmark = pytest.mark.slow
 

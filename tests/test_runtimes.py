@@ -9,11 +9,12 @@ import pytest
 from conftest import require_opencv_engine, write_plain_onnx
 from test_export import trained_run_dir
 
-from tfseg import export, runtimes
-from tfseg.errors import TfsegError
-from tfseg.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
-from tfseg.opencv_dnn import OpenCVError, OpenCVWorker
-from tfseg.runs import load_run
+from tfseg.deploy import runtimes
+from tfseg.deploy.metadata import decode_metadata, encode_metadata, metadata_for
+from tfseg.deploy.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
+from tfseg.deploy.opencv_dnn import OpenCVError, OpenCVWorker
+from tfseg.runs.restore import load_run
+from tfseg.utils.errors import TfsegError
 
 SIZE = (64, 64)
 
@@ -24,7 +25,7 @@ def exported(tmp_path_factory):
     run_dir = trained_run_dir(tmp_path_factory)
     config, model = load_run(run_dir)
     images = np.random.default_rng(0).uniform(0, 60, (3, *SIZE, 1)).astype(np.float32)
-    return model, export.metadata_for(config, "NCHW"), images, run_dir / "export"
+    return model, metadata_for(config, "NCHW"), images, run_dir / "export"
 
 
 def test_metadata_survives_onnx_strings_and_saved_model_json(exported):
@@ -39,7 +40,7 @@ def test_metadata_survives_onnx_strings_and_saved_model_json(exported):
     onnx_metadata = runtimes.load(out / "model.onnx").metadata
     assert {k: onnx_metadata[k] for k in metadata} == metadata
     assert runtimes.load(out / "saved_model").metadata == {**metadata, "layout": "NHWC"}
-    assert runtimes.decode_metadata(runtimes.encode_metadata(metadata)) == metadata
+    assert decode_metadata(encode_metadata(metadata)) == metadata
 
 
 def test_configured_class_colours_reach_the_metadata():
@@ -47,7 +48,7 @@ def test_configured_class_colours_reach_the_metadata():
 
     config = from_dict(Config, {"data": {"class_colours": [[1, 2, 3], [4, 5, 6]]}},
                        source="test")
-    assert export.metadata_for(config, "NCHW")["class_colours"] == [[1, 2, 3], [4, 5, 6]]
+    assert metadata_for(config, "NCHW")["class_colours"] == [[1, 2, 3], [4, 5, 6]]
 
 
 @pytest.mark.parametrize("path,runtime", [

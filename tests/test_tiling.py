@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfseg.tiling import blend_window, predict_tiled, tile_starts
+from tfseg.deploy.tiling import blend_window, predict_tiled, tile_starts
 
 
 def fully_convolutional(channels_out, *, upscale=1, seed=0):

@@ -16,8 +16,8 @@ import tensorflow as tf
 from conftest import REPO, TINY_CONFIG, assert_parity_results, run_module, write_hr_images
 
 from tfseg.config import load_config
-from tfseg.runtimes import RUNTIMES
-from tfseg.summaries import palette as segmentation_palette
+from tfseg.deploy.runtimes import RUNTIMES
+from tfseg.tasks.panels import palette as segmentation_palette
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +193,7 @@ def test_parity_report_covers_every_runtime(run):
 
 
 def test_checkpoint_restores_the_exported_weights(run):
-    from tfseg.training import build_model
+    from tfseg.models.from_config import build_model
     run_dir, _ = run
     config = load_config(run_dir / "config.yaml")
     model = build_model(config)
@@ -237,7 +237,7 @@ import keras, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tfseg.config import load_config
-from tfseg.training import build_training
+from tfseg.training.steps import build_training
 
 config = load_config(sys.argv[1])
 rng = np.random.default_rng(0)
@@ -332,7 +332,7 @@ def test_mixed_bfloat16_run_exports_a_float32_model_that_passes_parity(tmp_path,
     assert not [n for n in graph.node if n.op_type == "Cast"], "half-precision casts exported"
     # The export holds the trained weights: it matches the bf16 model restored from the
     # checkpoint within bf16 precision, and not a freshly initialised network.
-    from tfseg.training import build_model, dtype_policy
+    from tfseg.models.from_config import build_model, dtype_policy
     settings = load_config(tmp_path / "run" / "config.yaml")
     with dtype_policy("mixed_bfloat16"):
         trained = build_model(settings)

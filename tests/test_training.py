@@ -13,15 +13,12 @@ from tfseg.config import (
     SuperResolutionDataConfig,
     TrainConfig,
 )
-from tfseg.losses import per_image_asymmetric_loss, per_image_cross_entropy
-from tfseg.tasks import make_task
-from tfseg.training import (
-    build_model,
-    build_training,
-    copy_weights,
-    make_optimizer,
-    with_computed_class_weights,
-)
+from tfseg.models.from_config import build_model, copy_weights
+from tfseg.tasks.factory import make_task
+from tfseg.tasks.losses import per_image_asymmetric_loss, per_image_cross_entropy
+from tfseg.training.loop import with_computed_class_weights
+from tfseg.training.optimizers import make_optimizer
+from tfseg.training.steps import build_training
 
 
 def test_cosine_schedule_with_warmup_rises_then_decays_to_zero():

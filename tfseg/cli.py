@@ -1,6 +1,10 @@
-"""Argument types shared by the command-line tools."""
+"""What the command-line tools share: argument types, and user errors reported without a
+traceback."""
 
 import argparse
+import sys
+
+from tfseg.utils.errors import TfsegError
 
 
 def parse_size(text, minimum=1):
@@ -13,3 +17,13 @@ def parse_size(text, minimum=1):
         raise argparse.ArgumentTypeError(f"{text}: sizes must be at least "
                                          f"{minimum}x{minimum}")
     return height, width
+
+
+def run_cli(main, argv=None):
+    """Runs `main(argv)`; a `TfsegError` becomes `error: ...` on stderr and exit status 2 (or
+    the error's own `exit_status`, e.g. 130 after SIGINT)."""
+    try:
+        return main(argv)
+    except TfsegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return getattr(error, "exit_status", 2)

@@ -1,42 +1,14 @@
 """`python -m tfseg.train`: train a model from a YAML recipe, log to TensorBoard, checkpoint,
-export and check the exports (the loop itself is `tfseg.training`)."""
+export and check the exports (the loop itself is `tfseg.training.loop`)."""
 
 import argparse
 import datetime
-import importlib.resources
 from pathlib import Path
 
+from tfseg.cli import run_cli
 from tfseg.config import load_config, save_config
-from tfseg.errors import ConfigError, run_cli
-
-
-def recipes():
-    """The packaged recipes by name: configs/*.yaml, installed as the package `tfseg.recipes`
-    (in a checkout's editable install, configs/ itself), so they are found from any folder."""
-    try:
-        folder = importlib.resources.files("tfseg.recipes")
-    except ModuleNotFoundError:   # an editable install made before the recipes were packaged
-        raise ConfigError("the packaged recipes (tfseg.recipes) are missing: reinstall tfseg "
-                          "(`pip install -e .` in a checkout)") from None
-    return {entry.name.removesuffix(".yaml"): entry for entry in folder.iterdir()
-            if entry.name.endswith(".yaml")}
-
-
-def recipe_path(config):
-    """The YAML file `--config` names: a path (anything with a folder or a .yaml/.yml suffix,
-    or an existing file) as given, else a packaged recipe's name such as `linknet_camvid`.
-
-    Raises:
-        ConfigError: neither a file nor a recipe's name; the message lists the recipes.
-    """
-    path = Path(config)
-    if path.suffix in (".yaml", ".yml") or len(path.parts) != 1 or path.is_file():
-        return path
-    found = recipes()
-    if config not in found:
-        raise ConfigError(f"--config {config}: no such file or recipe; the recipes are "
-                          f"{', '.join(sorted(found))} (or give a YAML file's path)")
-    return found[config]
+from tfseg.config.recipes import recipe_path
+from tfseg.utils.errors import ConfigError
 
 
 def parse_args(argv):
@@ -70,7 +42,7 @@ def main(argv=None):
     run_dir = args.run_dir or Path("runs") / (
         f"{path.stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     # Imported here so `--help` and config errors answer without loading TensorFlow.
-    from tfseg.training import train
+    from tfseg.training.loop import train
 
     try:
         train(config, run_dir, profile=args.profile)
@@ -96,7 +68,7 @@ def resume(args):
             raise ConfigError(f"--set train.epochs={config.train.epochs}: {path} plans "
                               f"{planned} epochs; a resumed run can only be extended")
         save_config(config, path)
-    from tfseg.training import train
+    from tfseg.training.loop import train  # deferred, as in main
 
     train(config, args.resume, resume=True, profile=args.profile)
     return 0

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import cv2
 
+from tfseg.cli import run_cli
 from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json
-from tfseg.errors import TfsegError, run_cli
-from tfseg.images import read_unchanged
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.images import read_unchanged
 
 # The frame files tfseg.data.interferograms reads (not imported from there: that module loads
 # TensorFlow, slow to start and noisy on stderr for a labelling tool).

@@ -17,9 +17,10 @@ from pathlib import Path
 import cv2
 
 from tfseg.cli import parse_size
+from tfseg.config import SyntheticSpec
 from tfseg.data.interferograms import sequence_seed
 from tfseg.data.labels import write_roi_json, write_yolo
-from tfseg.data.synthetic import SyntheticSpec, generate_sequence
+from tfseg.data.synthetic import generate_sequence
 
 
 def main(argv=None):

@@ -12,8 +12,8 @@ import pytest
 from conftest import run_module
 
 from tfseg.data import camvid
-from tfseg.errors import TfsegError
-from tfseg.losses import class_pixel_counts, linknet_class_weights
+from tfseg.tasks.losses import class_pixel_counts, linknet_class_weights
+from tfseg.utils.errors import TfsegError
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "camvid").is_dir(),

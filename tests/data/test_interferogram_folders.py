@@ -15,7 +15,7 @@ from tfseg.config import Config, DataConfig, PreprocessConfig, TrainConfig
 from tfseg.data import interferograms, preprocess
 from tfseg.data.labels import read_roi_json, write_yolo
 from tfseg.data.pipeline import make_datasets, split_interferograms
-from tfseg.errors import TfsegError
+from tfseg.utils.errors import TfsegError
 
 FRAME = (96, 128)
 SIZE = (48, 64)

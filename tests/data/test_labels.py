@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 
 from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json, write_yolo
-from tfseg.errors import TfsegError
+from tfseg.utils.errors import TfsegError
 
 BOXES = [(10, 20, 30, 15), (0, 0, 5, 7)]
 

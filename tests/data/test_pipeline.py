@@ -4,10 +4,9 @@ import dataclasses
 
 import numpy as np
 
-from tfseg.config import Config, DataConfig, TrainConfig
+from tfseg.config import Config, DataConfig, SyntheticSpec, TrainConfig
 from tfseg.data.interferograms import synthetic_frames
 from tfseg.data.pipeline import make_datasets
-from tfseg.data.synthetic import SyntheticSpec
 
 SMALL = DataConfig(height=32, width=48, val_sequences=2,
                    synthetic=SyntheticSpec(height=64, width=96, frames_per_sequence=3, fringes=8))

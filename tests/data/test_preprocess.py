@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tfseg.config import DataConfig, PreprocessConfig
+from tfseg.config import DataConfig, PreprocessConfig, SyntheticSpec
 from tfseg.data import preprocess
 from tfseg.data.interferograms import prepare_sequence
-from tfseg.data.synthetic import SyntheticSpec, generate_sequence
+from tfseg.data.synthetic import generate_sequence
 
 
 def test_box_blur_matches_opencv_and_zero_disables():

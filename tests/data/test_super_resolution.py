@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfseg.data import super_resolution as sr
-from tfseg.errors import TfsegError
+from tfseg.utils.errors import TfsegError
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "sr").is_dir(),

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from tfseg.data.synthetic import SyntheticSpec, generate_sequence
+from tfseg.config import SyntheticSpec
+from tfseg.data.synthetic import generate_sequence
 
 SPEC = SyntheticSpec()
 SEEDS = range(6)

@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 from tfseg.data import tfds_builders
 from tfseg.data.labels import write_roi_json
-from tfseg.errors import TfsegError
+from tfseg.utils.errors import TfsegError
 
 
 def write_image(path, rng, shape, high=256):

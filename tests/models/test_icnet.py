@@ -13,11 +13,12 @@ import tensorflow as tf
 from conftest import available_opencv_runtimes, randomize_batch_norm
 from keras.src.legacy.saving import legacy_h5_format
 
-from tfseg import export
+from tfseg.deploy.exports import export_onnx
+from tfseg.deploy.opencv_dnn import run_opencv
+from tfseg.deploy.parity import run_onnxruntime
 from tfseg.models import all_layers
 from tfseg.models.backbones.resnet import build_resnet_backbone
 from tfseg.models.icnet import AdaptiveAveragePooling, build_icnet
-from tfseg.opencv_dnn import run_opencv
 
 SIZES = [(64, 64), (65, 97)]
 
@@ -162,8 +163,8 @@ def test_icnet_onnx_with_fractional_pyramid_resizes_matches_keras(tmp_path):
     randomize_batch_norm(model)
     x = images(size)
     expected = model(x, training=False).numpy().transpose(0, 3, 1, 2)
-    path = export.export_onnx(model, tmp_path / "icnet.onnx")
-    outputs = {"onnxruntime": export.run_onnxruntime(path, x),
+    path = export_onnx(model, tmp_path / "icnet.onnx")
+    outputs = {"onnxruntime": run_onnxruntime(path, x),
                **{runtime: run_opencv(path, x, runtime=runtime)
                   for runtime in available_opencv_runtimes()}}
     for runtime, output in outputs.items():

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from conftest import available_opencv_runtimes, psnr, randomize_batch_norm
 
-from tfseg import export, models
-from tfseg.opencv_dnn import run_opencv
+from tfseg import models
+from tfseg.deploy.exports import export_onnx
+from tfseg.deploy.opencv_dnn import run_opencv
+from tfseg.deploy.parity import run_onnxruntime
 
 SEGMENTERS = sorted(models.SEGMENTATION_MODELS)
 # Small versions where the architecture has a width option.
@@ -102,8 +104,8 @@ def test_onnx_export_agrees_with_keras_in_every_runtime(name, tmp_path):
     randomize_batch_norm(model)
     x = pixels(size, channels)
     expected = model(x, training=False).numpy().transpose(0, 3, 1, 2)
-    path = export.export_onnx(model, tmp_path / f"{name}.onnx")
-    outputs = {"onnxruntime": export.run_onnxruntime(path, x),
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    outputs = {"onnxruntime": run_onnxruntime(path, x),
                **{runtime: run_opencv(path, x, runtime=runtime)
                   for runtime in available_opencv_runtimes()}}
     for runtime, output in outputs.items():

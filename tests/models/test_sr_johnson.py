@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from conftest import available_opencv_runtimes, psnr, randomize_batch_norm
 
-from tfseg.export import export_onnx, run_onnxruntime
+from tfseg.deploy.exports import export_onnx
+from tfseg.deploy.opencv_dnn import run_opencv
+from tfseg.deploy.parity import run_onnxruntime
 from tfseg.models.sr_johnson import build_sr_johnson
-from tfseg.opencv_dnn import run_opencv
 
 
 def trainable_parameters(model):

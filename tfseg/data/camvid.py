@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfseg.errors import TfsegError
+from tfseg.utils.errors import TfsegError
 
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
                   "Car", "Pedestrian", "Bicyclist")

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from tfseg.data import labels, preprocess
 from tfseg.data.synthetic import generate_sequence
-from tfseg.errors import TfsegError
-from tfseg.images import read_unchanged
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.images import read_unchanged
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "validation": 1}

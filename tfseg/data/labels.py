@@ -11,8 +11,8 @@ Readers raise `TfsegError` naming the file (and entry or line) and what was expe
 import json
 from pathlib import Path
 
-from tfseg.errors import TfsegError
-from tfseg.files import write_text_atomic
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import write_text_atomic
 
 
 def write_roi_json(path, entries):

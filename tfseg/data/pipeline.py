@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg.data import camvid, interferograms, super_resolution
-from tfseg.errors import TfsegError
+from tfseg.utils.errors import TfsegError
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg.data.camvid import decode_rgb, list_files, scan_files
-from tfseg.errors import TfsegError
+from tfseg.utils.errors import TfsegError
 
 HR_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg")
 

@@ -42,7 +42,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfseg.data import camvid, interferograms, super_resolution
-from tfseg.errors import TfsegError
+from tfseg.utils.errors import TfsegError
 
 
 class CamvidSegnet(tfds.core.GeneratorBasedBuilder):

@@ -3,8 +3,8 @@ PNGs written atomically."""
 
 import cv2
 
-from tfseg.errors import TfsegError
-from tfseg.files import write_bytes_atomic
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import write_bytes_atomic
 
 
 def read_unchanged(path):

@@ -3,7 +3,7 @@
 imports and computes right.
 
 Each rewrite changes the ModelProto in place and needs static shapes, which tfseg's exports
-have; `rewrite_for_opencv` applies them all, after conversion (`tfseg.onnx_conversion`).
+have; `rewrite_for_opencv` applies them all, after conversion (`tfseg.deploy.onnx_conversion`).
 """
 
 import itertools

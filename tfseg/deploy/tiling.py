@@ -46,7 +46,7 @@ def predict_tiled(run, image, tile, overlap=None, batch_size=8):
 
     Args:
         run: callable. float32 (N, h, w, C) -> float32 (N, s*h, s*w, K), e.g. a
-            `tfseg.runtimes.Runtime`; s = 1 for segmentation, the upscaling factor for SR.
+            `tfseg.deploy.runtimes.Runtime`; s = 1 for segmentation, the upscaling factor for SR.
         image: float32 (H, W, C) frame.
         tile: (h, w). The model's input size. A frame smaller than the tile is reflect-padded
             up to it and the output cropped back.

@@ -1,11 +1,12 @@
-"""Keras model file -> static-size ONNX, run as a child process by `tfseg.export.export_onnx`:
+"""Keras model file -> static-size ONNX, run as a child process by
+`tfseg.deploy.exports.export_onnx`:
 
-    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python \\
-        python -m tfseg.onnx_conversion MODEL.keras OUT.onnx '{"opset": 17, "layout": "NCHW"}'
+    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python python -m tfseg.deploy.onnx_conversion \\
+        MODEL.keras OUT.onnx '{"opset": 17, "layout": "NCHW"}'
 
 The model is called with `training=False` (TOOLCHAIN.md trap 1) through a tf.function with a
 static batch-1 signature, converted by tf2onnx, its Resize nodes are given exact sizes
-(trap 2), and what OpenCV 4 imports wrongly is rewritten (`tfseg.onnx_rewrites`, trap 5b).
+(trap 2), and what OpenCV 4 imports wrongly is rewritten (`tfseg.deploy.onnx_rewrites`, trap 5b).
 Run with the pure-python protobuf backend: under the default one tf2onnx keeps a copy of the
 weights per optimiser pass.
 """
@@ -21,7 +22,7 @@ import tf2onnx
 
 import tfseg
 import tfseg.models  # noqa: F401  (registers the custom layers the model file names)
-from tfseg.onnx_rewrites import rewrite_for_opencv
+from tfseg.deploy.onnx_rewrites import rewrite_for_opencv
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfseg.errors import TfsegError
-from tfseg.files import write_text_atomic
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import write_text_atomic
 
 
 class RunCheckpoints:

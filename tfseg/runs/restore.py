@@ -2,8 +2,16 @@
 
 from pathlib import Path
 
+import tensorflow as tf
+
 from tfseg.config import load_config
-from tfseg.errors import TfsegError
+from tfseg.models.from_config import (
+    build_model,
+    copy_weights,
+    training_input_shape,
+    uses_cascade,
+)
+from tfseg.utils.errors import TfsegError
 
 
 def load_run(run_dir):
@@ -20,8 +28,6 @@ def load_run(run_dir):
         TfsegError: not a run (no config.yaml), no checkpoint yet, or a checkpoint that does
             not fit the model the config describes.
     """
-    from tfseg.training import build_model, copy_weights, training_input_shape, uses_cascade
-
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -41,7 +47,7 @@ def load_run(run_dir):
 
 def restore_weights(run_dir, model, described):
     """Loads the latest checkpoint of run `run_dir` into `model` (a training model, as
-    `tfseg.training.build_model(..., for_training=True)` builds it) and returns its path.
+    `tfseg.models.from_config.build_model(..., for_training=True)` builds it) and returns its path.
 
     Every variable of `model` must come from the checkpoint, so a checkpoint of another
     architecture is refused, not half-loaded.
@@ -49,8 +55,6 @@ def restore_weights(run_dir, model, described):
     Raises:
         TfsegError: no checkpoint, or one that does not fit `model` (`described` names it).
     """
-    import tensorflow as tf
-
     checkpoint_path = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
     if checkpoint_path is None:
         raise TfsegError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint in this run yet")

@@ -1,5 +1,7 @@
 """Atomic file output: a file is either complete or absent, never half-written."""
 
+import json
+import math
 import os
 from pathlib import Path
 
@@ -25,3 +27,18 @@ def write_bytes_atomic(path, data):
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_json(data, path):
+    """Writes JSON atomically (temporary name, then rename); NaN becomes null (valid JSON)."""
+    write_text_atomic(path, json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n")
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,161 @@
+"""The report of `python -m tfseg.bench`: its JSON (read back for `--compare`), the Markdown
+tables, the fastest runtime per model, and new / old ratios."""
+
+import json
+from pathlib import Path
+
+from tfseg.benchmarking.machine import TOOLCHAIN_ANCHORS
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.hardware import FEATURE_FLAGS
+
+PEAK_TARGET = 0.5
+SCHEMA = "tfseg.bench/1"
+
+
+def read_results(path):
+    """An earlier `--json` report, checked enough to compare against."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise TfsegError(f"{path}: cannot read ({error.strerror})") from None
+    except ValueError as error:
+        raise TfsegError(f"{path}: not JSON ({error})") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise TfsegError(f"{path}: not a tfseg.bench report (expected schema {SCHEMA!r})")
+    return report
+
+
+def _anchor_line(anchors):
+    """This machine today next to the figures TOOLCHAIN.md recorded for it."""
+    names = {"conv_gflop_per_s": ("3x3 convolution", "GFLOP/s", 1),
+             "matmul_gflop_per_s": ("4096^3 matmul", "GFLOP/s", 1),
+             "resnet50_ms": ("ResNet50 512x512", "ms", -1)}
+    parts = [f"{label} {anchors[key]:.0f} {unit} (TOOLCHAIN.md: "
+             f"{TOOLCHAIN_ANCHORS[key]:.0f}; {(anchors[key] / TOOLCHAIN_ANCHORS[key]) ** sign:.2f}x)"
+             for key, (label, unit, sign) in names.items()]
+    return ("This machine today against TOOLCHAIN.md's figures for it (speed ratio): "
+            + "; ".join(parts) + ".")
+
+
+def render_markdown(report):
+    """The header (machine, versions, command), the table of rows, the fastest runtime of each
+    model against the target, and the pipelines' table when measured."""
+    machine, versions = report["machine"], report["versions"]
+    conv = machine["reference_conv"]
+    features = " ".join(machine["cpu_features"]) or f"none of {', '.join(FEATURE_FLAGS)}"
+    precision = machine["precision"]
+    sections = [(f"Machine: {machine['cpu']}, {machine['cores']} cores, CPU features "
+                 f"{features}; Keras precision auto: {precision['policy']} "
+                 f"({precision['reason']}); measured "
+                 f"{conv['kernel']}x{conv['kernel']} convolution ({conv['channels']} -> "
+                 f"{conv['channels']} channels, {conv['size']}x{conv['size']}, float32): "
+                 f"**{machine['conv_gflop_per_s']:.0f} GFLOP/s**. TensorFlow "
+                 f"{versions['tensorflow']}, Keras {versions['keras']}, onnxruntime "
+                 f"{versions['onnxruntime']}, OpenCV {versions['opencv']}, tfseg "
+                 f"{versions['tfseg']}; {report['date']}."),
+                f"Command: `{report['command']}`"]
+    if "anchors" in machine:
+        sections.append(_anchor_line(machine["anchors"]))
+    if report["rows"]:
+        sections += [
+            (f"Batch {report['batch']}; median and p90 of {report['repeats']} calls after "
+             f"{report['warmup']} warm-up calls, each row in its own process. GFLOPs: 2 x "
+             f"multiply-adds per image; % of peak: achieved GFLOP/s over the measured "
+             f"convolution's. OpenCV runs in tfseg.deploy.opencv_dnn's worker process (its latency "
+             f"includes the pipe to it)."),
+            _table(("model", "input", "runtime", "precision", "median ms", "p90 ms", "images/s",
+                    "GFLOPs", "GFLOP/s", "% of peak", "peak RSS MiB", "target ms", "status"),
+                   [_row_cells(r) for r in report["rows"]]),
+            (f"Fastest runtime per model (target: >= {100 * PEAK_TARGET:.0f} % of the "
+             f"measured convolution throughput):"),
+            "\n".join(f"- {line}" for line in fastest_runtimes(report["rows"]))]
+    if report["pipelines"]:
+        sections += ["Input pipelines (images per second):",
+                     _table(("data set", "images", "pipeline, first epoch", "pipeline, cached",
+                             "plain OpenCV loop", "training step", "status"),
+                            [_pipeline_cells(p) for p in report["pipelines"]])]
+    return "\n\n".join(sections)
+
+
+def _table(header, rows):
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(cells) + " |" for cells in rows)])
+
+
+def _row_cells(row):
+    cells = [row["model"] + "".join(f", {k}={v}" for k, v in row["options"].items()
+                                    if k not in ("num_classes", "scale")),
+             row["input"], row["runtime"], _precision(row)]
+    target = _number(row["target_ms"])
+    if row["status"] != "ok":
+        return cells + [""] * 7 + [target, f"{row['status']}: {_escape(row['reason'])}"]
+    met = row["median_ms"] <= row["target_ms"] if row["target_ms"] else None
+    return cells + [f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}",
+                    f"{row['images_per_s']:.2f}", f"{row['gflops']:.2f}",
+                    f"{row['gflop_per_s']:.0f}", f"{100 * row['peak_fraction']:.0f} %",
+                    f"{row['peak_rss_mib']:.0f}",
+                    target + {None: "", True: " (met)", False: " (**missed**)"}[met], "ok"]
+
+
+def _pipeline_cells(pipeline):
+    if pipeline["status"] != "ok":
+        return [pipeline["name"], "", "", "", "", "",
+                f"failed: {_escape(pipeline['reason'])}"]
+    return [pipeline["name"], str(pipeline["images"])] + [
+        f"{pipeline[key]:.1f}" for key in ("pipeline_img_s", "cached_img_s",
+                                           "plain_loop_img_s", "train_step_img_s")] + ["ok"]
+
+
+def fastest_runtimes(rows):
+    """One line per model and input: its fastest runtime and whether it reaches the target."""
+    best = {}
+    for row in rows:
+        case = (row["model"], json.dumps(row["options"]), row["input"])
+        if row["status"] == "ok" and (case not in best or
+                                      row["median_ms"] < best[case]["median_ms"]):
+            best[case] = row
+    return [f"{row['model']} {row['input']}: {row['runtime']} ({_precision(row)}), "
+            f"{row['gflop_per_s']:.0f} GFLOP/s = {100 * row['peak_fraction']:.0f} % "
+            f"({'met' if row['peak_fraction'] >= PEAK_TARGET else '**missed**'})"
+            for row in best.values()]
+
+
+COMPARED = ("median_ms", "p90_ms", "images_per_s", "peak_rss_mib", "pipeline_img_s",
+            "cached_img_s", "plain_loop_img_s", "train_step_img_s")
+
+
+def compare(new, old):
+    """new / old ratio of each measured figure, for every row measured in both reports.
+
+    Returns:
+        list of {"key", figure: ratio...}, in the new report's order; a row missing from
+        either report, or failed in either, has no figures.
+    """
+    before = {row["key"]: row for row in old["rows"] + old["pipelines"]}
+    ratios = []
+    for row in new["rows"] + new["pipelines"]:
+        previous = before.get(row["key"], {})
+        ratios.append({"key": row["key"], **{
+            figure: row[figure] / previous[figure] for figure in COMPARED
+            if row.get(figure) and previous.get(figure)}})
+    return ratios
+
+
+def render_comparison(ratios, old_path):
+    """The ratios of `compare` as a Markdown table."""
+    figures = [f for f in COMPARED if any(f in ratio for ratio in ratios)]
+    return f"Ratios new / old (old: {old_path}):\n\n" + _table(
+        ["row", *figures], [[ratio["key"]] + [f"{ratio[f]:.3f}" if f in ratio else ""
+                                              for f in figures] for ratio in ratios])
+
+
+def _precision(row):
+    return row["dtype"] + (", XLA" if row["jit_compile"] else "")
+
+
+def _number(value):
+    return "" if value is None else f"{value:g}"
+
+
+def _escape(text):
+    return text.replace("|", "\\|")

@@ -1,0 +1,21 @@
+"""Typed run configuration: the schema (`schema`, `synthetic`), YAML loading and overrides
+(`loading`) and the packaged recipes (`recipes`)."""
+
+from tfseg.config.loading import from_dict, load_config, save_config, to_dict
+from tfseg.config.schema import (
+    AsymmetricLossConfig,
+    AugmentConfig,
+    Config,
+    DataConfig,
+    ExportConfig,
+    ModelConfig,
+    PerceptualLossConfig,
+    PreprocessConfig,
+    SuperResolutionDataConfig,
+    TrainConfig,
+)
+from tfseg.config.synthetic import SyntheticSpec
+
+__all__ = ["AsymmetricLossConfig", "AugmentConfig", "Config", "DataConfig", "ExportConfig",
+           "ModelConfig", "PerceptualLossConfig", "PreprocessConfig", "SuperResolutionDataConfig",
+           "SyntheticSpec", "TrainConfig", "from_dict", "load_config", "save_config", "to_dict"]

@@ -1,0 +1,280 @@
+"""Scoring of a trained run or an exported model, in any runtime, on a run's data: the
+library of `python -m tfseg.evaluate` (its docstring says what is scored and how)."""
+
+import csv
+import io
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from tfseg.config import load_config
+from tfseg.data.pipeline import make_datasets
+from tfseg.data.super_resolution import to_8bit
+from tfseg.deploy import runtimes
+from tfseg.deploy.metadata import metadata_for
+from tfseg.deploy.tiling import predict_tiled
+from tfseg.runs.restore import load_run
+from tfseg.tasks.metrics import (
+    InstanceIoU,
+    bicubic_baseline,
+    confusion_matrix,
+    scores_from_confusion,
+    seed_per_image_foreground_iou,
+    y_scores,
+)
+from tfseg.tasks.panels import class_colours, segmentation_panels, super_resolution_panels
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import write_json, write_text_atomic
+from tfseg.utils.images import write_png
+
+SUMMARY_KEYS = ("mean_iou", "mean_iiou", "pixel_accuracy", "mean_class_accuracy",
+                "frequency_weighted_iou", "foreground_iou", "seed_per_image_foreground_iou")
+
+
+def open_model(*, run_dir=None, model_path=None, config_path=None, runtime_name=None,
+               overrides=()):
+    """(config, runtime, what was loaded) for `python -m tfseg.evaluate`'s arguments: the
+    latest checkpoint of `run_dir` (runtime keras) or its export in `runtime_name`, or the
+    file `model_path`; the data of `config_path` (default: the run's config.yaml) with
+    `overrides`."""
+    path = config_path or run_dir / "config.yaml"
+    if model_path is None and runtime_name in (None, "keras"):
+        _, model = load_run(run_dir)
+        config = load_config(path, overrides)
+        return config, runtimes.from_keras(model, metadata_for(config, "NHWC")), (
+            f"{run_dir / 'checkpoints'} (latest)")
+    if config_path is None and not path.is_file():
+        raise TfsegError(f"{run_dir}: not a tfseg run (no config.yaml)")
+    config = load_config(path, overrides)
+    path = model_path or run_dir / runtimes.RUN_RUNTIMES[runtime_name]
+    return config, runtimes.load(path, runtime_name), str(path)
+
+
+def predict(runtime, images, notes):
+    """Logits of `runtime` for NHWC `images`, at the images' size (see `tfseg.evaluate` on
+    resizing); `notes` (a set) collects the resize note once."""
+    size = tuple(images.shape[1:3])
+    if runtime.input_size is None or runtime.input_size == size:
+        return runtime(images)
+    notes.add(f"frames are {size[0]}x{size[1]} but the model takes "
+              f"{runtime.input_size[0]}x{runtime.input_size[1]}: frames resized to the "
+              f"model's size and logits back to the frame size")
+    logits = runtime(tf.image.resize(images, runtime.input_size).numpy())
+    return tf.image.resize(logits, size).numpy()
+
+
+def evaluate(runtime, config, batches, samples=0):
+    """Scores `runtime` on `batches` of (images, masks) under `config`'s classes.
+
+    Returns:
+        dict: the scores, "per_class" rows, "confusion_matrix", "frames" and "notes";
+        "panels" too when `samples` > 0: uint8 (H, 3W, 3) of the first `samples` frames.
+    """
+    class_names = config.data.class_names
+    num_classes, ignore = config.model.num_classes, config.data.ignore_label
+    instances = InstanceIoU(class_names, ignore_label=ignore)
+    matrix, seed_figures, frames, notes = np.zeros((num_classes,) * 2, np.int64), [], 0, set()
+    panels, colours = [], class_colours(config.data, num_classes)
+    for images, masks in batches:
+        logits = predict(runtime, images.numpy(), notes)
+        if logits.shape[-1] != num_classes:
+            raise TfsegError(f"the model outputs {logits.shape[-1]} classes but the config "
+                             f"has {num_classes} ({', '.join(class_names)})")
+        predictions = logits.argmax(-1)
+        matrix += confusion_matrix(masks, predictions, num_classes, ignore).numpy()
+        instances.update(masks.numpy(), predictions)
+        if num_classes == 2:
+            seed_figures.extend(seed_per_image_foreground_iou(masks.numpy(), predictions))
+        frames += len(images)
+        take = samples - len(panels)
+        if take > 0:
+            panels.extend(segmentation_panels(images.numpy()[:take], masks.numpy()[:take],
+                                              predictions[:take], ignore_label=ignore,
+                                              colours=colours))
+    report = {"frames": frames, **scores_from_confusion(matrix, class_names),
+              **instances.result()}
+    if seed_figures:
+        # The seed's "mean IoU": |prediction & truth| / |truth| per image, averaged over
+        # images with foreground (a recall; false positives do not lower it).
+        report["seed_per_image_foreground_iou"] = float(np.nanmean(seed_figures))
+    report["per_class"] = per_class_rows(matrix, report)
+    report["confusion_matrix"] = matrix.tolist()
+    report["notes"] = sorted(notes)
+    if panels:
+        report["panels"] = np.concatenate(panels, axis=0)
+    return report
+
+
+def evaluate_super_resolution(runtime, config, pairs, samples=0):
+    """Scores an SR `runtime` on `pairs` of whole (LR, HR) images (batch 1).
+
+    Returns:
+        dict: mean "psnr_y", "ssim_y" and their bicubic counterparts, "per_image" rows,
+        "images" and "notes"; "panels" too when `samples` > 0 (LR | bicubic | SR | HR rows,
+        padded to the widest).
+    """
+    scale, rows, panels, notes = config.model.scale, [], [], set()
+    for low_resolution, high_resolution in pairs:
+        low, high = low_resolution.numpy(), high_resolution.numpy()
+        if runtime.input_size is None:
+            outputs = runtime(low)
+        else:
+            notes.add(f"the model takes {runtime.input_size[0]}x{runtime.input_size[1]} "
+                      f"LR tiles: whole images run tile by tile (quarter-tile overlap)")
+            outputs = predict_tiled(runtime, low[0], runtime.input_size)[None]
+        restored = to_8bit(tf.constant(outputs, tf.float32)).numpy()
+        scores = {**y_scores(restored, high, shave=scale),
+                  **{f"bicubic_{key}": value
+                     for key, value in bicubic_baseline(low, high, scale).items()}}
+        rows.append({"image": len(rows) + 1, "height": high.shape[1], "width": high.shape[2],
+                     **{key: float(value[0]) for key, value in scores.items()}})
+        if len(panels) < samples:
+            panels.append(super_resolution_panels(low, restored, high, scale)[0])
+    if not rows:
+        raise TfsegError("the validation split holds no images to score")
+    report = {"images": len(rows),
+              **{key: float(np.mean([row[key] for row in rows]))
+                 for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")},
+              "per_image": rows, "notes": sorted(notes)}
+    if panels:
+        width = max(panel.shape[1] for panel in panels)
+        report["panels"] = np.concatenate(
+            [np.pad(panel, ((0, 0), (0, width - panel.shape[1]), (0, 0))) for panel in panels])
+    return report
+
+
+def format_super_resolution_table(report):
+    """The per-image table and the means, as printed."""
+    lines = [f"{'image':>5}  {'HR size':>9} {'PSNR (Y)':>9} {'SSIM (Y)':>9} "
+             f"{'bicubic PSNR':>13} {'bicubic SSIM':>13}"]
+    for row in report["per_image"]:
+        lines.append(f"{row['image']:>5}  {row['height']:>4}x{row['width']:<4} "
+                     f"{row['psnr_y']:>9.3f} {row['ssim_y']:>9.4f} "
+                     f"{row['bicubic_psnr_y']:>13.3f} {row['bicubic_ssim_y']:>13.4f}")
+    lines.append(f"  mean {'':>9} {report['psnr_y']:>9.3f} {report['ssim_y']:>9.4f} "
+                 f"{report['bicubic_psnr_y']:>13.3f} {report['bicubic_ssim_y']:>13.4f}")
+    return "\n".join(lines)
+
+
+def per_class_rows(matrix, report):
+    """One dict per class: IoU, iIoU, recall, precision and pixel counts."""
+    rows = []
+    for class_id, name in enumerate(report["per_class_iou"]):
+        truth, predicted = matrix[class_id].sum(), matrix[:, class_id].sum()
+        hits = matrix[class_id, class_id]
+        rows.append({"id": class_id, "class": name, "iou": report["per_class_iou"][name],
+                     "iiou": report["per_class_iiou"].get(name, float("nan")),
+                     "recall": hits / truth if truth else float("nan"),
+                     "precision": hits / predicted if predicted else float("nan"),
+                     "pixels": int(truth), "predicted_pixels": int(predicted)})
+    return [{key: float(v) if isinstance(v, np.floating) else v for key, v in row.items()}
+            for row in rows]
+
+
+def format_table(report):
+    """The per-class table and the summary scores, as printed."""
+    header = (f"{'id':>3}  {'class':<20} {'IoU':>7} {'iIoU':>7} {'recall':>7} "
+              f"{'precision':>9} {'pixels':>10}")
+    lines = [header]
+    for row in report["per_class"]:
+        lines.append(f"{row['id']:>3}  {row['class']:<20} {row['iou']:>7.4f} "
+                     f"{row['iiou']:>7.4f} {row['recall']:>7.4f} {row['precision']:>9.4f} "
+                     f"{row['pixels']:>10}")
+    lines.append(", ".join(f"{key} {report[key]:.4f}" for key in SUMMARY_KEYS
+                           if key in report))
+    return "\n".join(lines)
+
+
+def write_csv(rows, path):
+    """`rows` (dicts with the same keys: per class, or per SR image) as CSV, written
+    atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
+
+
+def confusion_image(matrix, class_names, cell=64, margin=140):
+    """uint8 BGR picture of the row-normalised confusion matrix (rows = ground truth), each
+    cell holding its percentage."""
+    matrix = np.asarray(matrix, np.float64)
+    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    size = len(class_names)
+    image = np.full((margin + size * cell, margin + size * cell, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for row in range(size):
+        for column in range(size):
+            top, left = margin + row * cell, margin + column * cell
+            shade = int(255 * (1 - rates[row, column]))
+            image[top:top + cell, left:left + cell] = (255, shade, shade)
+            cv2.putText(image, f"{100 * rates[row, column]:.1f}", (left + 6, top + cell // 2 + 5),
+                        font, 0.45, (0, 0, 0) if shade > 110 else (255, 255, 255), 1,
+                        cv2.LINE_AA)
+        cv2.putText(image, class_names[row][:16], (4, margin + row * cell + cell // 2 + 5),
+                    font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, class_names[row][:cell // 9], (margin + row * cell + 4, margin - 8),
+                    font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, "truth \\ predicted (%)", (4, 20), font, 0.45, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return image
+
+
+def evaluation_batches(config, split):
+    """The validation batches, or one epoch (`train.steps_per_epoch` batches) of training
+    batches."""
+    datasets = make_datasets(config)
+    if split == "train":
+        return datasets.train.take(config.train.steps_per_epoch)
+    return datasets.validation
+
+
+def evaluate_to_folder(*, run_dir=None, model_path=None, config_path=None, runtime_name=None,
+                       overrides=(), split="validation", output=None, samples=0):
+    """Scores a run or an exported model (see `open_model`) on the `split` of its data, prints
+    the table and writes `evaluation.json`, `evaluation.csv`, `confusion_matrix.png` (and
+    `samples.png` with `samples` > 0) into `output` (default: the run, else the model's
+    folder)."""
+    config, runtime, source = open_model(run_dir=run_dir, model_path=model_path,
+                                         config_path=config_path, runtime_name=runtime_name,
+                                         overrides=overrides)
+    super_resolution = config.model.task == "super_resolution"
+    with runtime:
+        if super_resolution:
+            if split != "validation":
+                raise TfsegError("--split train: super-resolution models are scored on "
+                                 "whole validation images only")
+            report = evaluate_super_resolution(runtime, config,
+                                               evaluation_batches(config, split),
+                                               samples)
+        else:
+            report = evaluate(runtime, config, evaluation_batches(config, split),
+                              samples)
+    output = output or run_dir or model_path.parent
+    output.mkdir(parents=True, exist_ok=True)
+    panels = report.pop("panels", None)
+    if panels is not None:
+        write_png(output / "samples.png", panels, rgb=True)
+    report = {"model": source, "runtime": runtime.name, "runtime_version": runtime.version,
+              "split": split, **report}
+    write_json(report, output / "evaluation.json")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    if super_resolution:
+        write_csv(report["per_image"], output / "evaluation.csv")
+        print(f"{report['images']} {split} images, {runtime.name} ({source}; "
+              f"{runtime.version})")
+        print(format_super_resolution_table(report))
+        written = ["evaluation.csv"]
+    else:
+        write_csv(report["per_class"], output / "evaluation.csv")
+        write_png(output / "confusion_matrix.png",
+                  confusion_image(report["confusion_matrix"], config.data.class_names))
+        print(f"{report['frames']} {split} frames, {runtime.name} ({source}; "
+              f"{runtime.version})")
+        print(format_table(report))
+        written = ["evaluation.csv", "confusion_matrix.png"]
+    written += ["samples.png"] if panels is not None else []
+    print(f"written to {output / 'evaluation.json'}, {', '.join(written)}")
+    return report

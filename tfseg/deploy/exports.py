@@ -1,0 +1,210 @@
+"""A trained model's exports: a SavedModel and static-size ONNX files (with the tfseg
+metadata), `labels.txt`, and the parity of every runtime with Keras (`tfseg.deploy.parity`).
+The library of `python -m tfseg.export`, and the end of every training run.
+
+Every export calls the model with `training=False` explicitly (TOOLCHAIN.md trap 1), writes to
+a temporary name and renames when complete, so an interrupted export never looks finished.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from keras.export import ExportArchive
+
+from tfseg.data.pipeline import make_datasets
+from tfseg.deploy.metadata import (
+    encode_metadata,
+    metadata_at_size,
+    metadata_for,
+    write_saved_model_metadata,
+)
+from tfseg.deploy.onnx_conversion import INPUT_NAME, OUTPUT_NAME
+from tfseg.deploy.parity import Tolerance, check_parity, describe
+from tfseg.deploy.runtimes import EXPORT_RUNTIMES
+from tfseg.models.from_config import build_model
+from tfseg.runs.restore import load_run
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import write_text_atomic
+from tfseg.utils.processes import run_child
+
+
+def export_saved_model(model, directory, metadata=None):
+    """SavedModel with a `serving_default` signature: `pixels` (N, H, W, C) -> `logits`, and
+    the tfseg `metadata` (`tfseg.deploy.metadata.make_metadata`) in `assets.extra/tfseg.json`."""
+    directory = Path(directory)
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)
+    archive = ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default",
+                         lambda pixels: {OUTPUT_NAME: model(pixels, training=False)},
+                         input_signature=[spec])
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    archive.write_out(str(partial), verbose=False)
+    if metadata is not None:
+        write_saved_model_metadata(partial, {**metadata, "layout": "NHWC"})
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(partial, directory)
+    return directory
+
+
+def export_onnx(model, path, *, opset=17, layout="NCHW", metadata=None, timeout=3600):
+    """ONNX file at the model's static input size, batch 1.
+
+    With layout "NCHW" the input and output are channels-first, so the blob from
+    `cv2.dnn.blobFromImage` feeds the model directly. `metadata` (decoded, see
+    `tfseg.deploy.metadata.make_metadata`) is stored in the file's metadata_props; the tfseg
+    version, input size, channels and layout always are, from the model itself.
+
+    The conversion runs in a child process (`tfseg.deploy.onnx_conversion`) on a saved copy
+    of the model: tf2onnx keeps a copy of every weight per optimiser pass under the default
+    protobuf backend (2 GB extra for LinkNet, out of memory for FCN-32s), which the child
+    avoids.
+
+    Raises:
+        TfsegError: the conversion failed; the message holds the converter's last line.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with tempfile.TemporaryDirectory(prefix="tfseg-onnx-") as tmp:
+        saved = Path(tmp) / "model.keras"
+        model.save(saved)
+        options = {"opset": opset, "layout": layout,
+                   "metadata": encode_metadata(metadata or {})}
+        try:
+            run_child("tfseg.deploy.onnx_conversion", saved, partial, json.dumps(options),
+                      what=f"{path}: ONNX conversion", timeout=timeout,
+                      environment={"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"})
+        except TfsegError:
+            partial.unlink(missing_ok=True)
+            raise
+    os.replace(partial, path)
+    return path
+
+
+def onnx_name(size, training_size):
+    """`model.onnx` at the training size, `model_<H>x<W>.onnx` at any other."""
+    return "model.onnx" if tuple(size) == tuple(training_size) else (
+        f"model_{size[0]}x{size[1]}.onnx")
+
+
+def models_at_sizes(config, model, sizes):
+    """{(H, W): model} for each of `sizes`: `model` itself at its own size, copies holding
+    its weights at the others (static exports need one network per size, TOOLCHAIN.md
+    trap 5)."""
+    by_size = {}
+    for size in map(tuple, sizes):
+        if size == tuple(model.input_shape[1:3]):
+            by_size[size] = model
+        elif size not in by_size:
+            by_size[size] = build_model(config, size)
+            by_size[size].set_weights(model.get_weights())
+    return by_size
+
+
+def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved_model=True,
+                 onnx=True, opset=17, layout="NCHW", runtimes=EXPORT_RUNTIMES[1:], skip=(),
+                 tolerance=Tolerance(), training_size=None):
+    """Writes every export of a model and checks them all against Keras.
+
+    Args:
+        model: keras model at the training size (the SavedModel comes from it).
+        metadata: dict. The tfseg metadata (`metadata_for` or `make_metadata`).
+        export_dir: Path. Output folder, created if needed.
+        images: float32 (N, H, W, C) raw pixels at the training size for the parity check.
+        onnx_models: dict (H, W) -> keras model (`models_at_sizes`): one ONNX file per
+            size. Defaults to `model` at its own size.
+        saved_model, onnx: bool. Which formats to write.
+        opset: int. ONNX opset.
+        layout: "NCHW" or "NHWC", of the ONNX files.
+        runtimes: runtimes the ONNX files are checked in (with OpenCV dropped for NHWC
+            files, which OpenCV DNN cannot feed).
+        skip: runtime names not checked.
+        tolerance: `Tolerance`.
+        training_size: (H, W), the size written as `model.onnx` (others get their size in
+            the name). Defaults to `model`'s input size; give it for a fully convolutional
+            model.
+
+    Returns:
+        dict: "saved_model" (path), "onnx" (list of paths), "labels", "parity" (results per
+        runtime, see `check_parity`).
+
+    Raises:
+        ParityError: a runtime not in `skip` failed or missed the tolerance.
+        TfsegError: an export failed.
+    """
+    export_dir = Path(export_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    training_size = tuple(training_size or model.input_shape[1:3])
+    exported, checks = {"onnx": []}, []
+    if saved_model:
+        exported["saved_model"] = export_saved_model(model, export_dir / "saved_model",
+                                                     metadata)
+        checks.append((exported["saved_model"], model))
+    for size, sized_model in (onnx_models or {training_size: model}).items() if onnx else ():
+        path = export_onnx(sized_model, export_dir / onnx_name(size, training_size),
+                           opset=opset, layout=layout, metadata=metadata_at_size(metadata, size))
+        exported["onnx"].append(path)
+        checks.append((path, sized_model))
+    if metadata.get("class_names"):
+        exported["labels"] = export_dir / "labels.txt"
+        write_text_atomic(exported["labels"], "".join(f"{name}\n"
+                                                      for name in metadata["class_names"]))
+    if layout == "NHWC":
+        runtimes = [name for name in runtimes if not name.startswith("opencv")]
+    exported["parity"] = check_parity(checks, images, runtimes=runtimes,
+                                      task=metadata["task"], tolerance=tolerance, skip=skip,
+                                      report_path=export_dir / "parity.json") if checks else {}
+    return exported
+
+
+def parity_images(validation, count, size):
+    """The first `count` inputs of the `validation` batches (inputs, targets) as float32
+    NHWC raw pixels, resized (bilinear) to `size` (H, W) where they differ."""
+    images = [image if tuple(image.shape[:2]) == tuple(size) else tf.image.resize(image, size)
+              for image, _ in validation.unbatch().take(count)]
+    return np.stack([np.asarray(image, np.float32) for image in images])
+
+
+def export_from_config(model, config, export_dir, validation, *, sizes=(), layout=None,
+                       opset=None, skip=()):
+    """`export_model` of a run's float32 inference `model` with the options of
+    `config.export` (arguments given here win), checked on the first `parity_samples`
+    frames of the `validation` batches. `sizes` defaults to the training size (for a fully
+    convolutional super-resolution model, the config's data.height x data.width)."""
+    options = config.export
+    layout = layout or options.layout
+    size = tuple(model.input_shape[1:3])
+    if None in size:
+        size = (config.data.height, config.data.width)
+    return export_model(
+        model, metadata_for(config, layout), export_dir,
+        parity_images(validation, options.parity_samples, size),
+        onnx_models=models_at_sizes(config, model, sizes or [size]),
+        saved_model=options.saved_model, onnx=options.onnx, opset=opset or options.opset,
+        layout=layout, runtimes=options.parity_runtimes, skip=skip,
+        tolerance=Tolerance(options.max_abs_diff, options.min_argmax_agreement),
+        training_size=size)
+
+
+def export_from_run_dir(run_dir, *, sizes=(), layout=None, opset=None, skip=()):
+    """`export_from_config` of the latest checkpoint of run `run_dir` into `run_dir/export`,
+    checked on the run's validation frames; prints what it wrote and each runtime's parity."""
+    config, model = load_run(run_dir)
+    exported = export_from_config(model, config, Path(run_dir) / "export",
+                                  make_datasets(config).validation, sizes=sizes,
+                                  layout=layout, opset=opset, skip=skip)
+    if "saved_model" in exported:
+        print(f"SavedModel  {exported['saved_model']}")
+    for path in exported["onnx"]:
+        print(f"ONNX        {path}")
+    for label, result in exported["parity"].items():
+        print(f"parity      {label}: {describe(result)}")
+    if skip:
+        print(f"skipped     {', '.join(skip)}")
+    return exported

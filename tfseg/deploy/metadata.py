@@ -1,0 +1,154 @@
+"""The tfseg metadata an export carries: made from a config, written into ONNX files and
+SavedModels, read back.
+
+Metadata lives in an ONNX file's `metadata_props` (all values strings, JSON where structured,
+`encode_metadata`) and in a SavedModel's `assets.extra/tfseg.json` (plain JSON); readers get
+decoded values (lists, dicts, ints) for both.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import tfseg
+from tfseg.config import PreprocessConfig
+from tfseg.tasks.panels import palette
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import write_text_atomic
+
+SAVED_MODEL_METADATA = Path("assets.extra") / "tfseg.json"
+NORMALISATION = "inside the model: feed raw pixels"
+# Metadata values stored as JSON text in ONNX metadata_props; input_size is "HxW".
+_JSON_KEYS = ("class_names", "class_colours", "mean", "std", "preprocessing", "input_channels",
+              "scale")
+
+
+def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
+                  preprocessing, class_names=None, class_colours=None, scale=None):
+    """The tfseg metadata of an export (decoded values).
+
+    Args:
+        model: str. The model family, e.g. "linknet".
+        task: str. "segmentation" or "super_resolution".
+        input_size: (H, W). The static input size of the export.
+        input_channels: int. 1 or 3.
+        layout: str. "NCHW" or "NHWC", the file's input and output layout.
+        mean, std: lists of float. Informational: the normalisation is inside the model.
+        preprocessing: dict. What a caller must do to a raw frame first (the config's
+            `data.preprocess` plus "resize_to": [H, W] and "colour": "gray" | "rgb").
+        class_names: list of str. Segmentation only.
+        class_colours: RGB triples, one per class (default: `tfseg.tasks.panels.palette`).
+        scale: int. Super-resolution factor, super-resolution only.
+    """
+    metadata = {"tfseg_version": tfseg.__version__, "model": model, "task": task,
+                "input_size": [int(v) for v in input_size],
+                "input_channels": int(input_channels), "layout": layout,
+                "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+                "normalisation": NORMALISATION, "preprocessing": preprocessing}
+    if task == "segmentation":
+        metadata["class_names"] = list(class_names)
+        metadata["class_colours"] = [[int(v) for v in colour] for colour in (
+            palette(len(class_names)) if class_colours is None else class_colours)]
+    else:
+        metadata["scale"] = int(scale)
+    return metadata
+
+
+def encode_metadata(metadata):
+    """ONNX metadata_props (str -> str) of decoded `metadata`."""
+    encoded = {}
+    for key, value in metadata.items():
+        if key == "input_size":
+            value = "x".join(str(int(v)) for v in value)
+        elif key in _JSON_KEYS:
+            value = json.dumps(value)
+        encoded[key] = str(value)
+    return encoded
+
+
+def decode_metadata(properties):
+    """Decoded metadata of ONNX metadata_props (str -> str)."""
+    decoded = dict(properties)
+    for key, value in properties.items():
+        if key == "input_size":
+            decoded[key] = [int(v) for v in value.split("x")]
+        elif key in _JSON_KEYS:
+            decoded[key] = json.loads(value)
+    return decoded
+
+
+def read_onnx_metadata(path):
+    """Decoded tfseg metadata of the ONNX file `path`.
+
+    Raises:
+        TfsegError: not an ONNX model, or an ONNX model without tfseg metadata.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # onnx raises protobuf's DecodeError and others
+        raise TfsegError(f"{path}: not an ONNX model ({str(error).splitlines()[0]})") from None
+    properties = {p.key: p.value for p in proto.metadata_props}
+    if "tfseg_version" not in properties:
+        raise TfsegError(f"{path}: not a tfseg export: no tfseg metadata")
+    try:
+        return decode_metadata(properties)
+    except ValueError as error:
+        raise TfsegError(f"{path}: malformed tfseg metadata ({error})") from None
+
+
+def write_saved_model_metadata(saved_model_dir, metadata):
+    """Writes decoded `metadata` to `<saved_model_dir>/assets.extra/tfseg.json`."""
+    path = Path(saved_model_dir) / SAVED_MODEL_METADATA
+    path.parent.mkdir(exist_ok=True)
+    write_text_atomic(path, json.dumps(metadata, indent=2) + "\n")
+
+
+def read_saved_model_metadata(saved_model_dir):
+    """Decoded tfseg metadata of a SavedModel directory.
+
+    Raises:
+        TfsegError: not a SavedModel, or one without tfseg metadata.
+    """
+    saved_model_dir = Path(saved_model_dir)
+    if not (saved_model_dir / "saved_model.pb").exists():
+        raise TfsegError(f"{saved_model_dir}: not a SavedModel directory (no saved_model.pb)")
+    path = saved_model_dir / SAVED_MODEL_METADATA
+    if not path.exists():
+        raise TfsegError(f"{saved_model_dir}: not a tfseg export: no tfseg metadata "
+                         f"({SAVED_MODEL_METADATA} is missing)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise TfsegError(f"{path}: malformed tfseg metadata ({error})") from None
+
+
+def metadata_for(config, layout):
+    """The tfseg metadata of `config`'s exports (`make_metadata`)."""
+    data, task = config.data, config.model.task
+    size = [data.height, data.width]
+    # Only interferograms are preprocessed (tfseg.data.preprocess); CamVid frames are used as
+    # stored and SR inputs at any size.
+    interferograms = data.source in ("synthetic", "interferograms")
+    steps = data.preprocess if interferograms else PreprocessConfig(
+        blur=0, background_every=0, clahe_clip_limit=0.0)
+    preprocessing = {**dataclasses.asdict(steps),
+                     "resize_to": [] if task == "super_resolution" else size,
+                     "colour": "rgb" if config.model.input_channels == 3 else "gray"}
+    return make_metadata(
+        model=config.model.name, task=task, input_size=size,
+        input_channels=config.model.input_channels, layout=layout, mean=data.mean,
+        std=data.std, preprocessing=preprocessing,
+        class_names=data.class_names if task == "segmentation" else None,
+        class_colours=data.class_colours or None,
+        scale=config.model.scale if task == "super_resolution" else None)
+
+
+def metadata_at_size(metadata, size):
+    """`metadata` of an export at `size` (H, W): that input size, and frames resized to it
+    where the recipe resizes frames (a fully convolutional SR model resizes nothing)."""
+    preprocessing = dict(metadata["preprocessing"])
+    if preprocessing.get("resize_to"):
+        preprocessing["resize_to"] = [int(v) for v in size]
+    return {**metadata, "input_size": [int(v) for v in size], "preprocessing": preprocessing}

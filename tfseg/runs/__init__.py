@@ -1,0 +1,1 @@
+"""A training run on disk: its folder, its checkpoints, and the model restored from them."""

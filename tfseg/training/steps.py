@@ -1,0 +1,155 @@
+"""The distributed training and validation steps, and the models and optimizer they run.
+
+Each replica scales its loss by the global batch size and statistics are summed across
+replicas, so one device, several devices and several hosts compute the same step.
+"""
+
+import keras
+import tensorflow as tf
+
+from tfseg.models import all_layers
+from tfseg.models.from_config import (
+    build_model,
+    copy_weights,
+    dtype_policy,
+    training_input_shape,
+    uses_cascade,
+)
+from tfseg.tasks.factory import make_task
+from tfseg.tasks.metrics import confusion_matrix, scores_from_confusion
+from tfseg.tasks.segmentation import full_size
+from tfseg.training.distribution import precision_of
+from tfseg.training.optimizers import make_optimizer
+
+
+def build_training(config, strategy, task=None):
+    """Model, optimizer and distributed train step for `config`, built in `strategy`'s scope.
+
+    With several replicas, batch norm uses the global batch's statistics: Keras keeps one
+    unsynchronised copy of the moving statistics per replica otherwise, and they drift apart.
+    """
+    with strategy.scope():
+        task = task or make_task(config)
+        with dtype_policy(precision_of(config.train).policy):
+            model = build_model(config, training_input_shape(config), for_training=True)
+        if strategy.num_replicas_in_sync > 1:
+            for layer in all_layers(model):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+        optimizer = make_optimizer(config.train)
+        # Slot variables created lazily inside a replica's tf.function fail under
+        # MirroredStrategy: create them now.
+        optimizer.build(model.trainable_variables)
+    return model, optimizer, make_train_step(strategy, model, optimizer, task, config)
+
+
+def build_validation(config, strategy, task, model, validation):
+    """The model validated and exported (whole frames, full-size output only) and a
+    `validate() -> scores` over every validation batch."""
+    evaluation_model = model
+    if config.model.task == "segmentation" and (config.data.augment.crop
+                                                 or uses_cascade(config)):
+        with strategy.scope(), dtype_policy(precision_of(config.train).policy):
+            evaluation_model = build_model(config)
+
+    def sync():
+        if evaluation_model is not model:
+            copy_weights(model, evaluation_model)
+
+    if config.model.task == "super_resolution":
+        def validate():
+            return task.evaluate(evaluation_model, validation)
+    else:
+        eval_step = make_eval_step(strategy, evaluation_model, task, config)
+        batches = strategy.experimental_distribute_dataset(validation)
+
+        def validate():
+            sync()
+            return evaluate(eval_step, batches, config.data.class_names)
+    return evaluation_model, validate
+
+
+def make_train_step(strategy, model, optimizer, task, config):
+    """Distributed `train_step(iterator) -> (loss, statistics, finite)` tf.function.
+
+    Each replica scales its loss by the global batch size, so the summed gradient is the
+    global-batch mean; loss and statistics are summed across replicas. `finite` is False when
+    the loss or a gradient is NaN or Inf on any replica (gradients too, because fused kernels
+    may turn a NaN input into a finite loss): the loop then stops, or with `nan_policy:
+    skip_batch` the update is skipped on every replica alike and training goes on. With
+    `train.jit_compile` the forward and backward pass is compiled by XLA.
+    """
+    skip_non_finite = config.train.nan_policy == "skip_batch"
+
+    def apply(gradients):
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return tf.constant(True)
+
+    def forward_backward(inputs, targets):
+        with tf.GradientTape() as tape:
+            outputs = model(inputs, training=True)
+            loss = tf.nn.compute_average_loss(task.per_image_loss(targets, outputs),
+                                              global_batch_size=config.train.batch_size)
+            # mixed_float16's loss scaling, on the tape: scaled outside it, every gradient
+            # came back None.
+            scaled = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        return loss, gradients, task.step_statistics(targets, outputs)
+
+    if config.train.jit_compile:
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_train_step(inputs, targets):
+        inputs, targets = task.augment(inputs, targets)
+        loss, gradients, statistics = forward_backward(inputs, targets)
+        finite = tf.reduce_all([tf.math.is_finite(loss)] + [
+            tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
+        failures = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, 1 - tf.cast(finite, tf.int32))
+        finite = tf.equal(failures, 0)
+        if skip_non_finite:
+            tf.cond(finite, lambda: apply(gradients), tf.no_op)
+        else:   # the loop stops at this step, before any checkpoint holds its update
+            apply(gradients)
+        return loss, statistics, tf.cast(finite, tf.int32)
+
+    @tf.function
+    def train_step(iterator):
+        loss, statistics, finite = _sum_replicas(
+            strategy, strategy.run(replica_train_step, args=next(iterator)))
+        return loss, statistics, tf.equal(finite, strategy.num_replicas_in_sync)
+
+    return train_step
+
+
+def make_eval_step(strategy, model, task, config):
+    """Distributed `eval_step(batch) -> (loss sum, frame count, confusion matrix)`."""
+    num_classes, ignore = config.model.num_classes, config.data.ignore_label
+
+    def replica_eval_step(images, masks):
+        logits = model(images, training=False)
+        loss_sum = tf.reduce_sum(task.per_image_loss(masks, logits))
+        return (loss_sum, tf.shape(images, out_type=tf.int64)[0],
+                confusion_matrix(masks, tf.argmax(full_size(logits), -1), num_classes, ignore))
+
+    @tf.function(jit_compile=config.train.jit_compile or None)
+    def eval_step(batch):
+        return _sum_replicas(strategy, strategy.run(replica_eval_step, args=batch))
+
+    return eval_step
+
+
+def _sum_replicas(strategy, values):
+    return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+
+
+def evaluate(eval_step, batches, class_names):
+    """Loss (mean per frame), frame count and scores over every validation batch."""
+    loss_sum, count, matrix = 0.0, 0, 0
+    for batch in batches:
+        batch_loss, batch_count, batch_matrix = eval_step(batch)
+        loss_sum += float(batch_loss)
+        count += int(batch_count)
+        matrix = matrix + batch_matrix.numpy()
+    return {"loss": loss_sum / max(count, 1), "frames": count,
+            **scores_from_confusion(matrix, class_names)}
