@@ -12,7 +12,7 @@ README's figures come from this script:
 
 `--avx2-only` measures an AVX2-only CPU (such as a Zen 3) on an AVX-512 machine: oneDNN is
 capped at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, which its kernels dispatch on at run time) and
-tfseg.hardware reads a copy of /proc/cpuinfo without the AVX-512 and AMX flags, so `auto`
+tfseg.utils.hardware reads a copy of /proc/cpuinfo without the AVX-512 and AMX flags, so `auto`
 picks float32 as it would there. The instruction set is then the Zen 3's; clock, caches and
 memory stay this machine's, so the time is an estimate, and the output says so.
 """
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tfseg import hardware
+from tfseg.utils import hardware
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ def main():
 def avx2_only_environment(cpuinfo_copy):
     """Variables that make this machine compute as an AVX2-only CPU (see the module notes):
     oneDNN capped at AVX2, and a /proc/cpuinfo copy without AVX-512 / AMX flags, its model
-    name marked, for tfseg.hardware."""
+    name marked, for tfseg.utils.hardware."""
     masked = re.compile(r"\s(avx512\w*|amx\w*)(?=\s|$)")
     lines = []
     for line in Path("/proc/cpuinfo").read_text().splitlines():
