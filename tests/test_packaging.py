@@ -1,5 +1,7 @@
-"""The recipes ship inside the package: `--config NAME` finds them from any folder, and the
-wheel holds every recipe in configs/, each of which loads from the installed package."""
+"""The installed package is self-contained. The recipes ship inside it: `--config NAME` finds
+them from any folder, and the wheel holds every recipe in configs/, each of which loads from the
+installed package; a command that once used the checkout (bench's interferogram pipeline) runs
+from the wheel elsewhere."""
 
 import json
 import os
@@ -95,7 +97,11 @@ print(json.dumps({"tfseg": tfseg.__file__, "default": str(recipe_path("default")
 """
 
 
-def test_wheel_holds_every_recipe_and_each_loads(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """(names in the wheel, the folder it is unpacked in): the wheel built offline from a copy
+    of the checkout's build inputs."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = tmp_path / "source"
     source.mkdir()
     for name in BUILD_INPUTS:
@@ -112,19 +118,45 @@ def test_wheel_holds_every_recipe_and_each_loads(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         archive.extractall(tmp_path / "site")
+    return names, tmp_path / "site"
+
+
+def run_installed(args, cwd, site, **env):
+    """Runs `python args...` in `cwd` (not the checkout) with only the unpacked wheel
+    providing tfseg."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(site), **env})
+
+
+def test_wheel_holds_every_recipe_and_each_loads(wheel, tmp_path):
+    names, site = wheel
     assert {f"tfseg/recipes/{name}.yaml" for name in RECIPES} <= names
     packages = {path.relative_to(REPO).as_posix()
                 for path in (REPO / "tfseg").rglob("__init__.py")}
     assert packages <= names, f"packages missing from the wheel: {packages - names}"
 
-    # From a folder that is not the checkout, so only the unpacked wheel provides tfseg.
-    run = subprocess.run([sys.executable, "-c", CHECK_INSTALLED], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    run = run_installed(["-c", CHECK_INSTALLED], tmp_path, site)
     assert run.returncode == 0, run.stderr[-2000:]
     installed = json.loads(run.stdout.splitlines()[-1])
-    site = tmp_path / "site"
     assert Path(installed["tfseg"]).is_relative_to(site)
     assert installed["recipes"] == RECIPES
     assert Path(installed["default"]).read_bytes() == (
         REPO / "configs" / "default.yaml").read_bytes()
+
+
+@pytest.mark.slow
+def test_bench_pipeline_runs_from_the_wheel_and_writes_nothing_where_it_runs(wheel, tmp_path):
+    """The interferogram pipeline of `python -m tfseg.bench` ran tools/make_interferograms.py
+    from the checkout and wrote its frames under the checkout's runs/: installed, in a folder
+    that is not the checkout, it writes them in a temporary folder it removes."""
+    _, site = wheel
+    (tmp_path / "here").mkdir()
+    (tmp_path / "tmp").mkdir()
+    run = run_installed(["-m", "tfseg.bench", "--models", "--pipelines", "interferograms",
+                         "--frames", "1", "--json", "bench.json"], tmp_path / "here", site,
+                        TMPDIR=str(tmp_path / "tmp"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    [pipeline] = json.loads((tmp_path / "here" / "bench.json").read_text())["pipelines"]
+    assert pipeline["status"] == "ok" and pipeline["images"] == 1, pipeline
+    assert [path.name for path in (tmp_path / "here").iterdir()] == ["bench.json"]
+    assert not list((tmp_path / "tmp").glob("tfseg-*"))

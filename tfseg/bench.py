@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 from tfseg.benchmarking.cases import DTYPES, MODEL_NAMES, PIPELINES, rows_of
-from tfseg.benchmarking.pipelines import REPO
 from tfseg.benchmarking.report import read_results
 from tfseg.benchmarking.runner import benchmark
 from tfseg.cli import parse_size, run_cli
@@ -65,10 +64,13 @@ def parse_args(argv):
     parser.add_argument("--pipelines", nargs="*", choices=PIPELINES, metavar="NAME",
                         help=f"also measure the input pipelines ({', '.join(PIPELINES)}; "
                              f"all when no name is given)")
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data",
-                        help="folder holding camvid/ and sr/ for the pipelines")
-    parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench-data",
-                        help="where the pipelines' synthetic 3072x3072 frames are written once")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"),
+                        help="folder holding camvid/ and sr/ for the pipelines (default: "
+                             "../shared/data, where the recipes look too)")
+    parser.add_argument("--work-dir", type=Path,
+                        help="folder where the interferogram pipeline's synthetic 3072x3072 "
+                             "frames are written and kept for later runs (default: a "
+                             "temporary folder, removed at the end)")
     parser.add_argument("--frames", type=_positive, default=20,
                         help="interferogram frames of the pipeline measurement")
     parser.add_argument("--limit", type=_positive, default=96,

@@ -1,19 +1,15 @@
 """Images per second of the input pipelines (interferograms, CamVid, super-resolution),
 next to the seeds' plain OpenCV loops and one training step of the matching model."""
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tfseg.benchmarking.machine import time_calls
-from tfseg.config import DataConfig, PreprocessConfig
+from tfseg.config import DataConfig, PreprocessConfig, SyntheticSpec
 from tfseg.utils.errors import TfsegError
 
 # tfseg modules that load TensorFlow are imported inside the jobs that use them, which run in
 # child processes: the parent never loads TensorFlow, and each child only what its job needs.
-
-REPO = Path(__file__).resolve().parents[2]   # the checkout (tools/, runs/)
 
 
 def run_pipeline(name, data_dir, work_dir, frames, limit):
@@ -55,19 +51,19 @@ def pipeline_rates(dataset, plain_loop, count, train_step, batch_size):
 
 
 def interferogram_pipeline(work_dir, frames):
-    """Synthetic 3072x3072 8-bit BMP frames (written once by tools/make_interferograms.py),
+    """Synthetic 3072x3072 8-bit BMP frames (written into `work_dir` once per frame count),
     3x3 blur, background of every 10th frame, CLAHE (clip 5, tiles 20), resize to 1024x1024
     (the seed's ICNet path)."""
     import cv2
     import numpy as np
 
     from tfseg.data import interferograms, preprocess
+    from tfseg.data.synthetic_folders import write_sequences
 
-    root = work_dir / "interferograms-3072"
+    root = work_dir / f"interferograms-3072-{frames}-frames"
     if not root.exists():
-        subprocess.run([sys.executable, "tools/make_interferograms.py", "--out", str(root),
-                        "--sequences", "1", "--frames", str(frames), "--size", "3072x3072",
-                        "--fringes", "80"], cwd=REPO, check=True)
+        write_sequences(root, SyntheticSpec(height=3072, width=3072, frames_per_sequence=frames,
+                                            fringes=80.0), sequences=1)
     config = DataConfig(source="interferograms", path=str(root), height=1024, width=1024,
                         cache="none", preprocess=PreprocessConfig(
                             blur=3, background_every=10, clahe_clip_limit=5.0,

@@ -44,7 +44,9 @@ def run_benchmark(args, *, command):
         for case in cases_of(args):
             rows += measure_case(case, variants, settings, Path(exports), args.timeout,
                                  machine["conv_gflop_per_s"])
-    pipelines = [measure_pipeline(name, args) for name in args.pipelines]
+    with tempfile.TemporaryDirectory(prefix="tfseg-bench-data-") as scratch:
+        work_dir = args.work_dir or Path(scratch)
+        pipelines = [measure_pipeline(name, args, work_dir) for name in args.pipelines]
     cpu = cpu_info()
     return {"schema": SCHEMA, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": {"cpu": cpu.model, "cpu_features": cpu.features, "cores": cpu.cores,
@@ -86,10 +88,11 @@ def measure_case(case, variants, settings, exports, timeout, peak_gflop_per_s):
     return rows
 
 
-def measure_pipeline(name, args):
-    """One input pipeline's images per second, in its own child process."""
+def measure_pipeline(name, args, work_dir):
+    """One input pipeline's images per second, in its own child process; synthetic frames
+    are written into `work_dir`."""
     result = run_child({"job": "pipeline", "name": name, "data_dir": str(args.data_dir),
-                        "work_dir": str(args.work_dir), "frames": args.frames,
+                        "work_dir": str(work_dir), "frames": args.frames,
                         "limit": args.limit}, timeout=args.timeout)
     print(f"pipeline {name}: {result['status']}", file=sys.stderr, flush=True)
     return {"key": f"pipeline {name}", "name": name, **result}

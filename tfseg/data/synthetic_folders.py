@@ -1,0 +1,59 @@
+"""Synthetic interferogram sequences written as folders in the on-disk format of real ones,
+the format `tfseg.data.interferograms` reads: one folder per sequence holding its frames
+(`frame_0000.bmp`, or `.png` for 16-bit frames: BMP has no 16-bit grey format), `rois.json`
+(the labelling tool's ROI list) and a YOLO text file beside each frame.
+
+`tools/make_interferograms.py` is its command line; `python -m tfseg.bench --pipelines`
+writes its 3072x3072 frames with it.
+"""
+
+import shutil
+from pathlib import Path
+
+import cv2
+
+from tfseg.data.interferograms import sequence_seed
+from tfseg.data.labels import write_roi_json, write_yolo
+from tfseg.data.synthetic import generate_sequence
+from tfseg.utils.errors import TfsegError
+
+
+def write_sequences(out, spec, *, sequences, seed=0):
+    """Writes `sequences` synthetic sequences to the new folder `out`.
+
+    Sequence i is the one the synthetic source renders as training sequence i for `seed`
+    (`tfseg.data.interferograms.sequence_seed`), so the set is the same on every run. The
+    folder is written as `<out>.partial` (one left by an interrupted run is replaced) and
+    renamed when complete.
+
+    Args:
+        out: path. The folder to write; it must not exist.
+        spec: `tfseg.config.SyntheticSpec`. Frame size, frames per sequence, fringes, bit
+            depth...
+        sequences: int. Number of sequence folders, `sequence_000`, `sequence_001`...
+        seed: int. Defaults to 0.
+
+    Raises:
+        TfsegError: `out` exists.
+        ValueError: `sequences` is below 1.
+    """
+    out = Path(out)
+    if out.exists():
+        raise TfsegError(f"{out} already exists; choose a new folder")
+    if sequences < 1:
+        raise ValueError(f"sequences must be >= 1; received {sequences!r}")
+    suffix = ".bmp" if spec.bit_depth == 8 else ".png"
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for sequence in range(sequences):
+        folder = partial / f"sequence_{sequence:03d}"
+        folder.mkdir(parents=True)
+        frames, boxes = generate_sequence(spec, sequence_seed(seed, "train", sequence))
+        entries = []
+        for index, (frame, frame_boxes) in enumerate(zip(frames, boxes)):
+            name = f"frame_{index:04d}{suffix}"
+            cv2.imwrite(str(folder / name), frame)
+            write_yolo(folder / f"frame_{index:04d}.txt", frame_boxes, *frame.shape)
+            entries.append((name, frame_boxes))
+        write_roi_json(folder / "rois.json", entries)
+    partial.rename(out)
