@@ -1,4 +1,5 @@
-"""Super-resolution (LR, HR) pairs from folders of HR images, the LR computed in the tf graph.
+"""Super-resolution (LR, HR) pairs from HR images, the LR computed in the tf graph: from
+folders here, from a TFDS data set through `tfseg.data.tfds_source`.
 
 HR images are BMP (T91 is 24-bit BMP), PNG or JPEG files, decoded as 3-channel RGB. Every pair is
 (lr float32 (h, w, 3), hr float32 (h * factor, w * factor, 3)), pixels 0..255.
@@ -110,13 +111,8 @@ def to_8bit(images):
 
 def training_pairs(folders, *, factor=4, patch_size=288, blur_sigma=1.0, seed=0,
                    skipped=None):
-    """Endless tf.data stream of random (LR, HR) training patches.
-
-    Each pass visits every usable image once, in an order shuffled anew per pass; example k is
-    cropped at a position drawn from the stateless seed (seed, k), so the stream is the same
-    on every run. LR = to_8bit(degrade(hr, factor, blur_sigma=blur_sigma)). The decoded HR
-    images are cached in memory after the first pass (8-bit: about 100 MB for T91 + BSD200),
-    so later passes only crop and degrade.
+    """Endless tf.data stream of random (LR, HR) training patches of the HR image folders
+    (`random_patches`); images smaller than a patch are skipped (`usable_for_patches`).
 
     Args:
         folders: path or list of paths. HR image folders (e.g. T91 and BSD200).
@@ -135,43 +131,78 @@ def training_pairs(folders, *, factor=4, patch_size=288, blur_sigma=1.0, seed=0,
         TfsegError: empty or missing folder, unreadable image (named), or no image as large
             as a patch.
     """
+    check_patch_size(patch_size, factor)
+    paths = list_hr_images(folders)
+    usable = usable_for_patches(paths, image_sizes(paths), patch_size, skipped=skipped,
+                                source=", ".join(sorted({str(p.parent) for p in paths})))
+    images = tf.data.Dataset.from_tensor_slices(
+        [str(path) for path, keep in zip(paths, usable) if keep]).map(
+        decode_rgb, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return random_patches(images, sum(usable), factor=factor, patch_size=patch_size,
+                          blur_sigma=blur_sigma, seed=seed)
+
+
+def check_patch_size(patch_size, factor):
+    """ValueError unless `factor` is an integer >= 2 and `patch_size` a positive multiple."""
     _check_factor(factor)
     if (isinstance(patch_size, bool) or not isinstance(patch_size, int)
             or patch_size < factor or patch_size % factor):
         raise ValueError(f"patch_size must be a positive multiple of factor={factor}; "
                          f"received patch_size={patch_size!r}")
-    paths = list_hr_images(folders)
-    sizes = image_sizes(paths)
-    usable = [str(p) for p, size in zip(paths, sizes) if min(size) >= patch_size]
-    small = [p for p, size in zip(paths, sizes) if min(size) < patch_size]
-    if not usable:
-        folder_names = ", ".join(sorted({str(p.parent) for p in paths}))
-        raise TfsegError(f"{folder_names}: none of the {len(paths)} HR images is as large as "
+
+
+def usable_for_patches(names, sizes, patch_size, *, skipped, source):
+    """Which images are at least `patch_size` on both sides, as a list of bools.
+
+    Smaller images are skipped, not padded (padding would teach the network mirrored or flat
+    borders): they are logged with their count and, when `skipped` is a list, their `names`
+    appended to it.
+
+    Raises:
+        TfsegError naming `source` when no image is as large as a patch.
+    """
+    usable = [min(size) >= patch_size for size in sizes]
+    small = [str(name) for name, keep in zip(names, usable) if not keep]
+    if not any(usable):
+        raise TfsegError(f"{source}: none of the {len(sizes)} HR images is as large as "
                          f"patch_size={patch_size} (largest: {max(sizes, key=min)}, HxW); use a "
                          f"smaller patch_size")
     if small:
         logger.warning("skipping %d of %d HR images smaller than the %d-pixel patch (e.g. %s)",
-                       len(small), len(paths), patch_size, small[0])
+                       len(small), len(sizes), patch_size, small[0])
         if skipped is not None:
-            skipped.extend(map(str, small))
+            skipped.extend(small)
+    return usable
 
+
+def random_patches(images, count, *, factor, patch_size, blur_sigma, seed):
+    """Endless tf.data stream of random (LR, HR) patches of `images`.
+
+    Each pass visits every image once, in an order shuffled anew per pass; example k is
+    cropped at a position drawn from the stateless seed (seed, k), so the stream is the same
+    on every run. LR = to_8bit(degrade(hr, factor, blur_sigma=blur_sigma)). The decoded HR
+    images are cached in memory after the first pass (8-bit: about 100 MB for T91 + BSD200),
+    so later passes only crop and degrade.
+
+    Args:
+        images: tf.data.Dataset of `count` uint8 (H, W, 3) images, each at least
+            `patch_size` on both sides.
+        count: int. The number of images.
+        factor, patch_size, blur_sigma, seed: as in `training_pairs`.
+    """
     def crop(index, image):
         hr = tf.cast(tf.image.stateless_random_crop(
             image, [patch_size, patch_size, 3],
             seed=tf.stack([tf.constant(seed, tf.int64), index])), tf.float32)
         return to_8bit(degrade(hr, factor, blur_sigma=blur_sigma)), hr
 
-    images = tf.data.Dataset.from_tensor_slices(usable).map(
-        decode_rgb, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
-    order = images.shuffle(len(usable), seed=seed, reshuffle_each_iteration=True).repeat()
+    order = images.cache().shuffle(count, seed=seed, reshuffle_each_iteration=True).repeat()
     return order.enumerate().map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def evaluation_pairs(folders, *, factor=4):
-    """Whole-image (LR, HR) pairs of the standard protocol (Set5, Set14, BSD100), batch 1.
-
-    HR is the image cropped (bottom and right) to a multiple of `factor`;
-    LR = to_8bit(degrade(hr, factor, antialias=True)).
+    """Whole-image (LR, HR) pairs of the standard protocol (Set5, Set14, BSD100) from HR
+    image folders, batch 1 (`whole_image_pairs`).
 
     Returns:
         tf.data.Dataset of (lr float32 (1, h, w, 3), hr float32 (1, h * factor, w * factor,
@@ -183,18 +214,30 @@ def evaluation_pairs(folders, *, factor=4):
     """
     _check_factor(factor)
     paths = list_hr_images(folders)
-    for path, size in zip(paths, image_sizes(paths)):
-        if min(size) < factor:
-            raise TfsegError(f"{path}: {size[0]}x{size[1]} image is smaller than factor={factor}")
+    check_at_least_factor(paths, image_sizes(paths), factor)
+    images = tf.data.Dataset.from_tensor_slices([str(p) for p in paths]).map(
+        decode_rgb, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return whole_image_pairs(images, factor=factor)
 
-    def pair(path):
-        hr = tf.cast(decode_rgb(path), tf.float32)
+
+def check_at_least_factor(names, sizes, factor):
+    """TfsegError naming the first image (of `names`, with `sizes`) smaller than `factor`."""
+    for name, size in zip(names, sizes):
+        if min(size) < factor:
+            raise TfsegError(f"{name}: {size[0]}x{size[1]} image is smaller than factor={factor}")
+
+
+def whole_image_pairs(images, *, factor):
+    """(LR, HR) pairs of whole uint8 (H, W, 3) `images`, batch 1: HR is the image cropped
+    (bottom and right) to a multiple of `factor`; LR = to_8bit(degrade(hr, factor,
+    antialias=True)), the standard evaluation protocol."""
+    def pair(image):
+        hr = tf.cast(image, tf.float32)
         size = tf.shape(hr)[:2] // factor * factor
         hr = hr[:size[0], :size[1]]
         return to_8bit(degrade(hr, factor, antialias=True)), hr
 
-    return tf.data.Dataset.from_tensor_slices([str(p) for p in paths]).map(
-        pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1)
+    return images.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1)
 
 
 def _check_factor(factor):
