@@ -12,10 +12,12 @@ from tfseg.config.schema import (
     PerceptualLossConfig,
     PreprocessConfig,
     SuperResolutionDataConfig,
+    TfdsDataConfig,
     TrainConfig,
 )
 from tfseg.config.synthetic import SyntheticSpec
 
 __all__ = ["AsymmetricLossConfig", "AugmentConfig", "Config", "DataConfig", "ExportConfig",
            "ModelConfig", "PerceptualLossConfig", "PreprocessConfig", "SuperResolutionDataConfig",
-           "SyntheticSpec", "TrainConfig", "from_dict", "load_config", "save_config", "to_dict"]
+           "SyntheticSpec", "TfdsDataConfig", "TrainConfig", "from_dict", "load_config",
+           "save_config", "to_dict"]

@@ -67,6 +67,30 @@ class SuperResolutionDataConfig:
 
 
 @dataclass(frozen=True)
+class TfdsDataConfig:
+    """`data.source: tfds`: a TensorFlow Datasets data set already prepared in `data_dir`,
+    never downloaded (`tfseg.data.tfds_source`). The project's builders (camvid_segnet,
+    sr_images, interferograms: `tfseg.data.tfds_builders`) are found by name too."""
+
+    name: str = ""       # a TFDS name, optionally with config and version: "name/config:1.0.0"
+    data_dir: str = ""   # "" = TFDS's default ($TFDS_DATA_DIR, else ~/tensorflow_datasets)
+    train_split: str = "train"        # a split or a slice of one, e.g. "train[:90%]"
+    val_split: str = "validation"     # e.g. "train[90%:]"
+    image_key: str = "image"          # the image feature (interferograms: "frame")
+    # Segmentation's mask feature: class ids at the image's size, or (N, 4) pixel boxes
+    # (x, y, w, h) drawn as class 1 (interferograms: "boxes"). Super-resolution has none.
+    mask_key: str = "segmentation_mask"
+    ignore_ids: list[int] = bounded([], 0, 255)   # mask ids that become data.ignore_label
+                                                  # (camvid_segnet: [11], its void)
+
+    def __post_init__(self):
+        check_ranges(self)
+        for key in ("train_split", "val_split", "image_key", "mask_key"):
+            if not getattr(self, key):
+                raise ValueError(f"{key} must not be empty")
+
+
+@dataclass(frozen=True)
 class PreprocessConfig:
     """The interferogram seed's per-frame preprocessing (each step can be switched off)."""
 
@@ -114,8 +138,10 @@ class DataConfig:
 
     # "synthetic": interferograms rendered on the fly; "interferograms": folders on disk;
     # "camvid": the SegNet layout (<path>/train, trainannot, val, valannot; void ignored).
-    # "super_resolution": HR folders of the `super_resolution` section.
-    source: Literal["synthetic", "interferograms", "camvid", "super_resolution"] = "synthetic"
+    # "super_resolution": HR folders of the `super_resolution` section; "tfds": a TFDS data
+    # set, the `tfds` section (segmentation, or super-resolution's HR images).
+    source: Literal["synthetic", "interferograms", "camvid", "super_resolution", "tfds"] = (
+        "synthetic")
     path: str = ""       # interferograms: a sequence folder or a folder of them; camvid: root
     val_path: str = ""   # interferograms: held-out folder(s); "" = split off val_fraction
     val_fraction: float = bounded(0.1, 0.0, 0.9)   # of the frames, drawn with split_seed
@@ -144,6 +170,7 @@ class DataConfig:
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     super_resolution: SuperResolutionDataConfig = field(
         default_factory=SuperResolutionDataConfig)
+    tfds: TfdsDataConfig = field(default_factory=TfdsDataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -156,6 +183,9 @@ class DataConfig:
             if not (self.super_resolution.train and self.super_resolution.validation):
                 raise ValueError("source 'super_resolution' reads HR folders: set "
                                  "super_resolution.train and super_resolution.validation")
+        elif self.source == "tfds":
+            if not self.tfds.name:
+                raise ValueError("source 'tfds' reads a TFDS data set: set tfds.name")
         elif self.source != "synthetic" and not self.path:
             raise ValueError(f"source {self.source!r} reads folders: set path")
         if not self.cache:
@@ -317,15 +347,16 @@ class Config:
         if len(self.data.mean) != self.model.input_channels:
             raise ValueError(f"data.mean/std have {len(self.data.mean)} values but "
                              f"model.input_channels is {self.model.input_channels}")
+        # A TFDS data set's channels are checked when it is opened (tfseg.data.tfds_source).
         channels = 3 if self.data.source in ("camvid", "super_resolution") else 1
-        if self.model.input_channels != channels:
+        if self.data.source != "tfds" and self.model.input_channels != channels:
             raise ValueError(f"data.source {self.data.source!r} has {channels} channel(s) but "
                              f"model.input_channels is {self.model.input_channels}")
 
     def _check_super_resolution(self):
-        if self.data.source != "super_resolution":
+        if self.data.source not in ("super_resolution", "tfds"):
             raise ValueError(f"model {self.model.name!r} needs data.source "
-                             f"'super_resolution', not {self.data.source!r}")
+                             f"'super_resolution' or 'tfds', not {self.data.source!r}")
         if self.train.loss not in ("pixel", "perceptual"):
             raise ValueError(f"train.loss {self.train.loss!r} is a segmentation loss; "
                              f"super-resolution trains with 'pixel' or 'perceptual'")

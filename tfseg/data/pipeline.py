@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from tfseg.data import camvid, interferograms, super_resolution
+from tfseg.data import camvid, interferograms, super_resolution, tfds_source
 from tfseg.utils.errors import TfsegError
 
 
@@ -25,26 +25,29 @@ class Datasets:
 
 
 def make_datasets(config):
-    """Both pipelines of `config`; folder sources are listed and checked here, up front.
+    """Both pipelines of `config`; folder sources are listed and checked here, up front, and
+    a TFDS data set is opened and checked against the config (`tfds_source`).
 
     Raises:
-        TfsegError: a data folder is missing, empty or holds badly labelled frames.
+        TfsegError: a data folder is missing, empty or holds badly labelled frames, or a TFDS
+            data set is missing or does not fit the config.
     """
     if config.data.source == "synthetic":
         return Datasets(_synthetic_train(config), _synthetic_validation(config))
-    if config.data.source == "super_resolution":
+    if config.model.task == "super_resolution":   # HR folders or a TFDS data set
         return _super_resolution(config)
-    if config.data.source == "camvid":
+    if config.data.source in ("camvid", "tfds"):
         # Frames are used at their stored size, which must be data.height x data.width,
         # unless data.resize_frames resizes them to it.
         shape = (config.data.height, config.data.width)
         resize = config.data.resize_frames
-        train, validation = (camvid.read_segnet(config.data.path, split,
-                                                size=None if resize else shape,
-                                                ignore_label=config.data.ignore_label).map(
-            lambda image, mask: _frame_of_size(image, mask, shape, resize),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        splits = tfds_source.segmentation_splits(config) if config.data.source == "tfds" else (
+            camvid.read_segnet(config.data.path, split, size=None if resize else shape,
+                               ignore_label=config.data.ignore_label)
             for split in ("train", "val"))
+        train, validation = (frames.map(
+            lambda image, mask: _frame_of_size(image, mask, shape, resize),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) for frames in splits)
         return _datasets_from_frames(train, validation, config)
     skipped = [] if config.data.bad_frames == "skip" else None
     train_frames, val_frames, backgrounds = split_interferograms(config.data)
@@ -72,7 +75,7 @@ def _frame_of_size(image, mask, shape, resize):
     if resize:
         image = tf.image.resize(image, shape, method="area")
         mask = tf.image.resize(mask[..., None], shape, method="nearest")[..., 0]
-    return tf.ensure_shape(image, (*shape, 3)), tf.ensure_shape(mask, shape)
+    return tf.ensure_shape(image, (*shape, image.shape[-1])), tf.ensure_shape(mask, shape)
 
 
 def split_interferograms(data):
@@ -136,13 +139,17 @@ def _validation_batches(frames, config):
 
 
 def _super_resolution(config):
-    """Random (LR, HR) training patches of the HR folders, and whole validation images
-    (batch 1: sizes differ); images smaller than a patch are listed in `skipped`."""
+    """Random (LR, HR) training patches of the HR folders or TFDS images, and whole validation
+    images (batch 1: sizes differ); images smaller than a patch are listed in `skipped`."""
     options, skipped = config.data.super_resolution, []
-    train = super_resolution.training_pairs(
-        options.train, factor=config.model.scale, patch_size=options.patch_size,
-        blur_sigma=options.blur_sigma, seed=config.train.seed, skipped=skipped)
-    validation = super_resolution.evaluation_pairs(options.validation, factor=config.model.scale)
+    if config.data.source == "tfds":
+        train, validation = tfds_source.super_resolution_splits(config, skipped)
+    else:
+        train = super_resolution.training_pairs(
+            options.train, factor=config.model.scale, patch_size=options.patch_size,
+            blur_sigma=options.blur_sigma, seed=config.train.seed, skipped=skipped)
+        validation = super_resolution.evaluation_pairs(options.validation,
+                                                       factor=config.model.scale)
     return Datasets(_run_batches(train, config), validation.cache(), skipped)
 
 

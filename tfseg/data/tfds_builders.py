@@ -14,16 +14,19 @@ which runs, for the builder class of that name,
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=manual_dir, try_download_gcs=False))
 
-Then load it like any TFDS data set (importing this module registers the names):
+Then train on it with `data.source: tfds` (`tfseg.data.tfds_source`: `data.tfds.name:
+camvid_segnet`, `ignore_ids: [11]`; `sr_images` for super-resolution; `interferograms` with
+`image_key: frame`, `mask_key: boxes`), or load it like any TFDS data set (importing this
+module registers the names):
 
     import tensorflow_datasets as tfds
     examples = tfds.load("camvid_segnet", split="train", data_dir=data_dir, download=False)
-    pairs = examples.map(tfds_builders.segmentation_pair)   # (image float32, mask uint8)
     images = tfds.load("sr_images", split="validation", data_dir=data_dir, download=False)
     frames = tfds.load("interferograms", split="train", data_dir=data_dir, download=False)
 
 or use `builder.as_dataset(split=...)`. The stored masks keep CamVid's raw ids (11 = void);
-`segmentation_pair` maps void to the ignore label, as `tfseg.data.camvid.read_segnet` does.
+`data.tfds.ignore_ids: [11]` maps void to the ignore label, as `tfseg.data.camvid.read_segnet`
+does.
 
 Adding a builder: a `GeneratorBasedBuilder` subclass with
 `VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS` (the expected folder layout), `_info` (features,
@@ -174,7 +177,8 @@ BUILDERS = {"camvid_segnet": CamvidSegnet, "sr_images": SrImages,
 
 
 def prepare(name, *, manual_dir, data_dir):
-    """Builds data set `name` of `BUILDERS` offline from `manual_dir` into `data_dir`.
+    """Builds data set `name` of `BUILDERS` offline from `manual_dir` into `data_dir` (paths
+    may start with "~").
 
     An existing build of the same version is reused.
 
@@ -194,19 +198,12 @@ def prepare(name, *, manual_dir, data_dir):
                          "which tensorflow-datasets 4.9.10 uses without installing it: "
                          "pip install importlib_resources")
     builder_class = BUILDERS[name]
-    if not Path(manual_dir).is_dir():
+    manual_dir = Path(manual_dir).expanduser()   # TFDS takes "~" literally
+    if not manual_dir.is_dir():
         raise TfsegError(f"{manual_dir}: no such folder; "
                          f"{builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    builder = builder_class(data_dir=str(data_dir))
+    builder = builder_class(data_dir=str(Path(data_dir).expanduser()))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(manual_dir), try_download_gcs=False))
     return builder
 
-
-def segmentation_pair(example, *, ignore_label=255):
-    """A `camvid_segnet` example -> (image float32 (H, W, 3) 0..255, mask uint8 (H, W)), void
-    pixels set to `ignore_label`: the format of `tfseg.data.camvid.read_segnet`."""
-    camvid.check_ignore_label(ignore_label, len(camvid.CAMVID_CLASSES))
-    mask = example["segmentation_mask"][..., 0]
-    return (tf.cast(example["image"], tf.float32),
-            camvid.void_to_ignore(mask, camvid.CAMVID_VOID_ID, ignore_label))
