@@ -1,8 +1,15 @@
-"""LinkNet's width option: every hidden layer narrows by the same factor, the logits do not."""
+"""LinkNet's options: the width narrows every hidden layer by the same factor, the logits not;
+the box-context head turns sample logits into box logits and exports to every runtime."""
 
 import keras
+import numpy as np
 import pytest
+from conftest import available_opencv_runtimes
 
+from tfseg.deploy.exports import export_onnx
+from tfseg.deploy.opencv_dnn import run_opencv
+from tfseg.deploy.parity import run_onnxruntime
+from tfseg.models.layers import apply_box_context
 from tfseg.models.linknet import build_linknet
 
 
@@ -34,3 +41,67 @@ def test_half_width_quarters_the_parameters():
 def test_unsupported_width_is_refused():
     with pytest.raises(ValueError, match=r"`width` must be one of \[1.0, 0.5\]"):
         build_linknet(num_classes=2, input_shape=(64, 64, 1), width=0.75)
+
+
+def box_context_model(window, size=(48, 64), channels=2):
+    """`apply_box_context` alone, on logits given as the input."""
+    logits = keras.Input((*size, channels))
+    return keras.Model(logits, apply_box_context(logits, window, name="box"))
+
+
+def ellipses_and_boxes(size, ellipses):
+    """Foreground mask of axis-aligned ellipses (row, column, half-height, half-width) and
+    the mask of their bounding boxes."""
+    rows, columns = np.mgrid[:size[0], :size[1]]
+    samples, boxes = np.zeros(size, bool), np.zeros(size, bool)
+    for row, column, half_height, half_width in ellipses:
+        inside = ((rows - row) / half_height) ** 2 + ((columns - column) / half_width) ** 2 <= 1
+        samples |= inside
+        found_rows, found_columns = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
+        boxes[found_rows[0]:found_rows[-1] + 1, found_columns[0]:found_columns[-1] + 1] = True
+    return samples, boxes
+
+
+def test_box_context_starts_as_the_identity():
+    logits = np.random.default_rng(0).normal(size=(2, 48, 64, 2)).astype(np.float32)
+    output = box_context_model(9)(logits).numpy()
+    np.testing.assert_array_equal(output, logits)
+
+
+def test_box_context_lets_a_linear_rule_fill_each_sample_box():
+    """The head's point: with a hand-set 1x1 mix ("foreground where the row strip and the
+    column strip both meet a sample"), confident ellipse logits become exactly their boxes."""
+    samples, boxes = ellipses_and_boxes((48, 64), [(14, 15, 9, 6), (33, 45, 8, 12)])
+    assert (boxes & ~samples).sum() > 100          # corners the ellipses alone miss
+    logits = np.stack([-5.0 * (2 * samples - 1), 5.0 * (2 * samples - 1)], -1)[None]
+    model = box_context_model(window=25)
+    mix = model.get_layer("box_mix")
+    kernel = np.zeros((1, 1, 4, 2), np.float32)
+    kernel[0, 0, [1, 3], 1] = 30.0                 # foreground of the row and column strips
+    mix.set_weights([kernel, np.array([0.0, -45.0], np.float32)])
+    predicted = model(logits.astype(np.float32)).numpy()[0].argmax(-1) == 1
+    np.testing.assert_array_equal(predicted, boxes)
+
+
+def test_box_context_adds_a_mix_of_the_strips_only():
+    plain = build_linknet(num_classes=2, input_shape=(64, 64, 1), width=0.5).count_params()
+    boxed = build_linknet(num_classes=2, input_shape=(64, 64, 1), width=0.5,
+                          box_context=41).count_params()
+    assert boxed - plain == 2 * 2 * 2 + 2          # a 1x1 conv from 2 x 2 strips to 2 logits
+
+
+def test_box_context_onnx_agrees_with_keras_in_every_runtime(tmp_path):
+    """Softmax, strip max pooling and the mix in onnxruntime and every OpenCV DNN engine (CI
+    runs this in OpenCV 4 too)."""
+    model = box_context_model(window=21, size=(45, 77), channels=3)
+    rng = np.random.default_rng(1)
+    model.get_layer("box_mix").set_weights([rng.normal(size=(1, 1, 6, 3)).astype(np.float32),
+                                            rng.normal(size=3).astype(np.float32)])
+    x = rng.normal(scale=3.0, size=(1, 45, 77, 3)).astype(np.float32)
+    expected = model(x).numpy().transpose(0, 3, 1, 2)
+    path = export_onnx(model, tmp_path / "box.onnx")
+    outputs = {"onnxruntime": run_onnxruntime(path, x),
+               **{runtime: run_opencv(path, x, runtime=runtime)
+                  for runtime in available_opencv_runtimes()}}
+    for runtime, output in outputs.items():
+        np.testing.assert_allclose(output, expected, rtol=0, atol=1e-4, err_msg=runtime)

@@ -103,3 +103,24 @@ def crop_padding(x, pad, *, name):
     if pad == (0, 0):
         return x
     return keras.layers.Cropping2D(((0, pad[0]), (0, pad[1])), name=f"{name}_crop")(x)
+
+
+def apply_box_context(logits, window, *, name):
+    """Lets each pixel see whether its row and its column cross the foreground nearby.
+
+    The class probabilities' maximum over a horizontal and a vertical strip of `window`
+    pixels, mixed into the logits by a 1x1 convolution that starts at zero (the network's own
+    logits pass unchanged). An axis-aligned box around a sample is where both strips meet it,
+    so a network whose labels are boxes (the cv2.selectROI workflow) can fill a box's corners
+    from its sample's extent by a linear rule on probabilities in [0, 1], instead of context
+    it would otherwise learn slowly (docs/benchmarks.md).
+    """
+    probabilities = keras.layers.Softmax(name=f"{name}_softmax")(logits)
+    rows = keras.layers.MaxPooling2D((1, window), strides=1, padding="same",
+                                     name=f"{name}_row_max")(probabilities)
+    columns = keras.layers.MaxPooling2D((window, 1), strides=1, padding="same",
+                                        name=f"{name}_column_max")(probabilities)
+    strips = keras.layers.Concatenate(name=f"{name}_concat")([rows, columns])
+    correction = keras.layers.Conv2D(logits.shape[-1], 1, kernel_initializer="zeros",
+                                     name=f"{name}_mix")(strips)
+    return keras.layers.Add(name=f"{name}_add")([logits, correction])

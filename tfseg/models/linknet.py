@@ -6,6 +6,7 @@ import keras
 
 from tfseg.models.backbones.resnet import build_resnet_backbone
 from tfseg.models.layers import (
+    apply_box_context,
     apply_conv_bn,
     apply_deconv_bn,
     crop_padding,
@@ -23,7 +24,7 @@ def apply_decoder_block(x, filters, *, strides, name):
     return apply_conv_bn(x, filters, 1, name=f"{name}_expand")
 
 
-def build_linknet(*, num_classes, input_shape, width=1.0, name="linknet"):
+def build_linknet(*, num_classes, input_shape, width=1.0, box_context=0, name="linknet"):
     """LinkNet with the paper's ResNet18 encoder; returns per-pixel logits at the input size.
 
     Args:
@@ -31,6 +32,9 @@ def build_linknet(*, num_classes, input_shape, width=1.0, name="linknet"):
         input_shape: tuple. Static (H, W, C); any H and W (padded to a multiple of 32 inside).
         width: float. Channel multiplier of the encoder and decoder, 1.0 (the paper) or 0.5
             (a quarter of the compute, for small two-class problems).
+        box_context: int. Strip length in pixels of a box-context head on the logits
+            (`apply_box_context`), for box labels; about the largest box. 0 (the default):
+            none, the paper's network.
         name: str. Model name. Defaults to "linknet".
     """
     inputs = keras.Input(shape=input_shape, name="image")
@@ -52,4 +56,6 @@ def build_linknet(*, num_classes, input_shape, width=1.0, name="linknet"):
     logits = keras.layers.Conv2DTranspose(num_classes, 2, strides=2, padding="same",
                                           name=f"{name}_logits")(y)
     logits = crop_padding(logits, pad, name=name)
+    if box_context:
+        logits = apply_box_context(logits, box_context, name=f"{name}_box_context")
     return keras.Model(inputs, logits, name=name)
