@@ -13,7 +13,7 @@ from tfseg.data import preprocess
 from tfseg.deploy import runtimes
 from tfseg.deploy.tiling import predict_tiled
 from tfseg.utils.errors import TfsegError
-from tfseg.utils.images import read_unchanged, write_png
+from tfseg.utils.images import read_unchanged, stretch_to_8bit, write_png
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv")
@@ -200,13 +200,6 @@ def segmentation_pictures(logits, image, colours):
     painted = np.asarray(colours, np.float32)[mask]
     overlay = (1 - OVERLAY_ALPHA) * stretch_to_8bit(image) + OVERLAY_ALPHA * painted
     return {"mask": mask, "overlay": np.round(overlay).astype(np.uint8)}
-
-
-def stretch_to_8bit(image):
-    """uint8 RGB (H, W, 3) view of a float (H, W, C) frame, min-max stretched to 0..255."""
-    low, high = float(image.min()), float(image.max())
-    scaled = np.round(255 * (image - low) / max(high - low, 1e-6)).astype(np.uint8)
-    return np.repeat(scaled, 3, axis=-1) if scaled.shape[-1] == 1 else scaled
 
 
 def super_resolution_picture(pixels, image, scale, match):

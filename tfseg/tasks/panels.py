@@ -3,6 +3,8 @@ LR | bicubic | SR | HR) and the class colours they, overlays and exports use."""
 
 import numpy as np
 
+from tfseg.utils.images import stretch_to_8bit
+
 IGNORE_COLOUR = (255, 255, 255)
 
 
@@ -33,7 +35,7 @@ def colourize(labels, colours, ignore_label):
 
 
 def segmentation_panels(images, masks, predictions, *, colours, ignore_label):
-    """uint8 (N, H, 3W, 3) panels: input (min-max scaled per image) | ground truth | prediction.
+    """uint8 (N, H, 3W, 3) panels: input (`stretch_to_8bit`) | ground truth | prediction.
 
     Args:
         images: (N, H, W, C) input pixels, C = 1 or 3.
@@ -41,13 +43,7 @@ def segmentation_panels(images, masks, predictions, *, colours, ignore_label):
         predictions: (N, H, W) predicted ids.
         colours: uint8 (K, 3) RGB per class id (`class_colours`).
     """
-    images = np.asarray(images, np.float32)
-    low = images.min(axis=(1, 2, 3), keepdims=True)
-    high = images.max(axis=(1, 2, 3), keepdims=True)
-    scaled = (255 * (images - low) / np.maximum(high - low, 1e-6)).astype(np.uint8)
-    if scaled.shape[-1] == 1:
-        scaled = np.repeat(scaled, 3, axis=-1)
-    return np.concatenate([scaled, colourize(masks, colours, ignore_label),
+    return np.concatenate([stretch_to_8bit(images), colourize(masks, colours, ignore_label),
                            colourize(predictions, colours, ignore_label)], axis=2)
 
 

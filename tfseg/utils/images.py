@@ -1,7 +1,8 @@
 """Image files through OpenCV: frames read as stored with a clear error for a bad file, and
-PNGs written atomically."""
+PNGs written atomically; float frames shown as 8-bit pictures."""
 
 import cv2
+import numpy as np
 
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_bytes_atomic
@@ -37,3 +38,14 @@ def write_png(path, image, *, rgb=False):
     if not ok:
         raise TfsegError(f"{path}: OpenCV could not encode the image")
     write_bytes_atomic(path, encoded.tobytes())
+
+
+def stretch_to_8bit(images):
+    """uint8 RGB view of float frames (..., H, W, C), C = 1 or 3: each frame min-max
+    stretched to 0..255 and rounded. How panels and overlays show preprocessed frames, whose
+    range depends on the preprocessing (tools/opencv_segment.py draws its overlay alike)."""
+    images = np.asarray(images, np.float32)
+    low = images.min(axis=(-3, -2, -1), keepdims=True)
+    high = images.max(axis=(-3, -2, -1), keepdims=True)
+    scaled = np.round(255 * (images - low) / np.maximum(high - low, 1e-6)).astype(np.uint8)
+    return np.repeat(scaled, 3, axis=-1) if scaled.shape[-1] == 1 else scaled
