@@ -133,13 +133,15 @@ def huge_wrong_value(tmp_path):
 
 def missing_data_folder(tmp_path):
     config = write_config(tmp_path, recipe(path=str(tmp_path / "nowhere")))
-    return config, [], ["nowhere: no such folder", "expected a folder of interferogram frames"]
+    return config, [], ["nowhere: no such folder",
+                        "expected a folder of frames or of sequence folders"]
 
 
 def empty_data_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     config = write_config(tmp_path, recipe(path=str(tmp_path / "empty")))
-    return config, [], ["empty: no frames found", "expected .bmp/.png/.tif/.tiff files"]
+    return config, [], ["empty: no frames found",
+                        "expected .bmp/.png/.jpg/.jpeg/.tif/.tiff files"]
 
 
 def _damaged_sequence(tmp_path, damage, labels="rois"):

@@ -14,6 +14,7 @@ from conftest import TINY_CONFIG, assert_parity_results, randomize_batch_norm, r
 
 from tfseg import export, models
 from tfseg.cli import run_cli
+from tfseg.data.preprocess import Preprocessing
 from tfseg.deploy import runtimes
 from tfseg.deploy.exports import export_model, export_onnx
 from tfseg.deploy.metadata import make_metadata, read_onnx_metadata
@@ -99,7 +100,7 @@ def test_super_resolution_exports_pass_psnr_parity(tmp_path):
     metadata = make_metadata(
         model="sr_johnson", task="super_resolution", input_size=(16, 16), input_channels=3,
         layout="NCHW", mean=[127.5] * 3, std=[127.5] * 3,
-        preprocessing={"resize_to": [16, 16], "colour": "rgb"}, scale=2)
+        preprocessing=Preprocessing(colour="rgb", eight_bit=True), scale=2)
     images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
     exported = export_model(model, metadata, tmp_path, images)
     assert not (tmp_path / "labels.txt").exists()

@@ -191,9 +191,3 @@ def test_an_interrupted_save_keeps_the_previous_list_and_leaves_no_partial_file(
         write_roi_json(rois_path, [("frame_0000.bmp", []), ("frame_0001.png", [])])
     assert set(folder.iterdir()) == before
     assert read_roi_json(rois_path) == {"frame_0000.bmp": [(1, 2, 3, 4)]}
-
-
-def test_frame_types_match_the_interferogram_reader():
-    from tfseg.data import interferograms
-    assert label_rois.FRAME_SUFFIXES == interferograms.FRAME_SUFFIXES
-    assert label_rois.ROI_FILE == interferograms.ROI_FILE

@@ -19,11 +19,12 @@ from conftest import (
 
 from tfseg import models, predict
 from tfseg.cli import run_cli
-from tfseg.config import DataConfig, PreprocessConfig
+from tfseg.config import Config, DataConfig, PreprocessConfig
 from tfseg.data.interferograms import prepare_sequence
+from tfseg.data.preprocess import Preprocessing
 from tfseg.deploy import inference, runtimes
 from tfseg.deploy.exports import export_onnx, export_saved_model
-from tfseg.deploy.metadata import make_metadata
+from tfseg.deploy.metadata import make_metadata, metadata_for
 from tfseg.utils.errors import TfsegError
 
 MODEL_SIZE = (32, 48)
@@ -32,11 +33,11 @@ STEPS = {"blur": 3, "background_every": 2, "background_alpha": 0.9, "clahe_clip_
          "clahe_tile_grid": 4, "crop": [4, 2, 56, 40]}
 
 
-def segmentation_metadata(steps, *, mean, std):
-    return make_metadata(
-        model="linknet", task="segmentation", input_size=MODEL_SIZE, input_channels=1,
-        layout="NCHW", mean=mean, std=std, class_names=["background", "sample"],
-        preprocessing={**steps, "resize_to": list(MODEL_SIZE), "colour": "gray"})
+def segmentation_config(*, mean, std, path="frames"):
+    """A recipe for interferogram folders at `path`, preprocessed by STEPS to MODEL_SIZE."""
+    return Config(data=DataConfig(source="interferograms", path=str(path),
+                                  height=MODEL_SIZE[0], width=MODEL_SIZE[1], mean=mean,
+                                  std=std, preprocess=PreprocessConfig(**STEPS)))
 
 
 def make_segmenter(mean, std, seed=0):
@@ -67,11 +68,10 @@ def write_frames(folder, frames, suffix=".png"):
     return folder
 
 
-def training_masks(model, frames, steps):
+def training_masks(model, frames, config):
     """Class ids of `frames` preprocessed by the training pipeline, from the Keras model."""
-    config = DataConfig(height=MODEL_SIZE[0], width=MODEL_SIZE[1],
-                        preprocess=PreprocessConfig(**steps))
-    images, _ = prepare_sequence(frames, [[] for _ in frames], config)
+    images, _ = prepare_sequence(frames, [[] for _ in frames],
+                                 Preprocessing.from_config(config))
     return np.asarray(model(images, training=False)).argmax(-1)
 
 
@@ -82,17 +82,17 @@ def read_mask(path):
 
 
 def make_segmentation_export(folder):
-    """A tiny LinkNet exported to ONNX with tfseg metadata in `folder`, and a folder of 4 raw
-    frames. Exported once per session, whichever test module asks first: the model's
-    weights are the same every time."""
+    """A tiny LinkNet exported to ONNX with the tfseg metadata of its recipe (`config`) in
+    `folder`, and a folder of 4 raw frames. Exported once per session, whichever test module
+    asks first: the model's weights are the same every time."""
     model = make_segmenter(mean=[90.0], std=[40.0])
+    frames = make_frames(4, FRAME_SIZE)
+    config = segmentation_config(mean=[90.0], std=[40.0], path=folder / "frames")
     onnx_path = folder / "model.onnx"
     if not onnx_path.exists():
         folder.mkdir(exist_ok=True)
-        metadata = segmentation_metadata(STEPS, mean=[90.0], std=[40.0])
-        export_onnx(model, onnx_path, metadata=metadata)
-    frames = make_frames(4, FRAME_SIZE)
-    return SimpleNamespace(model=model, onnx=onnx_path, frames=frames,
+        export_onnx(model, onnx_path, metadata=metadata_for(config, "NCHW"))
+    return SimpleNamespace(model=model, onnx=onnx_path, frames=frames, config=config,
                            folder=write_frames(folder / "frames", frames))
 
 
@@ -106,7 +106,7 @@ def test_folder_is_segmented_exactly_as_training_preprocesses(segmentation_expor
     result = run_module("tfseg.predict", "--model", exported.onnx, "--input", exported.folder,
                         "--output", tmp_path / "out")
     assert result.returncode == 0, result.stderr
-    expected = training_masks(exported.model, exported.frames, STEPS)
+    expected = training_masks(exported.model, exported.frames, exported.config)
     assert 0.05 < expected.mean() < 0.95   # both classes present: the comparison means much
     masks = np.stack([read_mask(tmp_path / "out" / f"frame_{i:04d}_mask.png")
                       for i in range(4)])
@@ -150,22 +150,38 @@ def test_video_frames_are_named_and_share_the_video_background(segmentation_expo
     masks = np.stack([read_mask(tmp_path / "out" / f"clip_{i:06d}_mask.png")
                       for i in range(4)])
     assert not (tmp_path / "out" / "clip_000004_mask.png").exists()
-    expected = training_masks(exported.model, np.stack(decoded), STEPS)
+    expected = training_masks(exported.model, np.stack(decoded), exported.config)
     assert np.mean(masks == expected) >= 0.999
+
+
+def test_a_root_of_sequence_folders_is_read_as_training_reads_data_path(segmentation_export,
+                                                                        tmp_path):
+    exported = segmentation_export
+    sequences = {"sequence_a": exported.frames, "sequence_b": exported.frames[::-1]}
+    for name, frames in sequences.items():
+        write_frames(tmp_path / "root" / name, frames)
+    assert run_cli(predict.main, ["--model", str(exported.onnx), "--input",
+                                  str(tmp_path / "root"), "--output",
+                                  str(tmp_path / "out")]) == 0
+    for name, frames in sequences.items():   # each with its own background
+        masks = np.stack([read_mask(tmp_path / "out" / name / f"frame_{i:04d}_mask.png")
+                          for i in range(4)])
+        assert np.mean(masks == training_masks(exported.model, frames, exported.config)) >= 0.999
 
 
 def test_16_bit_frames_keep_their_values_as_in_training(tmp_path):
     # A model trained on 16-bit frames (CLAHE spreads them over 0..65535) segments 16-bit
     # PNGs exactly as training preprocessed them.
     model = make_segmenter(mean=[30000.0], std=[15000.0], seed=1)
-    metadata = segmentation_metadata(STEPS, mean=[30000.0], std=[15000.0])
+    config = segmentation_config(mean=[30000.0], std=[15000.0])
     frames = make_frames(3, FRAME_SIZE, maximum=4000, dtype=np.uint16, seed=1)
     folder = write_frames(tmp_path / "frames16", frames)
     assert cv2.imread(str(folder / "frame_0000.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
-    (sequence,) = inference.find_sequences([folder])
-    outputs = dict(inference.predict_sequence(runtimes.from_keras(model, metadata), sequence))
+    (sequence,) = inference.input_sequences([folder])
+    outputs = dict(inference.predict_sequence(
+        runtimes.from_keras(model, metadata_for(config, "NCHW")), sequence))
     masks = np.stack([outputs[f"frame_{i:04d}"]["mask"] for i in range(3)])
-    expected = training_masks(model, frames, STEPS)
+    expected = training_masks(model, frames, config)
     assert 0.02 < expected.mean() < 0.98
     assert np.mean(masks == expected) >= 0.999
 
@@ -183,9 +199,7 @@ def super_resolution_export(tmp_path_factory):
     metadata = make_metadata(
         model="sr_johnson", task="super_resolution", input_size=(24, 24), input_channels=3,
         layout="NHWC", mean=options["mean"], std=options["std"], scale=2,
-        preprocessing={"blur": 0, "background_every": 0, "background_alpha": 0.0,
-                       "clahe_clip_limit": 0.0, "clahe_tile_grid": 1, "crop": [],
-                       "resize_to": [], "colour": "rgb"})
+        preprocessing=Preprocessing(colour="rgb", eight_bit=True))
     saved_model = export_saved_model(model, out / "saved_model", metadata)
     return SimpleNamespace(any_size=any_size, saved_model=saved_model)
 
@@ -247,7 +261,7 @@ def test_inputs_are_checked_before_anything_is_written(tmp_path, segmentation_ex
     write_frames(tmp_path / "a", segmentation_export.frames[:1])
     write_frames(tmp_path / "b", segmentation_export.frames[:1])
     cases = [([tmp_path / "missing.png"], "missing.png: no such file"),
-             ([tmp_path / "empty"], "empty: no images in this folder"),
+             ([tmp_path / "empty"], "empty: no frames found"),
              ([tmp_path / "notes.txt"], "notes.txt: not an image"),
              ([tmp_path / "a", tmp_path / "b"], "frame_0000.png: its outputs would overwrite")]
     for inputs, message in cases:

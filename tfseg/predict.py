@@ -5,20 +5,25 @@ exported tfseg model, each frame preprocessed as the export's metadata says.
         --output predictions/ [--runtime opencv] [--tile 128x128] [--overlap 32]
 
 A sequence is a folder of images (in name order), a video, or the image files named on the
-command line (together, in the order given). With `background_every` = k the background is
-the mean of every k-th frame of the sequence, as in training. Frames are named by their file
-stem; video frames `<video-stem>_<frame:06d>`. Written per frame:
+command line (together, in the order given); a folder of sequence folders gives one sequence
+per subfolder (as `data.path` is read in training) and their outputs go to subfolders of the
+same names. With `background_every` = k the background is the mean of every k-th frame of
+the sequence, as in training. Frames are named by their file stem; video frames
+`<video-stem>_<frame:06d>`. Written per frame:
 - segmentation: `<name>_mask.png`, uint8 class ids at the preprocessed (model) frame size, and
-  `<name>_overlay.png`, the class colours blended on the preprocessed frame;
+  `<name>_overlay.png`, the class colours blended on the preprocessed frame (min-max stretched
+  to 0..255);
 - super-resolution: `<name>_x<scale>.png`, uint8, per-channel histogram-matched to the input
   frame with `--match-histogram`.
 The model runs tile by tile (`tfseg.deploy.tiling`) when `--tile` is given or when a static model's
 size differs from the preprocessed frame's.
 
-16-bit frames: a segmenter gets their 16-bit values, as in training (`tfseg.data.preprocess`
-never rescales a frame, and CLAHE works on 0..65535), so feed a model the bit depth it was
-trained on. A super-resolution network works on 0..255 pixels: 16-bit frames are divided by
-257 (rounded) into 8 bits first. Overlays show the preprocessed frame stretched to 0..255.
+Frames are preprocessed by `tfseg.data.preprocess`, the code that prepared the training
+frames, following the description in the export's metadata. Bit depth: an interferogram
+model gets 16-bit frames' own values, as in training (CLAHE works on 0..65535), so feed a
+model the bit depth it was trained on; models of the sources TensorFlow decodes (CamVid,
+super-resolution, TFDS) were trained on 8-bit pixels, and get 16-bit frames' high byte, as
+TensorFlow's decoders read them.
 
 The model, the inputs and name clashes are checked before anything is written. Each file is
 written under a hidden temporary name and renamed when complete; an unreadable frame stops the

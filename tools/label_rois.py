@@ -26,14 +26,11 @@ from pathlib import Path
 import cv2
 
 from tfseg.cli import run_cli
-from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json
+from tfseg.data.labels import ROI_FILE, read_roi_json, read_yolo, write_roi_json
+from tfseg.data.sequences import FRAME_SUFFIXES, frame_files
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.images import read_unchanged
 
-# The frame files tfseg.data.interferograms reads (not imported from there: that module loads
-# TensorFlow, slow to start and noisy on stderr for a labelling tool).
-FRAME_SUFFIXES = (".bmp", ".png", ".tif", ".tiff")
-ROI_FILE = "rois.json"
 WINDOW = "label_rois"
 HOW_TO_DRAW = __doc__.split("\n\n")[-1].strip()
 # OpenCV's Qt build aborts the process, with no exception to catch, when it cannot open a
@@ -42,12 +39,12 @@ WINDOW_PROBE = f"import cv2; cv2.namedWindow({WINDOW!r}); cv2.destroyAllWindows(
 
 
 def list_frames(folder):
-    """The frame files of `folder`, sorted by name; TfsegError if it is missing or has none."""
+    """The frame files of `folder` as training reads them (`tfseg.data.sequences.frame_files`);
+    TfsegError if it is missing or has none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise TfsegError(f"{folder}: no such folder (expected a folder of frames)")
-    frames = sorted(path for path in folder.iterdir()
-                    if path.suffix.lower() in FRAME_SUFFIXES and not path.name.startswith("."))
+    frames = frame_files(folder)
     if not frames:
         raise TfsegError(f"{folder}: no frames ({', '.join(FRAME_SUFFIXES)} files) in it")
     return frames

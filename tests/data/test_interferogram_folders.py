@@ -12,9 +12,11 @@ import tensorflow as tf
 from conftest import TINY_CONFIG, run_module
 
 from tfseg.config import Config, DataConfig, PreprocessConfig, TrainConfig
-from tfseg.data import interferograms, preprocess
+from tfseg.data import interferograms
 from tfseg.data.labels import read_roi_json, write_yolo
 from tfseg.data.pipeline import make_datasets, split_interferograms
+from tfseg.data.preprocess import Preprocessing
+from tfseg.data.sequences import find_sequences, read_frame
 from tfseg.utils.errors import TfsegError
 
 FRAME = (96, 128)
@@ -46,14 +48,17 @@ def config_for(path, **data):
                   train=TrainConfig(batch_size=2, epochs=1, steps_per_epoch=3))
 
 
+def preprocessing_of(config):
+    return Preprocessing.from_config(config)
+
+
 def frames_of(dataset):
     return [(i.numpy(), m.numpy()) for i, m in dataset]
 
 
 def test_sequences_are_found_under_a_root_or_given_directly(dataset):
-    assert [p.name for p in interferograms.find_sequences(dataset)] == [
-        "sequence_000", "sequence_001"]
-    assert interferograms.find_sequences(dataset / "sequence_001") == [
+    assert [p.name for p in find_sequences(dataset)] == ["sequence_000", "sequence_001"]
+    assert find_sequences(dataset / "sequence_001") == [
         dataset / "sequence_001"]
 
 
@@ -74,15 +79,17 @@ def test_frames_become_preprocessed_images_and_box_masks(dataset):
                                                              clahe_tile_grid=4))
     folder = dataset / "sequence_000"
     frames = interferograms.read_sequence(folder)
-    background = interferograms.sequence_background(frames, config.data.preprocess)
+    preprocessing = preprocessing_of(config)
+    background = interferograms.sequence_background(frames, preprocessing)
     raw = [cv2.imread(str(f.path), cv2.IMREAD_UNCHANGED) for f in frames]
     np.testing.assert_allclose(
         background, np.mean([cv2.blur(f, (3, 3)) for f in raw[::2]], 0).astype(np.float32),
         rtol=1e-6)
-    loaded = frames_of(interferograms.folder_frames(frames, {folder: background}, config.data))
+    loaded = frames_of(interferograms.folder_frames(frames, {folder: background},
+                                                    preprocessing))
     for frame, raw_frame, (image, mask) in zip(frames, raw, loaded):
-        expected_image, expected_mask = preprocess.prepare_frame(
-            raw_frame, list(frame.boxes), background, config.data)
+        expected_image, expected_mask = interferograms.prepare_frame(
+            preprocessing, raw_frame, list(frame.boxes), background)
         np.testing.assert_array_equal(image, expected_image)
         np.testing.assert_array_equal(mask, expected_mask)
         assert image.shape == (*SIZE, 1) and mask.shape == SIZE
@@ -96,16 +103,16 @@ def test_frames_without_boxes_are_all_background(copy):
     frames = interferograms.read_sequence(folder)
     config = config_for(copy)
     masks = [m for _, m in frames_of(interferograms.folder_frames(frames, {folder: None},
-                                                                  config.data))]
+                                                                  preprocessing_of(config)))]
     assert len(masks) == 6 and all(m.max() == 0 for m in masks)
 
 
 def test_fraction_split_is_seeded_and_disjoint(dataset):
     config = config_for(dataset)
-    train, validation, _ = split_interferograms(config.data)
+    train, validation, _ = split_interferograms(config.data, preprocessing_of(config))
     assert len(train) == 9 and len(validation) == 3
     assert not {f.path for f in train} & {f.path for f in validation}
-    again = split_interferograms(config.data)
+    again = split_interferograms(config.data, preprocessing_of(config))
     assert [f.path for f in again[1]] == [f.path for f in validation]
 
 
@@ -125,7 +132,7 @@ def test_sixteen_bit_frames_are_read_at_full_depth(tmp_path, suffix):
     cv2.imwrite(str(folder / f"f{suffix}"), frame)
     write_yolo(folder / "f.txt", [(10, 20, 30, 40)], *FRAME)
     (record,) = interferograms.read_sequence(folder)
-    np.testing.assert_array_equal(interferograms.read_frame(record.path), frame)
+    np.testing.assert_array_equal(read_frame(record.path), frame)
     assert interferograms.pixel_boxes(record, FRAME) == [(10, 20, 30, 40)]
 
 
@@ -154,14 +161,15 @@ def test_a_bad_frame_fails_naming_the_file_or_is_skipped_when_asked(copy, damage
     config = config_for(folder, val_fraction=0.0, preprocess=PreprocessConfig(
         background_every=3))
     frames = interferograms.read_sequence(folder)
-    backgrounds = {folder: interferograms.sequence_background(frames, config.data.preprocess)}
+    preprocessing = preprocessing_of(config)
+    backgrounds = {folder: interferograms.sequence_background(frames, preprocessing)}
     with pytest.raises(tf.errors.OpError) as raised:
-        frames_of(interferograms.folder_frames(frames, backgrounds, config.data))
+        frames_of(interferograms.folder_frames(frames, backgrounds, preprocessing))
     error = interferograms.data_error(raised.value)
     assert isinstance(error, TfsegError)
     assert re.search(expected, str(error)), str(error)
     skipped = []
-    kept = frames_of(interferograms.folder_frames(frames, backgrounds, config.data,
+    kept = frames_of(interferograms.folder_frames(frames, backgrounds, preprocessing,
                                                   skipped=skipped))
     assert len(kept) == 5 and len(skipped) == 1
 

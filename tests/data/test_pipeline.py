@@ -7,6 +7,7 @@ import numpy as np
 from tfseg.config import Config, DataConfig, SyntheticSpec, TrainConfig
 from tfseg.data.interferograms import synthetic_frames
 from tfseg.data.pipeline import make_datasets
+from tfseg.data.preprocess import Preprocessing
 
 SMALL = DataConfig(height=32, width=48, val_sequences=2,
                    synthetic=SyntheticSpec(height=64, width=96, frames_per_sequence=3, fringes=8))
@@ -18,7 +19,9 @@ def frames_of(dataset, count):
 
 def test_stream_is_reproducible_and_splits_differ():
     def stream(seed, split):
-        return frames_of(synthetic_frames(SMALL, seed=seed, split=split, num_sequences=2), 4)
+        preprocessing = Preprocessing.from_config(Config(data=SMALL))
+        return frames_of(synthetic_frames(SMALL.synthetic, preprocessing, seed=seed,
+                                          split=split, num_sequences=2), 4)
 
     first, again = stream(0, "train"), stream(0, "train")
     validation, other_seed = stream(0, "validation"), stream(1, "train")

@@ -1,66 +1,152 @@
-"""Each interferogram preprocessing step, and their assembly into (image, mask) frames."""
+"""The one preprocessing (`Preprocessing`): each step, its description from a config and in
+export metadata (old exports included), and its assembly into (image, mask) frames."""
+
+import dataclasses
 
 import cv2
 import numpy as np
 import pytest
 
-from tfseg.config import DataConfig, PreprocessConfig, SyntheticSpec
-from tfseg.data import preprocess
+from tfseg.config import PreprocessConfig, SyntheticSpec, load_config
+from tfseg.config.recipes import recipe_path
 from tfseg.data.interferograms import prepare_sequence
+from tfseg.data.preprocess import Preprocessing, boxes_to_mask, crop
 from tfseg.data.synthetic import generate_sequence
+from tfseg.utils.errors import TfsegError
+
+OFF = dict(blur=0, background_every=0, clahe_clip_limit=0.0)
+
+
+def described(**steps):
+    return Preprocessing(steps=PreprocessConfig(**{**OFF, **steps}))
 
 
 def test_box_blur_matches_opencv_and_zero_disables():
     frame = np.random.default_rng(0).integers(0, 256, (9, 11), dtype=np.uint8)
-    np.testing.assert_array_equal(preprocess.box_blur(frame, 3), cv2.blur(frame, (3, 3)))
-    assert preprocess.box_blur(frame, 0) is frame
+    np.testing.assert_array_equal(described(blur=3).image(frame)[..., 0],
+                                  cv2.blur(frame, (3, 3)))
+    np.testing.assert_array_equal(described().image(frame)[..., 0], frame)
 
 
 def test_background_is_the_mean_of_the_blurred_frames_and_result_is_clipped():
     frames = [np.full((4, 4), v, np.uint8) for v in (10, 50, 30, 90)]
-    background = preprocess.estimate_background(frames[::2], blur=3)   # (10 + 30) / 2
+    preprocessing = described(blur=3, background_every=2, background_alpha=0.5)
+    background = preprocessing.background(enumerate(frames[::2]))   # (10 + 30) / 2
     np.testing.assert_allclose(background, 20.0)
-    out = [preprocess.subtract_background(f, background, alpha=0.5)[0, 0] for f in frames]
+    out = [preprocessing.image(f, background)[0, 0, 0] for f in frames]
     np.testing.assert_allclose(out, [0.0, 40.0, 20.0, 80.0])
-    assert (preprocess.subtract_background(frames[0], background, 2.0) >= 0).all()
-    np.testing.assert_array_equal(preprocess.subtract_background(frames[1], None, 0.9),
-                                  frames[1])
+    with pytest.raises(TfsegError, match="b: 3x4 frame in a sequence of 4x4 frames"):
+        preprocessing.background([("a", frames[0]), ("b", frames[1][:3])])
+    with pytest.raises(ValueError, match="3x4 frame in a sequence of 4x4 frames"):
+        preprocessing.image(frames[1][:3], background)
 
 
 def test_crop_takes_the_region_and_refuses_one_outside_the_frame():
     frame = np.arange(30 * 40).reshape(30, 40)
-    np.testing.assert_array_equal(preprocess.crop(frame, [5, 2, 10, 20]), frame[2:22, 5:15])
-    assert preprocess.crop(frame, []) is frame
+    np.testing.assert_array_equal(crop(frame, [5, 2, 10, 20]), frame[2:22, 5:15])
+    assert crop(frame, []) is frame
     with pytest.raises(ValueError, match=r"reaches outside the 30x40"):
-        preprocess.crop(frame, [35, 0, 10, 10])
+        crop(frame, [35, 0, 10, 10])
 
 
-def test_clahe_spreads_a_narrow_histogram_and_zero_disables():
-    frame = np.random.default_rng(0).integers(100, 120, (64, 64)).astype(np.float32)
-    out = preprocess.equalize(frame, clip_limit=5.0, tile_grid=4, max_value=255)
-    assert out.std() > 2 * frame.std()
-    assert preprocess.equalize(frame, 0.0, 4, 255) is frame
+def test_clahe_spreads_a_narrow_histogram_per_channel_at_the_frame_bit_depth():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(100, 120, (64, 64, 3)).astype(np.uint8)
+    out = described(clahe_clip_limit=5.0, clahe_tile_grid=4).image(frame)
+    assert out.shape == (64, 64, 3) and out.std() > 2 * frame.std()
+    clahe = cv2.createCLAHE(clipLimit=5.0, tileGridSize=(4, 4))
+    np.testing.assert_array_equal(out[..., 1], clahe.apply(np.ascontiguousarray(frame[..., 1])))
+    deep = rng.integers(1000, 1200, (64, 64)).astype(np.uint16)
+    np.testing.assert_array_equal(described(clahe_clip_limit=5.0, clahe_tile_grid=4).image(
+        deep)[..., 0], clahe.apply(deep))
+
+
+def test_eight_bit_keeps_the_high_byte_as_tensorflow_decodes_16_bit_files():
+    frame = np.array([[0, 255, 256, 65535], [32896, 511, 257, 65280]], np.uint16)
+    image = Preprocessing(steps=PreprocessConfig(**OFF), eight_bit=True).image(frame)
+    np.testing.assert_array_equal(image[..., 0], frame >> 8)
+    np.testing.assert_array_equal(described().image(frame)[..., 0], frame)
 
 
 def test_boxes_become_a_binary_mask():
-    mask = preprocess.boxes_to_mask([(1, 2, 3, 2), (0, 0, 1, 1)], height=5, width=6)
+    mask = boxes_to_mask([(1, 2, 3, 2), (0, 0, 1, 1)], height=5, width=6)
     assert mask.dtype == np.uint8 and mask.sum() == 7
     assert mask[2:4, 1:4].all() and mask[0, 0] == 1 and mask[4].sum() == 0
 
 
 def test_boxes_reaching_outside_the_frame_are_clipped():
-    mask = preprocess.boxes_to_mask([(-2, -3, 4, 5), (4, 3, 10, 10)], height=5, width=6)
+    mask = boxes_to_mask([(-2, -3, 4, 5), (4, 3, 10, 10)], height=5, width=6)
     assert mask[:2, :2].all() and mask[2:, :2].sum() == 0
     assert mask[3:, 4:].all() and mask.sum() == 4 + 4
 
 
-def test_resize_keeps_mask_ids_exact():
+@pytest.mark.parametrize("interpolation", ["cubic", "area"])
+def test_resize_follows_the_description_and_keeps_mask_ids_on_their_pixels(interpolation):
     image = np.random.default_rng(0).uniform(0, 255, (30, 40)).astype(np.float32)
     mask = np.zeros((30, 40), np.uint8)
-    mask[5:20, 10:30] = 1
+    mask[6:20, 10:30] = 1
     mask[0, 0] = 255
-    small_image, small_mask = preprocess.resize_pair(image, mask, 15, 20)
-    assert small_image.shape == (15, 20) and set(np.unique(small_mask)) <= {0, 1, 255}
+    preprocessing = Preprocessing(steps=PreprocessConfig(**OFF), resize_to=[15, 20],
+                                  interpolation=interpolation)
+    flag = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}[interpolation]
+    np.testing.assert_array_equal(preprocessing.image(image)[..., 0],
+                                  cv2.resize(image, (20, 15), interpolation=flag))
+    small = preprocessing.mask(mask)
+    assert small.shape == (15, 20) and set(np.unique(small)) <= {0, 1, 255}
+    # Half-pixel centres: output pixel (y, x) takes input pixel (2y + 1, 2x + 1).
+    np.testing.assert_array_equal(small, mask[1::2, 1::2])
+
+
+def recipe(name):
+    return load_config(recipe_path(name))
+
+
+def test_the_config_describes_what_each_source_trains_on():
+    icnet = recipe("icnet_interferogram")
+    assert icnet.data.preprocess.background_every and icnet.data.preprocess.clahe_clip_limit
+    assert Preprocessing.from_config(icnet) == Preprocessing(
+        steps=icnet.data.preprocess, colour="gray", eight_bit=False, resize_to=[1024, 1024],
+        interpolation="cubic")
+    # Sources TensorFlow decodes: 8-bit, none of the interferogram steps, area resize.
+    camvid = recipe("linknet_camvid")
+    assert Preprocessing.from_config(camvid) == Preprocessing(
+        colour="rgb", eight_bit=True, resize_to=[360, 480], interpolation="area")
+    assert Preprocessing().steps.blur == 0 and Preprocessing().steps.background_every == 0
+    super_resolution = Preprocessing.from_config(recipe("sr_johnson_x4"))
+    assert super_resolution.resize_to == [] and super_resolution.at_size((8, 8)).resize_to == []
+    assert super_resolution.colour == "rgb" and super_resolution.eight_bit
+    assert Preprocessing.from_config(icnet).at_size((64, 128)).resize_to == [64, 128]
+
+
+def test_metadata_round_trip_and_old_exports():
+    preprocessing = Preprocessing(steps=PreprocessConfig(clahe_clip_limit=2.0, crop=[1, 2, 3, 4]),
+                                  colour="rgb", eight_bit=True, resize_to=[8, 16],
+                                  interpolation="area")
+    stored = preprocessing.to_metadata()
+    assert Preprocessing.from_metadata(stored, task="segmentation", source="m") == preprocessing
+    # Exports from before "eight_bit" and "interpolation" were recorded read as they were
+    # predicted then.
+    old = {key: value for key, value in stored.items()
+           if key not in ("eight_bit", "interpolation")}
+    for task, eight_bit in (("segmentation", False), ("super_resolution", True)):
+        assert Preprocessing.from_metadata(old, task=task, source="m") == dataclasses.replace(
+            preprocessing, eight_bit=eight_bit, interpolation="cubic")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d.pop("blur"), r"m.onnx: tfseg metadata without preprocessing.blur \(expected "
+                              "blur, background_every"),
+    (lambda d: d.update(sharpen=1), "m.onnx: unknown key 'preprocessing.sharpen'"),
+    (lambda d: d.update(blur="3"), "m.onnx: preprocessing.blur: expected an integer"),
+    (lambda d: d.update(interpolation="linear"),
+     "m.onnx: preprocessing.interpolation='linear' is not one of"),
+    (lambda d: d.update(resize_to=[8]), "must be \\[\\] or \\[height, width\\]"),
+])
+def test_a_malformed_description_is_one_line_naming_the_file_and_key(change, message):
+    values = Preprocessing().to_metadata()
+    change(values)
+    with pytest.raises(TfsegError, match=message):
+        Preprocessing.from_metadata(values, task="segmentation", source="m.onnx")
 
 
 @pytest.mark.parametrize("bit_depth", [8, 16])
@@ -68,10 +154,11 @@ def test_prepared_sequence_matches_network_size_and_boxes(bit_depth):
     spec = SyntheticSpec(height=96, width=128, frames_per_sequence=5, fringes=12,
                          bit_depth=bit_depth)
     frames, boxes = generate_sequence(spec, seed=3)
-    config = DataConfig(height=48, width=64, synthetic=spec,
-                        preprocess=PreprocessConfig(clahe_clip_limit=2.0, clahe_tile_grid=4))
-    images, masks = prepare_sequence(frames, boxes, config)
+    preprocessing = Preprocessing(steps=PreprocessConfig(clahe_clip_limit=2.0,
+                                                         clahe_tile_grid=4),
+                                  resize_to=[48, 64])
+    images, masks = prepare_sequence(frames, boxes, preprocessing)
     assert images.shape == (5, 48, 64, 1) and images.dtype == np.float32
     assert masks.shape == (5, 48, 64) and masks.dtype == np.uint8
-    full = [preprocess.boxes_to_mask(b, 96, 128).mean() for b in boxes]
+    full = [boxes_to_mask(b, 96, 128).mean() for b in boxes]
     np.testing.assert_allclose(masks.reshape(5, -1).mean(1), full, atol=0.02)

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from tfseg.benchmarking.machine import time_calls
-from tfseg.config import DataConfig, PreprocessConfig, SyntheticSpec
+from tfseg.config import PreprocessConfig, SyntheticSpec
 from tfseg.utils.errors import TfsegError
 
 # tfseg modules that load TensorFlow are imported inside the jobs that use them, which run in
@@ -64,13 +64,13 @@ def interferogram_pipeline(work_dir, frames):
     if not root.exists():
         write_sequences(root, SyntheticSpec(height=3072, width=3072, frames_per_sequence=frames,
                                             fringes=80.0), sequences=1)
-    config = DataConfig(source="interferograms", path=str(root), height=1024, width=1024,
-                        cache="none", preprocess=PreprocessConfig(
-                            blur=3, background_every=10, clahe_clip_limit=5.0,
-                            clahe_tile_grid=20))
+    preprocessing = preprocess.Preprocessing(steps=PreprocessConfig(
+        blur=3, background_every=10, clahe_clip_limit=5.0, clahe_tile_grid=20),
+        resize_to=[1024, 1024])
     records = interferograms.read_sequence(root / "sequence_000")
-    background = interferograms.sequence_background(records, config.preprocess)
-    dataset = interferograms.folder_frames(records, {records[0].path.parent: background}, config)
+    background = interferograms.sequence_background(records, preprocessing)
+    dataset = interferograms.folder_frames(records, {records[0].path.parent: background},
+                                           preprocessing)
     clahe = cv2.createCLAHE(clipLimit=5.0, tileGridSize=(20, 20))
 
     def plain_loop():  # the seed's loader: numpy in float64, one frame at a time

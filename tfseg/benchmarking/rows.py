@@ -11,6 +11,7 @@ import numpy as np
 from tfseg.benchmarking.cases import Case, Variant
 from tfseg.benchmarking.flops import count_flops
 from tfseg.benchmarking.machine import peak_rss_mib, time_calls
+from tfseg.data.preprocess import Preprocessing
 from tfseg.deploy import runtimes
 from tfseg.deploy.metadata import make_metadata
 
@@ -99,8 +100,9 @@ def export_metadata(case):
     return make_metadata(model=case.model, input_size=(case.height, case.width),
                          input_channels=case.channels,
                          layout="NCHW", mean=[0.0] * case.channels, std=[1.0] * case.channels,
-                         preprocessing={"resize_to": [case.height, case.width],
-                                        "colour": "gray" if case.channels == 1 else "rgb"},
+                         preprocessing=Preprocessing(
+                             resize_to=[case.height, case.width],
+                             colour="gray" if case.channels == 1 else "rgb"),
                          **task)
 
 

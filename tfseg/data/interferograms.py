@@ -1,7 +1,8 @@
 """Interferogram sequences -> (image, mask) frames: folders on disk and the synthetic source.
 
-A sequence is a folder of frames sharing one optical background (reference/DATA.md). Frames are
-8- or 16-bit grayscale BMP, PNG or TIFF files; their boxes come from the folder's `rois.json`
+A sequence is a folder of frames sharing one optical background (reference/DATA.md), found and
+read by `tfseg.data.sequences`: 8- or 16-bit grayscale image files, preprocessed by
+`tfseg.data.preprocess`. Their boxes come from the folder's `rois.json`
 (the labelling tool's ROI list) or from YOLO `.txt` files beside the frames. A frame with an
 empty box list is valid (all background); a frame without any label is an error.
 """
@@ -11,20 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import tensorflow as tf
 
-from tfseg.data import labels, preprocess
+from tfseg.data import labels
+from tfseg.data.preprocess import boxes_to_mask
+from tfseg.data.sequences import Sequence, frame_files, read_frame
 from tfseg.data.synthetic import generate_sequence
 from tfseg.utils.errors import TfsegError
-from tfseg.utils.images import read_unchanged
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "validation": 1}
-FRAME_SUFFIXES = (".bmp", ".png", ".tif", ".tiff")
-LABEL_SUFFIXES = (".txt", ".json")
-ROI_FILE = "rois.json"
 _BAD_FRAME = "tfseg-bad-frame: "   # marks our errors inside tf.data's error messages
 
 
@@ -42,36 +40,6 @@ class Frame:
     label_file: Path
 
 
-def find_sequences(root):
-    """Sequence folders under `root`: `root` itself if it holds frames, else its subfolders
-    that do (sorted). Raises TfsegError for a missing folder or one without frames."""
-    root = Path(root)
-    if not root.is_dir():
-        raise TfsegError(f"{root}: no such folder (expected a folder of interferogram frames "
-                         f"or of sequence folders)")
-    if _frame_files(root):
-        return [root]
-    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and _frame_files(p)]
-    if not folders:
-        raise TfsegError(f"{root}: no frames found (expected {'/'.join(FRAME_SUFFIXES)} files "
-                         f"in it or in its subfolders)")
-    return folders
-
-
-def _frame_files(folder):
-    files = []
-    for path in sorted(folder.iterdir()):
-        suffix = path.suffix.lower()
-        if path.is_dir() or path.name.startswith("."):
-            continue
-        if suffix in FRAME_SUFFIXES:
-            files.append(path)
-        elif suffix not in LABEL_SUFFIXES:
-            raise TfsegError(f"{path}: unknown file type in a frame folder (expected frames "
-                             f"{', '.join(FRAME_SUFFIXES)} and labels {ROI_FILE} or .txt)")
-    return files
-
-
 def read_sequence(folder, label_format="auto"):
     """The labelled frames of one sequence folder, in file-name order.
 
@@ -84,8 +52,8 @@ def read_sequence(folder, label_format="auto"):
         TfsegError: a frame has no label, or a label file is malformed; the message names it.
     """
     folder = Path(folder)
-    paths = _frame_files(folder)
-    rois_path = folder / ROI_FILE
+    paths = frame_files(folder)
+    rois_path = folder / labels.ROI_FILE
     use_rois = label_format == "rois" or (label_format == "auto" and rois_path.exists())
     if use_rois:
         if not rois_path.exists():
@@ -110,15 +78,6 @@ def read_sequence(folder, label_format="auto"):
             frames.append(Frame(path, tuple(labels.read_yolo_normalised(label_path)), True,
                                 label_path))
     return frames
-
-
-def read_frame(path):
-    """A grayscale frame as (H, W) uint8 or uint16; TfsegError for an unreadable file."""
-    frame = read_unchanged(path)
-    if frame.ndim == 3:   # grayscale stored as 24/32-bit colour
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY if frame.shape[2] == 4
-                             else cv2.COLOR_BGR2GRAY)
-    return frame
 
 
 def pixel_boxes(frame, shape):
@@ -158,63 +117,49 @@ def check_frames(frames):
                              f"frames")
 
 
-def sequence_background(frames, preprocess_config):
-    """Background of one sequence: mean of its every k-th blurred frame (None when off),
-    read in parallel threads (OpenCV releases the GIL)."""
-    every = preprocess_config.background_every
-    if every == 0:
-        return None
-    paths = [f.path for f in frames[::every]]
-    with ThreadPoolExecutor() as pool:
-        sampled = list(pool.map(read_frame, paths))
-    for path, frame in zip(paths, sampled):
-        if frame.shape != sampled[0].shape:
-            raise TfsegError(f"{path}: {frame.shape[0]}x{frame.shape[1]} frame in a sequence "
-                             f"of {sampled[0].shape[0]}x{sampled[0].shape[1]} frames")
-    return preprocess.estimate_background(sampled, preprocess_config.blur)
+def sequence_background(frames, preprocessing):
+    """The background `preprocessing` subtracts from one sequence of labelled `frames`
+    (`tfseg.data.sequences.Sequence.background`), or None."""
+    return Sequence(images=tuple(frame.path for frame in frames)).background(preprocessing)
 
 
-def folder_frames(frames, backgrounds, data_config, *, skipped=None):
+def folder_frames(frames, backgrounds, preprocessing, *, skipped=None):
     """tf.data set of (image, mask) from labelled `frames`, decoded in parallel.
 
     Args:
         frames: list of `Frame`.
         backgrounds: dict sequence folder -> background (or None), from `sequence_background`.
-        data_config: `tfseg.config.DataConfig`.
+        preprocessing: `tfseg.data.preprocess.Preprocessing` (it resizes frames).
         skipped: list or None. When a list, bad frames are logged, appended to it and
             dropped; when None (the default), a bad frame fails the pipeline.
 
     A bad frame fails the pipeline with an error naming the file; `data_error` turns it into
     a `TfsegError` where the data set is consumed.
     """
-    height, width = data_config.height, data_config.width
+    height, width = preprocessing.resize_to
+    channels = preprocessing.channels
 
     def load(index):
         frame = frames[int(index)]
         try:
-            raw = read_frame(frame.path)
-            background = backgrounds[frame.path.parent]
-            if background is not None and background.shape != raw.shape:
-                raise TfsegError(f"{frame.path}: {raw.shape[0]}x{raw.shape[1]} frame in a "
-                                 f"sequence of {background.shape[0]}x{background.shape[1]} "
-                                 f"frames")
-            image, mask = preprocess.prepare_frame(raw, pixel_boxes(frame, raw.shape),
-                                                   background, data_config)
+            raw = read_frame(frame.path, preprocessing.colour)
+            image, mask = prepare_frame(preprocessing, raw, pixel_boxes(frame, raw.shape[:2]),
+                                        backgrounds[frame.path.parent])
         except (TfsegError, ValueError) as error:
             message = str(error) if isinstance(error, TfsegError) else f"{frame.path}: {error}"
             if skipped is None:
                 raise ValueError(_BAD_FRAME + message) from None
             log.warning("tfseg: skipping a bad frame: %s", message)
             skipped.append(str(frame.path))
-            return np.zeros((height, width, 1), np.float32), np.zeros((height, width),
-                                                                      np.uint8), False
+            return np.zeros((height, width, channels), np.float32), np.zeros(
+                (height, width), np.uint8), False
         return image, mask, True
 
     def load_tensors(index):
         image, mask, good = tf.numpy_function(load, [index], (tf.float32, tf.uint8, tf.bool),
                                               stateful=False)
-        return (tf.ensure_shape(image, (height, width, 1)), tf.ensure_shape(mask, (height, width)),
-                good)
+        return (tf.ensure_shape(image, (height, width, channels)),
+                tf.ensure_shape(mask, (height, width)), good)
 
     dataset = tf.data.Dataset.range(len(frames)).map(
         load_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -230,22 +175,30 @@ def data_error(error):
     return TfsegError(message.split(_BAD_FRAME, 1)[1].splitlines()[0])
 
 
-def prepare_sequence(frames, boxes, data_config):
-    """Preprocesses one in-memory sequence as configured and rasterises its boxes.
+def prepare_frame(preprocessing, frame, boxes, background):
+    """One raw frame and its (x, y, w, h) boxes -> (network input, mask), both as
+    `preprocessing` makes them."""
+    return (preprocessing.image(frame, background),
+            preprocessing.mask(boxes_to_mask(boxes, *frame.shape[:2])))
+
+
+def prepare_sequence(frames, boxes, preprocessing):
+    """Preprocesses one in-memory sequence and rasterises its boxes.
 
     Args:
         frames: (T, H, W) uint8 or uint16 frames of one sequence.
         boxes: per frame, a list of (x, y, w, h) boxes.
-        data_config: `tfseg.config.DataConfig`.
+        preprocessing: `tfseg.data.preprocess.Preprocessing`.
 
     Returns:
-        images (T, height, width, 1) float32 and masks (T, height, width) uint8, at the
-        configured network input size.
+        images (T, height, width, C) float32 and masks (T, height, width) uint8, at the
+        network input size.
     """
-    steps = data_config.preprocess
-    background = (preprocess.estimate_background(frames[::steps.background_every], steps.blur)
-                  if steps.background_every else None)
-    pairs = [preprocess.prepare_frame(frame, frame_boxes, background, data_config)
+    every = preprocessing.steps.background_every
+    background = (preprocessing.background(
+        (f"frame {index}", frame) for index, frame in enumerate(frames[::every]))
+        if every else None)
+    pairs = [prepare_frame(preprocessing, frame, frame_boxes, background)
              for frame, frame_boxes in zip(frames, boxes)]
     return (np.stack([image for image, _ in pairs]), np.stack([mask for _, mask in pairs]))
 
@@ -255,23 +208,24 @@ def sequence_seed(seed, split, index):
     return int(np.random.SeedSequence([seed, SPLITS[split], index]).generate_state(1)[0])
 
 
-def synthetic_frames(data_config, *, seed, split, num_sequences):
-    """tf.data set of single (image, mask) frames from synthetic sequences.
+def synthetic_frames(spec, preprocessing, *, seed, split, num_sequences):
+    """tf.data set of single (image, mask) frames from synthetic sequences of `spec`
+    (`tfseg.config.SyntheticSpec`), preprocessed by `preprocessing`.
 
     Sequence i of `split` is rendered from `sequence_seed(seed, split, i)`, so the stream is
     reproducible and the validation split never overlaps training.
     """
-    spec = data_config.synthetic
-    shape = (spec.frames_per_sequence, data_config.height, data_config.width)
+    shape = (spec.frames_per_sequence, *preprocessing.resize_to)
 
     def render(index):
         frames, boxes = generate_sequence(spec, sequence_seed(seed, split, int(index)))
-        return prepare_sequence(frames, boxes, data_config)
+        return prepare_sequence(frames, boxes, preprocessing)
 
     def render_tensors(index):
         images, masks = tf.numpy_function(render, [index], (tf.float32, tf.uint8),
                                           stateful=False)
-        return tf.ensure_shape(images, shape + (1,)), tf.ensure_shape(masks, shape)
+        return (tf.ensure_shape(images, shape + (preprocessing.channels,)),
+                tf.ensure_shape(masks, shape))
 
     sequences = tf.data.Dataset.range(num_sequences).map(
         render_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_text_atomic
 
+ROI_FILE = "rois.json"   # a sequence folder's ROI list
+
 
 def write_roi_json(path, entries):
     """Writes `[(frame file name, [(x, y, w, h), ...]), ...]` as a JSON ROI list.

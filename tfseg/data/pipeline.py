@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg.data import camvid, interferograms, super_resolution, tfds_source
+from tfseg.data.preprocess import Preprocessing
+from tfseg.data.sequences import find_sequences
 from tfseg.utils.errors import TfsegError
 
 
@@ -32,8 +34,10 @@ def make_datasets(config):
         TfsegError: a data folder is missing, empty or holds badly labelled frames, or a TFDS
             data set is missing or does not fit the config.
     """
+    preprocessing = Preprocessing.from_config(config)   # of every frame a network sees
     if config.data.source == "synthetic":
-        return Datasets(_synthetic_train(config), _synthetic_validation(config))
+        return Datasets(_synthetic_train(config, preprocessing),
+                        _synthetic_validation(config, preprocessing))
     if config.model.task == "super_resolution":   # HR folders or a TFDS data set
         return _super_resolution(config)
     if config.data.source in ("camvid", "tfds"):
@@ -46,14 +50,14 @@ def make_datasets(config):
                                ignore_label=config.data.ignore_label)
             for split in ("train", "val"))
         train, validation = (frames.map(
-            lambda image, mask: _frame_of_size(image, mask, shape, resize),
+            lambda image, mask: _frame_of_size(image, mask, preprocessing),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) for frames in splits)
         return _datasets_from_frames(train, validation, config)
     skipped = [] if config.data.bad_frames == "skip" else None
-    train_frames, val_frames, backgrounds = split_interferograms(config.data)
-    train = interferograms.folder_frames(train_frames, backgrounds, config.data,
+    train_frames, val_frames, backgrounds = split_interferograms(config.data, preprocessing)
+    train = interferograms.folder_frames(train_frames, backgrounds, preprocessing,
                                          skipped=skipped)
-    validation = interferograms.folder_frames(val_frames, backgrounds, config.data,
+    validation = interferograms.folder_frames(val_frames, backgrounds, preprocessing,
                                               skipped=skipped)
     return _datasets_from_frames(train, validation, config,
                                  skipped if skipped is not None else [])
@@ -70,28 +74,32 @@ def _datasets_from_frames(train, validation, config, skipped=None):
                                         config), [] if skipped is None else skipped)
 
 
-def _frame_of_size(image, mask, shape, resize):
-    """tf: (image, mask) of static size `shape`; resized to it (area / nearest) if `resize`."""
-    if resize:
-        image = tf.image.resize(image, shape, method="area")
-        mask = tf.image.resize(mask[..., None], shape, method="nearest")[..., 0]
-    return tf.ensure_shape(image, (*shape, image.shape[-1])), tf.ensure_shape(mask, shape)
+def _frame_of_size(image, mask, preprocessing):
+    """tf: a decoded (image, mask) made by `preprocessing` (in numpy, as every frame a network
+    sees), of its static size: frames of another size are resized (area / nearest), which
+    the readers allow only with `data.resize_frames`."""
+    image, mask = tf.numpy_function(
+        lambda image, mask: (preprocessing.image(image), preprocessing.mask(mask)),
+        [image, mask], (tf.float32, mask.dtype), stateful=False)
+    shape = tuple(preprocessing.resize_to)
+    return (tf.ensure_shape(image, (*shape, preprocessing.channels)),
+            tf.ensure_shape(mask, shape))
 
 
-def split_interferograms(data):
-    """Train and validation frames and each sequence's background.
+def split_interferograms(data, preprocessing):
+    """Train and validation frames and each sequence's background (under `preprocessing`).
 
     With `val_path` the validation frames are that folder's; otherwise `val_fraction` of the
     frames, drawn with `split_seed` (the seed's ICNet split: 10 % with seed 1024). With
     `bad_frames` "error", every frame is read once first (`interferograms.check_frames`).
     """
-    sequences = interferograms.find_sequences(data.path)
-    val_sequences = interferograms.find_sequences(data.val_path) if data.val_path else []
+    sequences = find_sequences(data.path)
+    val_sequences = find_sequences(data.val_path) if data.val_path else []
     frames = {folder: interferograms.read_sequence(folder, data.labels)
               for folder in sequences + val_sequences}
     if data.bad_frames == "error":   # a bad frame fails now, before anything is written
         interferograms.check_frames([frame for folder in frames for frame in frames[folder]])
-    backgrounds = {folder: interferograms.sequence_background(folder_frames, data.preprocess)
+    backgrounds = {folder: interferograms.sequence_background(folder_frames, preprocessing)
                    for folder, folder_frames in frames.items()}
     train = [frame for folder in sequences for frame in frames[folder]]
     if val_sequences:
@@ -153,25 +161,27 @@ def _super_resolution(config):
     return Datasets(_run_batches(train, config), validation.cache(), skipped)
 
 
-def _synthetic_train(config):
+def _synthetic_train(config, preprocessing):
     """Synthetic sequences rendered on the fly: every training frame is new. A finite stream
     stops its background workers when training ends, and batch i is always the same batch."""
     train = config.train
     frames_needed = train.epochs * train.steps_per_epoch * train.batch_size
     sequences = -(-(frames_needed + config.data.shuffle_frames)
                   // config.data.synthetic.frames_per_sequence)
-    frames = interferograms.synthetic_frames(config.data, seed=train.seed, split="train",
+    frames = interferograms.synthetic_frames(config.data.synthetic, preprocessing,
+                                             seed=train.seed, split="train",
                                              num_sequences=sequences)
     return _run_batches(frames.shuffle(config.data.shuffle_frames, seed=train.seed), config)
 
 
-def _synthetic_validation(config):
+def _synthetic_validation(config, preprocessing):
     """The fixed held-out synthetic frames, rendered once and cached in memory.
 
     Every `val_frame_stride`-th frame of the validation stream is kept; each was preprocessed
     with its whole sequence, as at training time.
     """
-    frames = interferograms.synthetic_frames(config.data, seed=config.data.val_seed,
+    frames = interferograms.synthetic_frames(config.data.synthetic, preprocessing,
+                                             seed=config.data.val_seed,
                                              split="validation",
                                              num_sequences=config.data.val_sequences)
     return _validation_batches(frames.shard(config.data.val_frame_stride, 0).cache(), config)

@@ -1,68 +1,198 @@
-"""The interferogram seed's frame preprocessing, one function per step (numpy + OpenCV).
+"""The one preprocessing of raw frames, for training data, evaluation and inference alike.
 
-Order, as in the seed: box blur -> background subtraction -> CLAHE -> crop -> resize.
-`prepare_frame` chains them for one frame; the background is estimated once per sequence
-(folder) by `estimate_background` and shared by all of its frames.
+`Preprocessing` describes what is done to a raw frame before the network (which normalises
+its input itself): it is built from a config (`from_config`), written into every export's
+metadata (`to_metadata`), read back from it (`from_metadata`) and executed by its methods,
+with numpy and OpenCV, for every frame a network sees. The order is the interferogram seed's:
+8-bit reduction -> box blur -> background subtraction -> CLAHE -> crop -> resize. The
+background is estimated once per sequence (`background`) and shared by all of its frames.
+`tools/opencv_segment.py` follows the same description with OpenCV alone;
+tests/test_preprocessing_paths.py holds every path to the network to the same inputs.
 """
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
 
+from tfseg.config import PreprocessConfig, from_dict
+from tfseg.config.schema import bounded, check_ranges
+from tfseg.utils.errors import TfsegError
 
-def box_blur(frame, kernel_size):
-    """`cv2.blur` with a k x k box; k = 0 returns the frame unchanged."""
-    if kernel_size == 0:
+INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
+# Masks: the nearest label on half-pixel centres (TensorFlow's "nearest"), so labels stay on
+# the pixels that the cubic or area resize of the frame puts them on.
+MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
+
+
+def _no_steps():
+    return PreprocessConfig(blur=0, background_every=0, clahe_clip_limit=0.0)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What is done to a raw frame, (H, W) grey or (H, W, 3) RGB, before the network."""
+
+    steps: PreprocessConfig = field(default_factory=_no_steps)   # blur, background, CLAHE, crop
+    colour: Literal["gray", "rgb"] = "gray"   # how frames are read: the network's channels
+    # 16-bit frames reduced to their high byte first: how TensorFlow's decoders read the
+    # files of every source but interferogram folders in training.
+    eight_bit: bool = False
+    resize_to: list[int] = bounded([], 1)   # [H, W] after the crop; [] keeps the size
+    interpolation: Literal["cubic", "area"] = "cubic"   # of the frame; masks: nearest
+
+    def __post_init__(self):
+        check_ranges(self)
+        if len(self.resize_to) not in (0, 2):
+            raise ValueError(f"resize_to={self.resize_to} must be [] or [height, width]")
+
+    @classmethod
+    def from_config(cls, config):
+        """The preprocessing `config` trains with: frames read in the model's channels; the
+        `data.preprocess` steps for interferograms (frames read as stored, cubic resize),
+        none for the sources TensorFlow decodes (8-bit; area resize, as `data.resize_frames`
+        did in TensorFlow); SR models resize nothing."""
+        data = config.data
+        interferograms = data.source in ("synthetic", "interferograms")
+        return cls(steps=data.preprocess if interferograms else _no_steps(),
+                   colour="rgb" if config.model.input_channels == 3 else "gray",
+                   eight_bit=not interferograms,
+                   resize_to=([] if config.model.task == "super_resolution"
+                              else [data.height, data.width]),
+                   interpolation="cubic" if interferograms else "area")
+
+    @property
+    def channels(self):
+        """Channels of the network input: 1 for grey frames, 3 for RGB ones."""
+        return 1 if self.colour == "gray" else 3
+
+    def at_size(self, size):
+        """The same preprocessing for a model of input `size` (H, W): frames resized to it,
+        where frames are resized at all."""
+        return dataclasses.replace(self, resize_to=[int(v) for v in size]) if (
+            self.resize_to) else self
+
+    def to_metadata(self):
+        """The flat mapping an export's metadata stores as "preprocessing" (JSON values)."""
+        return {**dataclasses.asdict(self.steps), "colour": self.colour,
+                "eight_bit": self.eight_bit, "resize_to": list(self.resize_to),
+                "interpolation": self.interpolation}
+
+    @classmethod
+    def from_metadata(cls, values, *, task, source):
+        """The preprocessing an export's metadata describes (`to_metadata`). Exports from
+        before "eight_bit" and "interpolation" were recorded read as they were predicted
+        then (SR frames in 8 bits, cubic resize).
+
+        Raises:
+            TfsegError: naming `source` and the missing, unknown or malformed key.
+        """
+        if not isinstance(values, dict):
+            raise TfsegError(f"{source}: tfseg metadata without a preprocessing mapping; "
+                             f"export the model again")
+        # What tfseg.predict did with exports from before these keys were recorded.
+        values = {"eight_bit": task == "super_resolution", "interpolation": "cubic", **values}
+        step_keys = [item.name for item in dataclasses.fields(PreprocessConfig)]
+        keys = step_keys + [item.name for item in dataclasses.fields(cls)
+                            if item.name != "steps"]
+        missing = [key for key in keys if key not in values]
+        if missing:
+            raise TfsegError(f"{source}: tfseg metadata without preprocessing."
+                             f"{missing[0]} (expected {', '.join(keys)}); export the model "
+                             f"again")
+        steps = from_dict(PreprocessConfig, {key: values.pop(key) for key in step_keys},
+                          source=source, prefix="preprocessing.")
+        return dataclasses.replace(
+            from_dict(cls, values, source=source, prefix="preprocessing."), steps=steps)
+
+    def background(self, sampled):
+        """The background of a sequence: the mean of its blurred frames, float32.
+
+        Args:
+            sampled: iterable of (source, frame): every `steps.background_every`-th frame of
+                the sequence, in `colour` as stored.
+
+        Raises:
+            TfsegError: a frame of another size than the first, named by its source.
+        """
+        total, count = None, 0
+        for source, frame in sampled:
+            blurred = self._blurred(self._reduced(frame)).astype(np.float32)
+            if total is not None and blurred.shape != total.shape:
+                raise TfsegError(f"{source}: {_size(blurred)} frame in a sequence of "
+                                 f"{_size(total)} frames (one background needs one size)")
+            total = blurred if total is None else total + blurred
+            count += 1
+        if count == 0:
+            raise ValueError("a background needs at least one frame")
+        return total / count
+
+    def image(self, frame, background=None):
+        """A raw frame -> the float32 (h, w, C) network input.
+
+        Args:
+            frame: (H, W) grey or (H, W, 3) RGB, uint8 or uint16, as stored.
+            background: from `background`, or None (subtract none).
+
+        Raises:
+            ValueError: the frame does not fit the background or the crop.
+        """
+        blurred = self._blurred(self._reduced(frame))
+        image = blurred.astype(np.float32)
+        if background is not None:
+            if background.shape != image.shape:
+                raise ValueError(f"{_size(image)} frame in a sequence of {_size(background)} "
+                                 f"frames (one background needs one size)")
+            image = np.maximum(image - self.steps.background_alpha * background, 0.0)
+        image = image.reshape(*image.shape[:2], -1)
+        if self.steps.clahe_clip_limit:
+            max_value = np.iinfo(blurred.dtype).max
+            image = np.stack([self._equalized(image[..., c], max_value)
+                              for c in range(image.shape[-1])], axis=-1)
+        image = self._resized(crop(image, self.steps.crop), INTERPOLATIONS[self.interpolation])
+        return image.reshape(*image.shape[:2], -1)
+
+    def mask(self, mask):
+        """A raw frame's (H, W) class ids, cropped and resized as `image` does the frame."""
+        return self._resized(crop(mask, self.steps.crop), MASK_INTERPOLATION)
+
+    def _reduced(self, frame):
+        if self.eight_bit and frame.dtype == np.uint16:
+            return (frame >> 8).astype(np.uint8)
         return frame
-    return cv2.blur(frame, (kernel_size, kernel_size))
 
+    def _blurred(self, frame):
+        """The frame box-blurred k x k by `cv2.blur` (its dtype kept); k = 0: unchanged."""
+        size = self.steps.blur
+        return cv2.blur(frame, (size, size)) if size else frame
 
-def estimate_background(frames, blur):
-    """Mean of the (blurred) frames given: the optics do not move between frames, the sample
-    does, so the mean of frames spread over a sequence keeps mostly the background.
+    def _equalized(self, channel, max_value):
+        """CLAHE on values rounded into [0, max_value] (the frame's own bit depth)."""
+        grid = self.steps.clahe_tile_grid
+        clahe = cv2.createCLAHE(clipLimit=self.steps.clahe_clip_limit,
+                                tileGridSize=(grid, grid))
+        rounded = np.clip(np.rint(channel), 0, max_value).astype(
+            np.uint8 if max_value <= 255 else np.uint16)
+        return clahe.apply(rounded).astype(np.float32)
 
-    Args:
-        frames: iterable of (H, W) frames, e.g. every 10th frame of a folder.
-        blur: int. Box-blur kernel applied to each frame first, as to every input frame.
-
-    Returns:
-        (H, W) float32 background.
-    """
-    total, count = None, 0
-    for frame in frames:
-        blurred = box_blur(frame, blur).astype(np.float32)
-        total = blurred if total is None else total + blurred
-        count += 1
-    if count == 0:
-        raise ValueError("estimate_background needs at least one frame")
-    return total / count
-
-
-def subtract_background(frame, background, alpha):
-    """clip(frame - alpha * background, 0) as float32; background None returns the frame."""
-    frame = frame.astype(np.float32)
-    if background is None:
-        return frame
-    return np.maximum(frame - alpha * background, 0.0)
-
-
-def equalize(frame, clip_limit, tile_grid, max_value):
-    """CLAHE on values rounded into [0, max_value]; clip_limit = 0 is a no-op."""
-    if clip_limit == 0:
-        return frame
-    dtype = np.uint8 if max_value <= 255 else np.uint16
-    clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid))
-    rounded = np.clip(np.rint(frame), 0, max_value).astype(dtype)
-    return clahe.apply(rounded).astype(np.float32)
+    def _resized(self, array, interpolation):
+        if not self.resize_to or array.shape[:2] == tuple(self.resize_to):
+            return array
+        height, width = self.resize_to
+        return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
 def crop(array, region):
-    """The (x, y, w, h) region of a 2-D array (the seed's column strip); [] keeps it all."""
+    """The (x, y, w, h) region of an (H, W, ...) array (the seed's column strip); [] keeps
+    it all."""
     if not region:
         return array
     x, y, w, h = region
     if x + w > array.shape[1] or y + h > array.shape[0]:
         raise ValueError(f"crop region (x, y, w, h) = {tuple(region)} reaches outside the "
-                         f"{array.shape[0]}x{array.shape[1]} (HxW) frame")
+                         f"{_size(array)} (HxW) frame")
     return array[y:y + h, x:x + w]
 
 
@@ -74,30 +204,5 @@ def boxes_to_mask(boxes, height, width):
     return mask
 
 
-def resize_pair(image, mask, height, width):
-    """Resizes an image (bicubic) and its mask (nearest: label ids are never blended)."""
-    if image.shape[:2] == (height, width):
-        return image, mask
-    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
-    mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    return image, mask
-
-
-def prepare_frame(frame, boxes, background, data_config):
-    """One raw frame and its boxes -> network-size image (H, W, 1) float32 and mask uint8.
-
-    Args:
-        frame: (H, W) uint8 or uint16 raw frame.
-        boxes: list of (x, y, w, h) pixel boxes.
-        background: (H, W) float32 from `estimate_background`, or None (no subtraction).
-        data_config: `tfseg.config.DataConfig` (its `preprocess` steps and output size).
-    """
-    steps = data_config.preprocess
-    max_value = float(np.iinfo(frame.dtype).max)
-    image = subtract_background(box_blur(frame, steps.blur), background,
-                                steps.background_alpha)
-    image = equalize(image, steps.clahe_clip_limit, steps.clahe_tile_grid, max_value)
-    mask = boxes_to_mask(boxes, *frame.shape)
-    image, mask = crop(image, steps.crop), crop(mask, steps.crop)
-    image, mask = resize_pair(image, mask, data_config.height, data_config.width)
-    return image[..., None], mask
+def _size(array):
+    return f"{array.shape[0]}x{array.shape[1]}"

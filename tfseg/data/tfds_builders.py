@@ -45,6 +45,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfseg.data import camvid, interferograms, super_resolution
+from tfseg.data.sequences import find_sequences, read_frame
 from tfseg.utils.errors import TfsegError
 
 
@@ -146,13 +147,13 @@ class Interferograms(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         root = Path(dl_manager.manual_dir)
-        frames = [frame for folder in interferograms.find_sequences(root)
+        frames = [frame for folder in find_sequences(root)
                   for frame in interferograms.read_sequence(folder)]
         return {"train": self._generate_examples(root, frames)}
 
     def _generate_examples(self, root, frames):
         for frame in frames:
-            image = interferograms.read_frame(frame.path)
+            image = read_frame(frame.path)
             if image.dtype != "uint8":
                 raise TfsegError(f"{frame.path}: {image.dtype} frame; this builder stores 8-bit "
                                  f"frames (read 16-bit ones with data.source: interferograms)")
@@ -206,4 +207,3 @@ def prepare(name, *, manual_dir, data_dir):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(manual_dir), try_download_gcs=False))
     return builder
-

@@ -6,12 +6,11 @@ Metadata lives in an ONNX file's `metadata_props` (all values strings, JSON wher
 decoded values (lists, dicts, ints) for both.
 """
 
-import dataclasses
 import json
 from pathlib import Path
 
 import tfseg
-from tfseg.config import PreprocessConfig
+from tfseg.data.preprocess import Preprocessing
 from tfseg.tasks.panels import palette
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_text_atomic
@@ -34,8 +33,8 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
         input_channels: int. 1 or 3.
         layout: str. "NCHW" or "NHWC", the file's input and output layout.
         mean, std: lists of float. Informational: the normalisation is inside the model.
-        preprocessing: dict. What a caller must do to a raw frame first (the config's
-            `data.preprocess` plus "resize_to": [H, W] and "colour": "gray" | "rgb").
+        preprocessing: `tfseg.data.preprocess.Preprocessing`. What is done to a raw frame
+            before the network, stored as its flat mapping (`Preprocessing.to_metadata`).
         class_names: list of str. Segmentation only.
         class_colours: RGB triples, one per class (default: `tfseg.tasks.panels.palette`).
         scale: int. Super-resolution factor, super-resolution only.
@@ -44,7 +43,7 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
                 "input_size": [int(v) for v in input_size],
                 "input_channels": int(input_channels), "layout": layout,
                 "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-                "normalisation": NORMALISATION, "preprocessing": preprocessing}
+                "normalisation": NORMALISATION, "preprocessing": preprocessing.to_metadata()}
     if task == "segmentation":
         metadata["class_names"] = list(class_names)
         metadata["class_colours"] = [[int(v) for v in colour] for colour in (
@@ -127,28 +126,25 @@ def read_saved_model_metadata(saved_model_dir):
 def metadata_for(config, layout):
     """The tfseg metadata of `config`'s exports (`make_metadata`)."""
     data, task = config.data, config.model.task
-    size = [data.height, data.width]
-    # Only interferograms are preprocessed (tfseg.data.preprocess); CamVid frames are used as
-    # stored and SR inputs at any size.
-    interferograms = data.source in ("synthetic", "interferograms")
-    steps = data.preprocess if interferograms else PreprocessConfig(
-        blur=0, background_every=0, clahe_clip_limit=0.0)
-    preprocessing = {**dataclasses.asdict(steps),
-                     "resize_to": [] if task == "super_resolution" else size,
-                     "colour": "rgb" if config.model.input_channels == 3 else "gray"}
     return make_metadata(
-        model=config.model.name, task=task, input_size=size,
+        model=config.model.name, task=task, input_size=[data.height, data.width],
         input_channels=config.model.input_channels, layout=layout, mean=data.mean,
-        std=data.std, preprocessing=preprocessing,
+        std=data.std, preprocessing=Preprocessing.from_config(config),
         class_names=data.class_names if task == "segmentation" else None,
         class_colours=data.class_colours or None,
         scale=config.model.scale if task == "super_resolution" else None)
 
 
+def preprocessing_of(metadata, source):
+    """The `Preprocessing` that decoded `metadata` of the export `source` describes;
+    TfsegError naming `source` and the key for a missing or malformed description."""
+    return Preprocessing.from_metadata(metadata.get("preprocessing"),
+                                       task=metadata.get("task"), source=source)
+
+
 def metadata_at_size(metadata, size):
     """`metadata` of an export at `size` (H, W): that input size, and frames resized to it
     where the recipe resizes frames (a fully convolutional SR model resizes nothing)."""
-    preprocessing = dict(metadata["preprocessing"])
-    if preprocessing.get("resize_to"):
-        preprocessing["resize_to"] = [int(v) for v in size]
-    return {**metadata, "input_size": [int(v) for v in size], "preprocessing": preprocessing}
+    preprocessing = preprocessing_of(metadata, "the metadata").at_size(size)
+    return {**metadata, "input_size": [int(v) for v in size],
+            "preprocessing": preprocessing.to_metadata()}
