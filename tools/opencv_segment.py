@@ -2,13 +2,15 @@
 
     python opencv_segment.py model.onnx frame_0001.bmp [frame_0002.bmp ...] --output masks/
 
-Needs only OpenCV (4.6 or newer, 4.x and 5.x alike), numpy and the standard library. The export records in its metadata how a
-frame must be prepared (the recipe's blur, background subtraction, CLAHE, crop and resize);
-this script reads it with a few lines of protobuf parsing, prepares each frame the same way,
+Needs only OpenCV (4.6 or newer, 4.x and 5.x alike), numpy and the standard library. The
+export's metadata describes how a frame must be prepared ("preprocessing": 8-bit reduction,
+blur, background subtraction, CLAHE, crop, resize; tfseg.data.preprocess writes it and
+prepares training frames by it); this script reads it with a few lines of protobuf parsing,
+prepares each frame exactly so (a tfseg test holds its network inputs equal to tfseg's),
 runs the network in OpenCV DNN, and writes `<stem>_mask.png` (class ids, uint8) and
 `<stem>_overlay.png` (class colours on the prepared frame). The frames given form one
 sequence: with `background_every` = k their background is the mean of every k-th of them.
-The network normalises its input itself: feed raw pixel values, 8- or 16-bit as in training.
+The network normalises its input itself: feed raw pixel values, as prepared.
 """
 
 import argparse
@@ -19,6 +21,13 @@ import cv2
 import numpy as np
 
 MINIMUM_OPENCV = (4, 6)   # older OpenCV importers mis-read tfseg's ONNX exports
+# The preprocessing keys this script follows, and the values of the two that exports from
+# before they were recorded lack (what segmentation exports were prepared with then).
+PREPROCESSING_KEYS = ("blur", "background_every", "background_alpha", "clahe_clip_limit",
+                      "clahe_tile_grid", "crop", "colour", "eight_bit", "resize_to",
+                      "interpolation")
+OLD_EXPORTS = {"eight_bit": False, "interpolation": "cubic"}
+INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 
 
 def read_varint(data, position):
@@ -63,17 +72,36 @@ def read_onnx_metadata(path):
     return metadata
 
 
-def read_frame(path, colour):
-    """An 8- or 16-bit image as (H, W) gray or (H, W, 3) BGR (OpenCV's channel order)."""
+def preprocessing_steps(metadata, model_path):
+    """The export's preprocessing description; exits with one line for one it cannot follow."""
+    steps = {**OLD_EXPORTS, **json.loads(metadata["preprocessing"])}
+    unknown = sorted(set(steps) - set(PREPROCESSING_KEYS))
+    missing = [key for key in PREPROCESSING_KEYS if key not in steps]
+    if unknown or missing or steps["interpolation"] not in INTERPOLATIONS:
+        raise SystemExit(f"error: {model_path}: preprocessing this script cannot follow "
+                         f"(unknown {unknown}, missing {missing}, interpolation "
+                         f"{steps.get('interpolation')!r}); expected the keys "
+                         f"{', '.join(PREPROCESSING_KEYS)}")
+    return steps
+
+
+def read_frame(path, steps):
+    """An 8- or 16-bit image as (H, W) gray or (H, W, 3) RGB, the network's channel order
+    (OpenCV decodes BGR; preparing RGB, not swapping at the end, keeps every float rounding
+    of the resize as in training), reduced to its high byte where the description says
+    "eight_bit"."""
     frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if frame is None:
         raise SystemExit(f"error: {path}: unreadable image")
-    if frame.ndim == 3 and frame.shape[2] == 4:
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    if colour == "gray" and frame.ndim == 3:
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    if colour == "rgb" and frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    colour = steps["colour"]
+    if frame.ndim == 2:
+        frame = frame if colour == "gray" else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    else:
+        codes = {("gray", 3): cv2.COLOR_BGR2GRAY, ("gray", 4): cv2.COLOR_BGRA2GRAY,
+                 ("rgb", 3): cv2.COLOR_BGR2RGB, ("rgb", 4): cv2.COLOR_BGRA2RGB}
+        frame = cv2.cvtColor(frame, codes[colour, frame.shape[2]])
+    if steps["eight_bit"] and frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
     return frame
 
 
@@ -81,22 +109,24 @@ def blur(frame, size):
     return cv2.blur(frame, (size, size)) if size else frame
 
 
-def background_of(paths, colour, steps):
+def background_of(paths, steps):
     """Mean of every k-th blurred frame (k = background_every), or None when off."""
     every = steps["background_every"]
     if not every:
         return None
-    sampled = [blur(read_frame(path, colour), steps["blur"]).astype(np.float32)
-               for path in paths[::every]]
-    return sum(sampled) / len(sampled)
+    total = None
+    for path in paths[::every]:
+        blurred = blur(read_frame(path, steps), steps["blur"]).astype(np.float32)
+        total = blurred if total is None else total + blurred
+    return total / len(paths[::every])
 
 
 def prepare(frame, background, steps):
-    """Raw frame -> float32 network input: blur, background subtraction, CLAHE, crop, resize
-    (the training order)."""
+    """Frame as `read_frame` gives it -> float32 (H, W[, 3]): blur, background
+    subtraction, CLAHE per channel, crop, resize (the training order)."""
     image = blur(frame, steps["blur"]).astype(np.float32)
     if background is not None:
-        image = np.maximum(image - steps["background_alpha"] * background, 0)
+        image = np.maximum(image - steps["background_alpha"] * background, 0.0)
     if steps["clahe_clip_limit"]:
         grid = steps["clahe_tile_grid"]
         clahe = cv2.createCLAHE(clipLimit=steps["clahe_clip_limit"], tileGridSize=(grid, grid))
@@ -105,19 +135,27 @@ def prepare(frame, background, steps):
     if steps["crop"]:
         x, y, w, h = steps["crop"]
         image = image[y:y + h, x:x + w]
-    if steps["resize_to"]:
+    if steps["resize_to"] and image.shape[:2] != tuple(steps["resize_to"]):
         height, width = steps["resize_to"]
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+        image = cv2.resize(image, (width, height),
+                           interpolation=INTERPOLATIONS[steps["interpolation"]])
     return image
 
 
+def network_input(image):
+    """(1, C, H, W) blob of a prepared frame."""
+    return cv2.dnn.blobFromImage(image)
+
+
 def overlay(image, mask, colours_rgb):
-    """Class colours blended half and half on the prepared frame (stretched to 0..255)."""
-    shown = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).round().astype(np.uint8)
+    """BGR picture (for cv2.imwrite) of the class colours blended half and half on the
+    prepared frame, min-max stretched to 0..255 and rounded (as tfseg draws it)."""
+    low, high = float(image.min()), float(image.max())
+    shown = np.round(255 * (image - low) / max(high - low, 1e-6)).astype(np.uint8)
     if shown.ndim == 2:
-        shown = cv2.cvtColor(shown, cv2.COLOR_GRAY2BGR)
-    painted = np.asarray(colours_rgb, np.uint8)[:, ::-1][mask]   # RGB -> BGR
-    return cv2.addWeighted(shown, 0.5, painted, 0.5, 0)
+        shown = cv2.cvtColor(shown, cv2.COLOR_GRAY2RGB)
+    painted = np.asarray(colours_rgb, np.uint8)[mask]
+    return cv2.cvtColor(cv2.addWeighted(shown, 0.5, painted, 0.5, 0), cv2.COLOR_RGB2BGR)
 
 
 def load_network(path):
@@ -149,22 +187,21 @@ def main():
     metadata = read_onnx_metadata(args.model)
     if metadata.get("task") != "segmentation" or metadata.get("layout") != "NCHW":
         raise SystemExit(f"error: {args.model}: not a tfseg NCHW segmentation export")
-    steps = json.loads(metadata["preprocessing"])
+    steps = preprocessing_steps(metadata, args.model)
     colours = json.loads(metadata["class_colours"])
     input_size = tuple(int(v) for v in metadata["input_size"].split("x"))
-    colour = steps["colour"]
 
     net = load_network(args.model)
-    background = background_of(args.frames, colour, steps)
+    frames = [Path(path) for path in args.frames]
+    background = background_of(frames, steps)
     args.output.mkdir(parents=True, exist_ok=True)
-    for path in map(Path, args.frames):
-        image = prepare(read_frame(path, colour), background, steps)
+    for path in frames:
+        image = prepare(read_frame(path, steps), background, steps)
         if image.shape[:2] != input_size:
             raise SystemExit(f"error: {path}: prepared frame is {image.shape[0]}x"
                              f"{image.shape[1]}, the model takes {input_size[0]}x"
                              f"{input_size[1]} (python -m tfseg.predict tiles larger frames)")
-        # (1, C, H, W); OpenCV frames are BGR and the network was trained on RGB.
-        net.setInput(cv2.dnn.blobFromImage(image, swapRB=colour == "rgb"))
+        net.setInput(network_input(image))
         mask = net.forward()[0].argmax(0).astype(np.uint8)
         cv2.imwrite(str(args.output / f"{path.stem}_mask.png"), mask)
         cv2.imwrite(str(args.output / f"{path.stem}_overlay.png"), overlay(image, mask, colours))
