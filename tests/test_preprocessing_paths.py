@@ -21,6 +21,7 @@ from tfseg.deploy import runtimes
 from tfseg.deploy.evaluation import evaluate_to_folder
 from tfseg.deploy.inference import predict_files
 from tfseg.deploy.metadata import read_onnx_metadata
+from tfseg.utils.errors import TfsegError
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,16 @@ def test_opencv_tool_refuses_a_description_it_cannot_follow():
     with pytest.raises(SystemExit, match="model.onnx: preprocessing this script cannot follow "
                                          r"\(unknown \['sharpen'\]"):
         tool.preprocessing_steps({"preprocessing": json.dumps(values)}, "model.onnx")
+
+
+def test_evaluate_refuses_data_preprocessed_otherwise_than_the_export(segmentation_export,
+                                                                       tmp_path):
+    exported = segmentation_export
+    config = dataclasses.replace(exported.config, data=dataclasses.replace(
+        exported.config.data, preprocess=dataclasses.replace(
+            exported.config.data.preprocess, blur=5)))
+    save_config(config, tmp_path / "config.yaml")
+    with pytest.raises(TfsegError, match=f"{exported.onnx}: exported for frames preprocessed "
+                                         f"with preprocessing.blur=3, but the config gives 5"):
+        evaluate_to_folder(model_path=exported.onnx, config_path=tmp_path / "config.yaml",
+                           runtime_name="onnxruntime", output=tmp_path / "evaluation")

@@ -17,6 +17,10 @@ Scores: the confusion-matrix scores (mean IoU, per-class IoU, pixel and mean cla
 frequency-weighted IoU, foreground IoU), iIoU, and the interferogram seed's per-image figure
 under its honest name.
 
+Frames are preprocessed as the config's data says (`tfseg.data.preprocess`, as in training);
+an export whose metadata describes another preprocessing (but for its size) is refused with
+the step that differs, so an export is scored on the inputs `python -m tfseg.predict` gives it.
+
 Frames whose size differs from a static model's input size (an ONNX file exported at another
 `--size`) are resized (bilinear) to the model's size, and the logits resized back (bilinear)
 to the frame size, so scores are always counted on the data's own masks; a note says so.

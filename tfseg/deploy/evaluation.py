@@ -12,7 +12,7 @@ from tfseg.config import load_config
 from tfseg.data.pipeline import make_datasets
 from tfseg.data.super_resolution import to_8bit
 from tfseg.deploy import runtimes
-from tfseg.deploy.metadata import metadata_for
+from tfseg.deploy.metadata import check_preprocessing, metadata_for
 from tfseg.deploy.tiling import predict_tiled
 from tfseg.runs.restore import load_run
 from tfseg.tasks.metrics import (
@@ -241,6 +241,7 @@ def evaluate_to_folder(*, run_dir=None, model_path=None, config_path=None, runti
                                          overrides=overrides)
     super_resolution = config.model.task == "super_resolution"
     with runtime:
+        check_preprocessing(runtime.metadata, config, source)
         if super_resolution:
             if split != "validation":
                 raise TfsegError("--split train: super-resolution models are scored on "

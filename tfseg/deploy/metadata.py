@@ -148,3 +148,22 @@ def metadata_at_size(metadata, size):
     preprocessing = preprocessing_of(metadata, "the metadata").at_size(size)
     return {**metadata, "input_size": [int(v) for v in size],
             "preprocessing": preprocessing.to_metadata()}
+
+
+def check_preprocessing(metadata, config, source):
+    """Raises TfsegError unless the export `source` preprocesses frames as `config` does (at
+    the export's own size): scores on the config's data are then the export's scores on
+    frames that `python -m tfseg.predict` would prepare alike. A .keras file (empty
+    `metadata`) records no preprocessing to hold it to."""
+    if not metadata:
+        return
+    exported, configured = preprocessing_of(metadata, source), Preprocessing.from_config(config)
+    if exported.resize_to:
+        configured = configured.at_size(exported.resize_to)
+    exported, configured = exported.to_metadata(), configured.to_metadata()
+    for key, value in exported.items():
+        if configured[key] != value:
+            raise TfsegError(f"{source}: exported for frames preprocessed with "
+                             f"preprocessing.{key}={value!r}, but the config gives "
+                             f"{configured[key]!r}; score it on data preprocessed as it was "
+                             f"trained (its run's config.yaml), or export the run again")
