@@ -12,7 +12,8 @@ import pytest
 from test_opencv_segment import load_tool
 from test_predict import MODEL_SIZE, make_frames, make_segmentation_export, write_frames
 
-from tfseg.config import PreprocessConfig, TrainConfig, save_config
+from tfseg.config import PreprocessConfig, TrainConfig, load_config, save_config
+from tfseg.config.recipes import recipe_path
 from tfseg.data.labels import write_roi_json
 from tfseg.data.pipeline import make_datasets
 from tfseg.data.preprocess import Preprocessing
@@ -20,7 +21,7 @@ from tfseg.data.sequences import Sequence, read_frame
 from tfseg.deploy import runtimes
 from tfseg.deploy.evaluation import evaluate_to_folder
 from tfseg.deploy.inference import predict_files
-from tfseg.deploy.metadata import read_onnx_metadata
+from tfseg.deploy.metadata import check_preprocessing, metadata_for, read_onnx_metadata
 from tfseg.utils.errors import TfsegError
 
 
@@ -153,3 +154,23 @@ def test_evaluate_refuses_data_preprocessed_otherwise_than_the_export(segmentati
                                          f"with preprocessing.blur=3, but the config gives 5"):
         evaluate_to_folder(model_path=exported.onnx, config_path=tmp_path / "config.yaml",
                            runtime_name="onnxruntime", output=tmp_path / "evaluation")
+
+
+@pytest.mark.parametrize("recipe,refused", [
+    ("sr_johnson_x4", None),
+    ("linknet_camvid", "preprocessing.eight_bit=False, but the config gives True")])
+def test_evaluate_holds_old_exports_to_what_they_were_predicted_with(recipe, refused):
+    # Exports from before "eight_bit" and "interpolation" were recorded: an SR model (frames
+    # in 8 bits, nothing resized) is evaluated; a CamVid one was predicted on 16-bit values
+    # and with a cubic resize where it trained on 8-bit ones resized by area, and is refused
+    # until exported again.
+    config = load_config(recipe_path(recipe))
+    metadata = metadata_for(config, "NCHW")
+    for key in ("eight_bit", "interpolation"):
+        del metadata["preprocessing"][key]
+    if refused is None:
+        check_preprocessing(metadata, config, "old.onnx")
+    else:
+        with pytest.raises(TfsegError, match=f"old.onnx: exported for frames preprocessed "
+                                             f"with {refused}"):
+            check_preprocessing(metadata, config, "old.onnx")

@@ -6,6 +6,7 @@ Metadata lives in an ONNX file's `metadata_props` (all values strings, JSON wher
 decoded values (lists, dicts, ints) for both.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -158,8 +159,9 @@ def check_preprocessing(metadata, config, source):
     if not metadata:
         return
     exported, configured = preprocessing_of(metadata, source), Preprocessing.from_config(config)
-    if exported.resize_to:
-        configured = configured.at_size(exported.resize_to)
+    # At the export's size; where nothing is resized, the interpolation does not matter.
+    configured = configured.at_size(exported.resize_to) if exported.resize_to else (
+        dataclasses.replace(configured, interpolation=exported.interpolation))
     exported, configured = exported.to_metadata(), configured.to_metadata()
     for key, value in exported.items():
         if configured[key] != value:
