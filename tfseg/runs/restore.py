@@ -11,6 +11,7 @@ from tfseg.models.from_config import (
     training_input_shape,
     uses_cascade,
 )
+from tfseg.runs.checkpoints import verified_checkpoints
 from tfseg.utils.errors import TfsegError
 
 
@@ -53,11 +54,15 @@ def restore_weights(run_dir, model, described):
     architecture is refused, not half-loaded.
 
     Raises:
-        TfsegError: no checkpoint, or one that does not fit `model` (`described` names it).
+        TfsegError: no checkpoint that verifies (`verified_checkpoints`), or one that does
+            not fit `model` (`described` names it).
     """
-    checkpoint_path = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
-    if checkpoint_path is None:
-        raise TfsegError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint in this run yet")
+    directory = Path(run_dir) / "checkpoints"
+    verified, skipped = verified_checkpoints(directory, with_state=False)
+    if not verified:
+        raise TfsegError(f"{directory}: no checkpoint verifies ({'; '.join(skipped)})"
+                         if skipped else f"{directory}: no checkpoint in this run yet")
+    checkpoint_path = str(verified[-1][0])
     try:
         tf.train.Checkpoint(model=model).restore(
             checkpoint_path).expect_partial().assert_existing_objects_matched()
