@@ -8,7 +8,15 @@ from pathlib import Path
 from tfseg.cli import run_cli
 from tfseg.config import load_config, save_config
 from tfseg.config.recipes import recipe_path
-from tfseg.utils.errors import ConfigError
+from tfseg.runs.folder import (
+    FAILED_NAME,
+    clear_failed_start,
+    mark_failed,
+    refuse_existing_run,
+)
+from tfseg.runs.lock import RunLock
+from tfseg.runs.preflight import check_before_writing
+from tfseg.utils.errors import ConfigError, TfsegError
 
 
 def parse_args(argv):
@@ -41,13 +49,20 @@ def main(argv=None):
     config = load_config(path, args.overrides)
     run_dir = args.run_dir or Path("runs") / (
         f"{path.stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    # Imported here so `--help` and config errors answer without loading TensorFlow.
-    from tfseg.training.loop import train
-
     try:
-        train(config, run_dir, profile=args.profile)
+        check_before_writing(config)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+    with RunLock(run_dir):
+        clear_failed_start(run_dir)
+        refuse_existing_run(run_dir)   # so FAILED below can only mark this run
+        # Imported here so `--help` and config errors answer without loading TensorFlow.
+        from tfseg.training.loop import train
+
+        try:
+            train_or_mark_failed(run_dir, lambda: train(config, run_dir, profile=args.profile))
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
     return 0
 
 
@@ -62,16 +77,36 @@ def resume(args):
     if not path.is_file():
         raise ConfigError(f"{args.resume}: not a tfseg run (no config.yaml) to resume")
     config = load_config(path, args.overrides)
-    if changed:
-        planned = load_config(path).train.epochs
-        if config.train.epochs < planned:
-            raise ConfigError(f"--set train.epochs={config.train.epochs}: {path} plans "
-                              f"{planned} epochs; a resumed run can only be extended")
-        save_config(config, path)
-    from tfseg.training.loop import train  # deferred, as in main
+    with RunLock(args.resume):   # before config.yaml is rewritten
+        if changed:
+            planned = load_config(path).train.epochs
+            if config.train.epochs < planned:
+                raise ConfigError(f"--set train.epochs={config.train.epochs}: {path} plans "
+                                  f"{planned} epochs; a resumed run can only be extended")
+            save_config(config, path)
+        from tfseg.training.loop import train  # deferred, as in main
 
-    train(config, args.resume, resume=True, profile=args.profile)
+        train(config, args.resume, resume=True, profile=args.profile)
+    (args.resume / FAILED_NAME).unlink(missing_ok=True)   # it failed before, not any more
     return 0
+
+
+def train_or_mark_failed(run_dir, run):
+    """Calls `run()`, a new run in `run_dir`; if it fails after its config.yaml is written,
+    `run_dir/FAILED` names the error (removed when a resume of the folder succeeds): the
+    folder is resumable or clearly failed, and reusable while it holds no checkpoint. A
+    SIGINT/SIGTERM stop (after a checkpoint) is not a failure."""
+    from tfseg.training.loop import Interrupted
+
+    try:
+        run()
+    except Interrupted:
+        raise
+    except BaseException as error:
+        text = str(error).splitlines()[0] if str(error) else ""
+        mark_failed(run_dir, text if isinstance(error, TfsegError)
+                    else f"{type(error).__name__}: {text}")
+        raise
 
 
 if __name__ == "__main__":

@@ -1,16 +1,29 @@
-"""A run directory's rules: one run per folder, its sub-folders made before training writes."""
+"""A run directory's rules: one run per folder, its sub-folders made before training writes,
+and a failed start marked (`FAILED`, naming the error) so the folder can be used again."""
 
+import shutil
 from pathlib import Path
 
 from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import write_text_atomic
+
+FAILED_NAME = "FAILED"
+
+
+def refuse_file(run_dir):
+    """Raises TfsegError if `run_dir` exists but is not a folder."""
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise TfsegError(f"{run_dir}: is a file, not a run directory; choose another --run-dir")
 
 
 def refuse_existing_run(run_dir):
     """Raises TfsegError if `run_dir` already holds a run, or is not a folder."""
-    if Path(run_dir).exists() and not Path(run_dir).is_dir():
-        raise TfsegError(f"{run_dir}: is a file, not a run directory; choose another --run-dir")
+    refuse_file(run_dir)
     if (Path(run_dir) / "config.yaml").exists():
-        raise TfsegError(f"{run_dir}: already holds a run (config.yaml exists); choose "
+        failed = Path(run_dir) / FAILED_NAME
+        why = (f" and failed ({failed.read_text().strip()[:200]})" if failed.is_file()
+               else "")
+        raise TfsegError(f"{run_dir}: already holds a run (config.yaml exists){why}; choose "
                          f"another --run-dir, or continue it with --resume {run_dir}")
 
 
@@ -21,3 +34,27 @@ def prepare_run_dir(run_dir):
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run_dir / "export").mkdir(exist_ok=True)
     return run_dir
+
+
+def mark_failed(run_dir, message):
+    """Writes `run_dir/FAILED` holding `message`, if training had written the run's
+    config.yaml (before that, nothing of the run is in the folder)."""
+    if (Path(run_dir) / "config.yaml").is_file():
+        write_text_atomic(Path(run_dir) / FAILED_NAME, message.strip() + "\n")
+
+
+def clear_failed_start(run_dir):
+    """Empties `run_dir` if it holds only a failed start (a `FAILED` marker and no
+    checkpoint), so a new run can use it; a folder with a checkpoint is left to --resume."""
+    run_dir = Path(run_dir)
+    failed = run_dir / FAILED_NAME
+    if not failed.is_file() or any((run_dir / "checkpoints").glob("ckpt-*")):
+        return
+    print(f"tfseg: {run_dir} held a failed start ({failed.read_text().strip()[:200]}); "
+          f"starting over in it")
+    for name in ("config.yaml", "metrics.json", "checkpoints", "logs", "export", FAILED_NAME):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

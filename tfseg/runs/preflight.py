@@ -1,0 +1,55 @@
+"""What a training run checks before it writes its folder (and before TensorFlow loads), so a
+mistake costs no half-written run: the `data.cache` path, and the memory the frame size needs.
+"""
+
+import os
+from pathlib import Path
+
+from tfseg.utils.errors import ConfigError
+
+# float32 values a training step keeps per input pixel and sample: the input, the feature
+# maps held for the backward pass (LinkNet and ICNet at width 1 keep about this many), the
+# logits and their gradients. An estimate from below: a frame size refused by it cannot train.
+VALUES_PER_PIXEL = 64
+
+
+def check_before_writing(config):
+    """ConfigError naming the key if `config` cannot run on this machine."""
+    check_cache_path(config.data.cache)
+    check_frame_memory(config, available_memory())
+
+
+def check_cache_path(cache):
+    """`data.cache` as a path prefix must name a file in an existing, writable folder."""
+    if cache in ("memory", "none"):
+        return
+    folder = Path(cache).parent
+    if not folder.is_dir():
+        raise ConfigError(f"data.cache={cache}: folder {folder} does not exist (expected "
+                          f"'memory', 'none' or a path prefix in a writable folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"data.cache={cache}: folder {folder} is not writable (expected "
+                          f"'memory', 'none' or a path prefix in a writable folder)")
+
+
+def check_frame_memory(config, available):
+    """ConfigError if a batch of data.height x data.width frames needs more than `available`
+    bytes (None: unknown, not checked) by the `VALUES_PER_PIXEL` estimate."""
+    data, batch = config.data, config.train.batch_size
+    needed = batch * data.height * data.width * VALUES_PER_PIXEL * 4
+    if available is not None and needed > available:
+        raise ConfigError(f"data.height x data.width {data.height}x{data.width} at "
+                          f"train.batch_size {batch}: training needs about "
+                          f"{needed / 2**30:.1f} GB, {available / 2**30:.1f} GB of memory is "
+                          f"available; lower data.height, data.width or train.batch_size")
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
