@@ -1,0 +1,306 @@
+"""A run folder is never corrupted, shared or left half-done (issue 19): a damaged checkpoint
+is named and skipped for the newest one that verifies (or resume is refused), a second writer
+is refused by the folder's lock, a stale lock is taken over, what can be checked is checked
+before the folder is written, and a failed start is marked and does not block the folder."""
+
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+import yaml
+from conftest import REPO, TINY_CONFIG, assert_same_run
+from test_bad_input import camvid_recipe, files_under, write_segnet
+
+from tfseg.cli import run_cli
+from tfseg.runs.checkpoints import RunCheckpoints
+from tfseg.runs.lock import RunLock
+from tfseg.train import main
+from tfseg.utils.errors import TfsegError
+
+# 2 epochs of 2 steps, a checkpoint every step (ckpt-1..ckpt-4, the last 3 kept); no export.
+TINY = copy.deepcopy(TINY_CONFIG)
+TINY["train"].update(checkpoint_every=1, checkpoints_to_keep=3)
+TINY["export"] = {"saved_model": False, "onnx": False}
+
+
+def train_cli(capsys, *args):
+    """`python -m tfseg.train args` in-process: (exit status, stdout, stderr)."""
+    status = run_cli(main, [str(arg) for arg in args])
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def one_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny run (its checkpoints 2, 3 and 4 on disk)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    (tmp / "config.yaml").write_text(yaml.safe_dump(TINY))
+    assert run_cli(main, ["--config", str(tmp / "config.yaml"), "--run-dir",
+                          str(tmp / "run")]) == 0
+    return tmp / "run"
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    shutil.copytree(finished_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def data_file(run_dir, step):
+    return next((run_dir / "checkpoints").glob(f"ckpt-{step}.data-*"))
+
+
+# === Damaged checkpoints: (damage, the message, the checkpoint resumed from or None) ===
+
+DAMAGES = {
+    "junk_index": (lambda run: (run / "checkpoints" / "checkpoint").write_text("junk\n"),
+                   "restored ckpt-4", 4),
+    "truncated_data": (lambda run: truncate(data_file(run, 4)),
+                       "ckpt-4.data-00000-of-00001: unreadable", 3),
+    "truncated_index_file": (lambda run: truncate(run / "checkpoints" / "ckpt-4.index"),
+                             "ckpt-4.data-00000-of-00001: unreadable", 3),
+    "truncated_state": (lambda run: truncate(run / "checkpoints" / "state-4.json"),
+                        "state-4.json: unreadable or truncated JSON", 3),
+    "state_of_another_step": (
+        lambda run: shutil.copy(run / "checkpoints" / "state-3.json",
+                                run / "checkpoints" / "state-4.json"),
+        "state-4.json: does not hold the state of step 4", 3),
+}
+
+
+def small_checkpoints(directory, steps=(2, 3, 4)):
+    """RunCheckpoints of a one-variable model, saved at `steps`; and the variable."""
+    model = tf.Module()
+    model.weights = tf.Variable(tf.zeros([256]))
+    checkpoints = RunCheckpoints(directory, {"model": model}, max_to_keep=3)
+    for step in steps:
+        model.weights.assign(tf.fill([256], float(step)))
+        checkpoints.save(step, {"step": step})
+    return model
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=str)
+def test_the_newest_checkpoint_that_verifies_is_restored(damage, tmp_path, capsys):
+    corrupt, message, resumed_from = DAMAGES[damage]
+    small_checkpoints(tmp_path / "checkpoints")
+    corrupt(tmp_path)
+    model = small_checkpoints(tmp_path / "again", steps=())   # a fresh variable
+    checkpoints = RunCheckpoints(tmp_path / "checkpoints", {"model": model}, max_to_keep=3)
+    assert checkpoints.restore_latest() == {"step": resumed_from}
+    assert float(model.weights[0]) == resumed_from
+    out = capsys.readouterr().out
+    assert message in out
+    # The list names the verified ones again, and saving on prunes beyond max_to_keep.
+    assert checkpoints.manager.checkpoints[-1].endswith(f"ckpt-{resumed_from}")
+    checkpoints.save(5, {"step": 5})
+    checkpoints.save(6, {"step": 6})
+    kept = [*range(2, resumed_from + 1), 5, 6][-3:]
+    assert [path.rsplit("-", 1)[1] for path in checkpoints.manager.checkpoints] == [
+        str(step) for step in kept]
+    assert sorted(path.name for path in (tmp_path / "checkpoints").glob("state-*")) == [
+        f"state-{step}.json" for step in kept]
+
+
+def test_no_checkpoint_verifies(tmp_path):
+    small_checkpoints(tmp_path / "checkpoints")
+    for step in (2, 3, 4):
+        truncate(data_file(tmp_path, step))
+    checkpoints = RunCheckpoints(tmp_path / "checkpoints", {"model": tf.Module()},
+                                 max_to_keep=3)
+    with pytest.raises(TfsegError, match="no checkpoint verifies .*ckpt-2.data-00000-of-00001: "
+                                         "unreadable"):
+        checkpoints.restore_latest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", DAMAGES, ids=str)
+def test_resume_skips_damaged_checkpoints_for_the_newest_that_verifies(damage, run_copy,
+                                                                        capsys):
+    corrupt, message, resumed_from = DAMAGES[damage]
+    corrupt(run_copy)
+    older = {name: data for name, data in files_under(run_copy / "checkpoints").items()
+             if name.startswith(("ckpt-2.", "ckpt-3.", "state-2", "state-3"))}
+    status, out, err = train_cli(capsys, "--resume", run_copy)
+    assert status == 0, err
+    assert message in out
+    assert f"restored ckpt-{resumed_from}, the newest checkpoint that verifies" in out
+    after = files_under(run_copy / "checkpoints")
+    assert {name: after.get(name) for name in older} == older   # good files untouched
+    metrics = json.loads((run_copy / "metrics.json").read_text())
+    assert metrics["steps"] == 4
+    assert not (run_copy / "lock").exists() and not (run_copy / "FAILED").exists()
+
+
+@pytest.mark.slow
+def test_resume_is_refused_when_no_checkpoint_verifies(run_copy, capsys):
+    for step in (2, 3, 4):
+        truncate(data_file(run_copy, step))
+    before = files_under(run_copy)
+    status, _, err = train_cli(capsys, "--resume", run_copy)
+    assert status == 2
+    line = one_line(err)
+    assert "no checkpoint verifies" in line and "ckpt-2.data-00000-of-00001: unreadable" in line
+    assert files_under(run_copy) == before
+
+
+# === The lock: one writer per folder ===
+
+def lock_of(pid, host=None):
+    return json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                       "started": "2030-01-01 00:00:00"}) + "\n"
+
+
+def dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("command", ["resume", "run_dir"])
+@pytest.mark.parametrize("holder,message", [
+    (lambda: lock_of(os.getpid()), "another process (pid {pid}, since 2030-01-01 00:00:00) "
+                                   "is training this run"),
+    (lambda: lock_of(1, "elsewhere.example"), "locked by pid 1 on host elsewhere.example"),
+    (lambda: "garbage", "lock: unreadable lock file"),
+], ids=["live_pid", "other_host", "unreadable"])
+def test_a_second_writer_is_refused(command, holder, message, tmp_path, capsys):
+    run_copy = tmp_path / "run"   # a run being trained: its config.yaml and the lock
+    run_copy.mkdir()
+    (run_copy / "config.yaml").write_text(yaml.safe_dump(TINY))
+    (run_copy / "lock").write_text(holder())
+    before = files_under(run_copy)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    args = (["--resume", run_copy] if command == "resume" else
+            ["--config", tmp_path / "config.yaml", "--run-dir", run_copy])
+    status, _, err = train_cli(capsys, *args)
+    assert status == 2
+    assert message.format(pid=os.getpid()) in one_line(err)
+    assert files_under(run_copy) == before
+
+
+def test_a_stale_lock_is_taken_over_with_a_note(tmp_path, capsys):
+    pid = dead_pid()
+    (tmp_path / "lock").write_text(lock_of(pid))
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
+        assert f"taking over the stale lock of pid {pid}" in capsys.readouterr().out
+    assert not (tmp_path / "lock").exists() and tmp_path.is_dir()
+
+
+def test_a_lock_is_released_on_an_error_and_an_empty_new_folder_removed(tmp_path):
+    with pytest.raises(ValueError), RunLock(tmp_path / "new" / "run"):
+        assert (tmp_path / "new" / "run" / "lock").is_file()
+        raise ValueError
+    assert not (tmp_path / "new" / "run").exists()
+
+
+# === Checked before the folder is written; a failure after it is marked, not blocking ===
+
+@pytest.mark.parametrize("override,message", [
+    ("data.cache=/nonexistent/p", "data.cache=/nonexistent/p: folder /nonexistent does not "
+                                  "exist"),
+    ("data.height=40000", "data.height x data.width 40000x40000 at train.batch_size 2: "
+                          "training needs about"),
+], ids=["cache_folder_missing", "frame_too_large"])
+def test_checked_before_the_run_folder_is_written(override, message, tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    status, _, err = train_cli(capsys, "--config", tmp_path / "config.yaml", "--run-dir",
+                               tmp_path / "run", "--set", override, "--set",
+                               "data.width=40000")
+    assert status == 2
+    assert message in one_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_start_is_marked_and_its_folder_can_be_used_again(tmp_path, capsys):
+    # CamVid label ids up to 10 with model.num_classes 5 fail in the first training step.
+    root = write_segnet(tmp_path / "camvid")
+    recipe = camvid_recipe(root)
+    recipe["model"]["num_classes"] = 5
+    recipe["data"]["class_names"] = recipe["data"]["class_names"][:5]
+    (tmp_path / "five.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        main(["--config", str(tmp_path / "five.yaml"), "--run-dir", str(tmp_path / "run")])
+    failed = (tmp_path / "run" / "FAILED").read_text()
+    assert failed.startswith("InvalidArgumentError: ")
+    assert not (tmp_path / "run" / "lock").exists()
+
+    (tmp_path / "eleven.yaml").write_text(yaml.safe_dump(camvid_recipe(root)))
+    status, out, err = train_cli(capsys, "--config", tmp_path / "eleven.yaml", "--run-dir",
+                                 tmp_path / "run")
+    assert status == 0, err
+    assert "held a failed start (InvalidArgumentError" in out
+    assert not (tmp_path / "run" / "FAILED").exists()
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_with_checkpoints_that_failed_is_resumable_not_reused(run_copy, tmp_path,
+                                                                     capsys):
+    (run_copy / "FAILED").write_text("the disk was full\n")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    status, _, err = train_cli(capsys, "--config", tmp_path / "config.yaml", "--run-dir",
+                               run_copy)
+    assert status == 2
+    assert "already holds a run (config.yaml exists) and failed (the disk was full); " \
+           f"choose another --run-dir, or continue it with --resume {run_copy}" in one_line(err)
+    status, _, err = train_cli(capsys, "--resume", run_copy)
+    assert status == 0, err
+    assert not (run_copy / "FAILED").exists()
+
+
+# === Crash consistency: SIGKILL, then resume, ends where an uninterrupted run ends ===
+
+def wait_for(condition, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_when", ["checkpoint_write_started", "between_epochs"])
+def test_sigkill_then_resume_reaches_the_uninterrupted_result(kill_when, finished_run,
+                                                               tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfseg.train", "--config", str(tmp_path / "config.yaml"),
+         "--run-dir", str(run_dir)], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    checkpoints = run_dir / "checkpoints"
+    if kill_when == "checkpoint_write_started":   # state-3.json is written first
+        wait_for(lambda: (checkpoints / "state-3.json").exists(), process)
+    else:                                         # epoch 1 closed: its history is saved
+        wait_for(lambda: (checkpoints / "best" / "state-2.json").exists(), process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert (run_dir / "lock").exists() and not (run_dir / "metrics.json").exists()
+
+    result = subprocess.run([sys.executable, "-m", "tfseg.train", "--resume", str(run_dir)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "taking over the stale lock" in result.stdout
+    assert_same_run(json.loads((run_dir / "metrics.json").read_text()),
+                    json.loads((finished_run / "metrics.json").read_text()))
