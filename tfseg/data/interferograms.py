@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg.data import labels
-from tfseg.data.preprocess import boxes_to_mask
+from tfseg.data.preprocess import boxes_to_mask, crop
 from tfseg.data.sequences import Sequence, frame_files, read_frame
 from tfseg.data.synthetic import generate_sequence
 from tfseg.utils.errors import TfsegError
@@ -95,26 +95,38 @@ def pixel_boxes(frame, shape):
     return boxes
 
 
-def check_frames(frames):
-    """Reads every frame once, in parallel threads, before anything is written: TfsegError
-    naming the first frame that is unreadable, whose boxes leave it, or whose size or bit
-    depth differs from the first frame of its sequence."""
+def frame_problems(frames, crop_region=()):
+    """Reads every frame once, in parallel threads, before anything is written: (frame,
+    one-line message) for each frame that is unreadable, whose boxes leave it, that the
+    `crop_region` (x, y, w, h) does not fit, or whose size or bit depth differs from the
+    first good frame of its sequence; in frame order."""
     def summary(frame):
-        raw = read_frame(frame.path)
-        pixel_boxes(frame, raw.shape)
+        try:
+            raw = read_frame(frame.path)
+            pixel_boxes(frame, raw.shape)
+            crop(raw, crop_region)
+        except ValueError as error:
+            return f"{frame.path}: {error}"
+        except TfsegError as error:
+            return str(error)
         return raw.shape, raw.dtype.itemsize * 8
 
     with ThreadPoolExecutor() as pool:
         summaries = list(pool.map(summary, frames))
-    first = {}
-    for frame, (shape, bits) in zip(frames, summaries):
-        first_shape, first_bits = first.setdefault(frame.path.parent, (shape, bits))
+    first, problems = {}, []
+    for frame, found in zip(frames, summaries):
+        if isinstance(found, str):
+            problems.append((frame, found))
+            continue
+        (shape, bits), (first_shape, first_bits) = found, first.setdefault(
+            frame.path.parent, found)
         if shape != first_shape:
-            raise TfsegError(f"{frame.path}: {shape[0]}x{shape[1]} frame in a sequence of "
-                             f"{first_shape[0]}x{first_shape[1]} frames")
-        if bits != first_bits:
-            raise TfsegError(f"{frame.path}: {bits}-bit frame in a sequence of {first_bits}-bit "
-                             f"frames")
+            problems.append((frame, f"{frame.path}: {shape[0]}x{shape[1]} frame in a sequence "
+                                    f"of {first_shape[0]}x{first_shape[1]} frames"))
+        elif bits != first_bits:
+            problems.append((frame, f"{frame.path}: {bits}-bit frame in a sequence of "
+                                    f"{first_bits}-bit frames"))
+    return problems
 
 
 def sequence_background(frames, preprocessing):

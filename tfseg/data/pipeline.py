@@ -5,6 +5,7 @@ shuffles, batches and prefetches them. Random augmentation is not here: it runs 
 training step (`tfseg.data.augment`), on the accelerator.
 """
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,8 @@ from tfseg.data import camvid, interferograms, super_resolution, tfds_source
 from tfseg.data.preprocess import Preprocessing
 from tfseg.data.sequences import find_sequences
 from tfseg.utils.errors import TfsegError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,20 +50,22 @@ def make_datasets(config):
         resize = config.data.resize_frames
         splits = tfds_source.segmentation_splits(config) if config.data.source == "tfds" else (
             camvid.read_segnet(config.data.path, split, size=None if resize else shape,
+                               num_classes=config.model.num_classes,
                                ignore_label=config.data.ignore_label)
             for split in ("train", "val"))
         train, validation = (frames.map(
             lambda image, mask: _frame_of_size(image, mask, preprocessing),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) for frames in splits)
         return _datasets_from_frames(train, validation, config)
-    skipped = [] if config.data.bad_frames == "skip" else None
-    train_frames, val_frames, backgrounds = split_interferograms(config.data, preprocessing)
+    skipped = []
+    train_frames, val_frames, backgrounds = split_interferograms(config.data, preprocessing,
+                                                                 skipped)
+    runtime_skipped = skipped if config.data.bad_frames == "skip" else None
     train = interferograms.folder_frames(train_frames, backgrounds, preprocessing,
-                                         skipped=skipped)
+                                         skipped=runtime_skipped)
     validation = interferograms.folder_frames(val_frames, backgrounds, preprocessing,
-                                              skipped=skipped)
-    return _datasets_from_frames(train, validation, config,
-                                 skipped if skipped is not None else [])
+                                              skipped=runtime_skipped)
+    return _datasets_from_frames(train, validation, config, skipped)
 
 
 def _datasets_from_frames(train, validation, config, skipped=None):
@@ -86,21 +91,41 @@ def _frame_of_size(image, mask, preprocessing):
             tf.ensure_shape(mask, shape))
 
 
-def split_interferograms(data, preprocessing):
+def split_interferograms(data, preprocessing, skipped=None):
     """Train and validation frames and each sequence's background (under `preprocessing`).
 
     With `val_path` the validation frames are that folder's; otherwise `val_fraction` of the
-    frames, drawn with `split_seed` (the seed's ICNet split: 10 % with seed 1024). With
-    `bad_frames` "error", every frame is read once first (`interferograms.check_frames`).
+    frames, drawn with `split_seed` (the seed's ICNet split: 10 % with seed 1024). Every frame
+    is read once first (`interferograms.frame_problems`): with `bad_frames` "error" a bad one
+    fails now, before anything is written; with "skip" it is logged, appended to `skipped`
+    and left out as if it were not in its folder (backgrounds included).
+
+    Raises:
+        TfsegError: a bad frame ("error"), or a folder without a usable frame left ("skip").
     """
     sequences = find_sequences(data.path)
     val_sequences = find_sequences(data.val_path) if data.val_path else []
     frames = {folder: interferograms.read_sequence(folder, data.labels)
               for folder in sequences + val_sequences}
-    if data.bad_frames == "error":   # a bad frame fails now, before anything is written
-        interferograms.check_frames([frame for folder in frames for frame in frames[folder]])
+    problems = interferograms.frame_problems(
+        [frame for folder in frames for frame in frames[folder]], preprocessing.steps.crop)
+    if problems and data.bad_frames == "error":
+        raise TfsegError(problems[0][1])
+    for _, message in problems:
+        log.warning("tfseg: skipping a bad frame: %s", message)
+    if skipped is not None:
+        skipped.extend(str(frame.path) for frame, _ in problems)
+    bad = {frame.path for frame, _ in problems}
+    frames = {folder: [frame for frame in folder_frames if frame.path not in bad]
+              for folder, folder_frames in frames.items()}
+    for root, folders in ((data.path, sequences), (data.val_path, val_sequences)):
+        if folders and not any(frames[folder] for folder in folders):
+            first = next(message for frame, message in problems
+                         if frame.path.parent in folders)
+            raise TfsegError(f"{root}: no usable frame left, every frame is bad and skipped "
+                             f"(data.bad_frames: skip); the first: {first}")
     backgrounds = {folder: interferograms.sequence_background(folder_frames, preprocessing)
-                   for folder, folder_frames in frames.items()}
+                   for folder, folder_frames in frames.items() if folder_frames}
     train = [frame for folder in sequences for frame in frames[folder]]
     if val_sequences:
         validation = [frame for folder in val_sequences for frame in frames[folder]]

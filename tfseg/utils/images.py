@@ -1,6 +1,8 @@
 """Image files through OpenCV: frames read as stored with a clear error for a bad file, and
 PNGs written atomically; float frames shown as 8-bit pictures."""
 
+import os
+
 import cv2
 import numpy as np
 
@@ -12,9 +14,13 @@ def read_unchanged(path):
     """The image at `path` as stored: (H, W) or (H, W, C) uint8 or uint16, OpenCV's BGR order.
 
     Raises:
-        TfsegError: unreadable, truncated or corrupt file (OpenCV's own log lines about it are
-            silenced), or pixels of another type.
+        TfsegError: not a regular file (a FIFO or device would block or never end, so it is
+            never opened), unreadable, truncated or corrupt file (OpenCV's own log lines about
+            it are silenced), or pixels of another type.
     """
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise TfsegError(f"{path}: not a regular file (a FIFO, device, socket or folder); "
+                         f"expected an image file")
     log_level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
