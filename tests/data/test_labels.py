@@ -26,7 +26,8 @@ def test_yolo_round_trip_is_pixel_exact(tmp_path):
 
 @pytest.mark.parametrize("content,expected", [
     ("{not json", "not a readable JSON ROI list"),
-    ('{"a.bmp": []}', "expected a list of [frame file, boxes] pairs"),
+    ('7', "expected a list of [frame file, boxes] pairs or a mapping {frame file: boxes}"),
+    ('{"a.bmp": 5}', "frame 'a.bmp': expected a list of boxes [[x, y, w, h], ...], got 5"),
     ('[["a.bmp", [[1, 2, 3]]]]', "entry 0 (a.bmp): expected a box [x, y, w, h] of 4 integers"),
     ('[["a.bmp"]]', "entry 0: expected [frame file, [[x, y, w, h], ...]]"),
 ])

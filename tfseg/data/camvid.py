@@ -18,8 +18,8 @@ the loss (`ignore_class`) and the metrics skip. Images are decoded by TensorFlow
 The whole split is checked once, before the data set is returned: a missing or extra
 annotation, an empty folder, a file of another type, an unreadable image, a label of another size
 than its image, a label that is not an 8-bit PNG of the expected channels, (SegNet layout) a
-label id above 11 or an image of another size than the one asked for raises `TfsegError` naming
-the file. The check decodes every file once, in
+label id neither void (11) nor below the number of classes, or an image of another size than
+the one asked for raises `TfsegError` naming the file. The check decodes every file once, in
 parallel (a few seconds for the 367 CamVid training pairs on 2 cores).
 
 The module also holds the image-folder helpers the other readers share (`list_files`,
@@ -156,14 +156,16 @@ def pair_files(image_dir, label_dir, *, label_suffix=""):
     return pairs
 
 
-def check_pairs(pairs, *, label_channels, max_label_id=None, size=None):
+def check_pairs(pairs, *, label_channels, num_classes=None, void_id=None, size=None):
     """Decodes every pair once; TfsegError naming the first bad file.
 
     Args:
         pairs: list of (image path, label path).
         label_channels: tuple of int. Channel counts a label PNG may have (1 for ids, 3 or 4
             for colour codes).
-        max_label_id: int or None. Largest id a label may hold; None skips the check.
+        num_classes: int or None. Label ids must be below it (or `void_id`); None skips
+            the check.
+        void_id: int or None. The id of void pixels, allowed beside the classes.
         size: (height, width) or None. The size every image must have (the run's
             data.height x data.width); None accepts any.
     """
@@ -176,7 +178,10 @@ def check_pairs(pairs, *, label_channels, max_label_id=None, size=None):
 
     def summarise(image_path, label_path):
         label = tf.io.decode_png(tf.io.read_file(label_path), channels=0)
-        return tf.shape(decode_rgb(image_path))[:2], tf.shape(label)[:2], tf.reduce_max(label)
+        classes = label if void_id is None else tf.where(label == void_id, tf.zeros_like(label),
+                                                          label)
+        return (tf.shape(decode_rgb(image_path))[:2], tf.shape(label)[:2],
+                tf.reduce_max(classes))
 
     for (image, label), (image_size, label_size, top) in zip(pairs, scan_files(pairs, summarise)):
         if tuple(image_size) != tuple(label_size):
@@ -186,8 +191,9 @@ def check_pairs(pairs, *, label_channels, max_label_id=None, size=None):
             raise TfsegError(f"{image}: image is {image_size[0]}x{image_size[1]} (HxW); "
                              f"expected {size[0]}x{size[1]} (data.height x data.width; "
                            f"data.resize_frames: true resizes)")
-        if max_label_id is not None and top > max_label_id:
-            raise TfsegError(f"{label}: label id {top} outside 0..{max_label_id}")
+        if num_classes is not None and top >= num_classes:
+            raise TfsegError(f"{label}: label id {top} outside the classes 0..{num_classes - 1} "
+                             f"(model.num_classes {num_classes}) and not void ({void_id})")
 
 
 def check_ignore_label(ignore_label, num_classes):
@@ -205,34 +211,37 @@ def void_to_ignore(mask, void_id, ignore_label):
 
 # === SegNet layout ===
 
-def segnet_pairs(root, split, size=None):
+def segnet_pairs(root, split, size=None, num_classes=len(CAMVID_CLASSES)):
     """Checked (image, label) paths of `<root>/<split>` and `<root>/<split>annot`; `size`
-    (height, width), when given, is the size every image must have."""
+    (height, width), when given, is the size every image must have; label ids are below
+    `num_classes` or void."""
     root = Path(root)
     pairs = pair_files(root / split, root / f"{split}annot")
-    check_pairs(pairs, label_channels=(1,), max_label_id=CAMVID_VOID_ID, size=size)
+    check_pairs(pairs, label_channels=(1,), num_classes=num_classes, void_id=CAMVID_VOID_ID,
+                size=size)
     return pairs
 
 
-def read_segnet(root, split, *, ignore_label=255, size=None):
+def read_segnet(root, split, *, num_classes=len(CAMVID_CLASSES), ignore_label=255, size=None):
     """CamVid in the SegNet layout as a tf.data set of single examples.
 
     Args:
         root: path. Folder holding `<split>/` and `<split>annot/`.
         split: str. Folder name of the split: "train", "val" or "test".
+        num_classes: int. Label ids must be below it, or void. Defaults to CamVid's 11.
         ignore_label: int. Mask value of void (id 11) pixels. Defaults to 255.
         size: (height, width) or None. The size every image must have; None (the default)
             accepts any.
 
     Returns:
         tf.data.Dataset of (image float32 (H, W, 3) RGB 0..255, mask uint8 (H, W)) with ids
-        0..10 and `ignore_label`, in file-name order.
+        0..num_classes - 1 and `ignore_label`, in file-name order.
 
     Raises:
         TfsegError naming the file, for the problems listed in the module docstring.
     """
-    check_ignore_label(ignore_label, len(CAMVID_CLASSES))
-    pairs = segnet_pairs(root, split, size)
+    check_ignore_label(ignore_label, num_classes)
+    pairs = segnet_pairs(root, split, size, num_classes)
 
     def decode(image_path, label_path):
         mask = tf.io.decode_png(tf.io.read_file(label_path), channels=1)[..., 0]

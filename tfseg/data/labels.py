@@ -1,7 +1,8 @@
 """The two on-disk box-label formats of interferogram data sets (reference/DATA.md).
 
 - ROI lists, as the seed's labelling tool saved them: a JSON list of `[frame file, boxes]`
-  pairs, each box `[x, y, w, h]` in pixels (the `cv2.selectROI` convention).
+  pairs, or a mapping `{frame file: boxes}`, each box `[x, y, w, h]` in pixels (the
+  `cv2.selectROI` convention).
 - YOLO text files beside the frames (`frame.txt` for `frame.bmp`): one box per line,
   `class x_center y_center width height`, normalised to 0..1.
 
@@ -27,23 +28,46 @@ def write_roi_json(path, entries):
 
 
 def read_roi_json(path):
-    """Reads a JSON ROI list into {frame file name: [(x, y, w, h), ...]}."""
+    """Reads a JSON ROI file into {frame file name: [(x, y, w, h), ...]}: a list of
+    `[frame file, boxes]` pairs, or a mapping `{frame file: boxes}`; a frame listed twice is
+    an error (never only its last entry kept)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as duplicate:
+        raise TfsegError(f"{path}: frame {duplicate.args[0]!r} is listed twice (expected one "
+                         f"entry per frame)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise TfsegError(f"{path}: not a readable JSON ROI list ({error})") from None
+    if isinstance(data, dict):
+        return {name: _boxes(boxes, f"{path}: frame {name!r}") for name, boxes in data.items()}
     if not isinstance(data, list):
-        raise TfsegError(f"{path}: expected a list of [frame file, boxes] pairs")
+        raise TfsegError(f"{path}: expected a list of [frame file, boxes] pairs or a mapping "
+                         f"{{frame file: boxes}}")
     rois = {}
     for index, entry in enumerate(data):
         where = f"{path}: entry {index}"
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
-                and isinstance(entry[1], list)):
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
             raise TfsegError(f"{where}: expected [frame file, [[x, y, w, h], ...]], "
                              f"got {entry!r}")
-        rois[entry[0]] = [_box(box, f"{where} ({entry[0]})") for box in entry[1]]
+        if entry[0] in rois:
+            raise TfsegError(f"{where}: frame {entry[0]!r} is listed twice (expected one "
+                             f"entry per frame)")
+        rois[entry[0]] = _boxes(entry[1], f"{where} ({entry[0]})")
     return rois
+
+
+class _DuplicateKey(Exception):
+    """A JSON object with a key twice (`json` would keep only the last)."""
+
+
+def _unique_keys(pairs):
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
 
 
 def write_yolo(path, boxes, height, width, class_id=0):
@@ -66,10 +90,13 @@ def read_yolo_normalised(path):
             continue
         fields = line.split()
         try:
-            _, cx, cy, w, h = (float(f) for f in fields)
+            class_id, cx, cy, w, h = (float(f) for f in fields)
         except ValueError:
             raise TfsegError(f"{path}:{number}: expected 'class x_center y_center width "
                              f"height', got {line!r}") from None
+        if class_id != 0:   # nan too
+            raise TfsegError(f"{path}:{number}: class id must be 0 (boxes mark the one "
+                             f"sample class), got {fields[0]!r}")
         if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
             raise TfsegError(f"{path}:{number}: coordinates must be normalised to 0..1, "
                              f"got {line!r}")
@@ -87,6 +114,13 @@ def yolo_to_pixels(box, height, width):
     cx, cy, w, h = box
     return (round((cx - w / 2) * width), round((cy - h / 2) * height), round(w * width),
             round(h * height))
+
+
+def _boxes(boxes, where):
+    if not isinstance(boxes, list):
+        raise TfsegError(f"{where}: expected a list of boxes [[x, y, w, h], ...], got "
+                         f"{boxes!r}")
+    return [_box(box, where) for box in boxes]
 
 
 def _box(box, where):
