@@ -31,7 +31,8 @@ def load_config(path, overrides=()):
         A validated `Config`.
 
     Raises:
-        ConfigError: unreadable or malformed file, unknown key, wrong type or invalid choice.
+        ConfigError: unreadable or malformed file, a key given twice, unknown key, wrong type
+            or invalid choice.
     """
     path = Path(path)
     try:
@@ -42,7 +43,7 @@ def load_config(path, overrides=()):
         raise ConfigError(f"{path}: not a YAML text file (byte {error.start} is not "
                           f"UTF-8)") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(_yaml_error(path, text, error)) from None
     except RecursionError:
@@ -56,6 +57,23 @@ def load_config(path, overrides=()):
     for override in overrides:
         _set_override(raw, override)
     return from_dict(Config, raw, source=", ".join(f"--set {o}" for o in overrides))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = (key_node.tag, key_node.value)
+                if key in first_lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r} (first on line "
+                        f"{first_lines[key]})", key_node.start_mark)
+                first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 def _yaml_error(path, text, error):
@@ -78,7 +96,7 @@ def _set_override(raw, override):
     if not sep or not key.strip():
         raise ConfigError(f"{source}: expected section.key=value")
     try:
-        value = yaml.safe_load(value)
+        value = yaml.load(value, Loader=_UniqueKeyLoader)
     except yaml.YAMLError:
         raise ConfigError(f"{source}: value is not valid YAML") from None
     node = raw
