@@ -7,6 +7,7 @@ import pytest
 from conftest import available_opencv_runtimes, psnr, randomize_batch_norm
 
 from tfseg import models
+from tfseg.config.schema import MODEL_TASKS
 from tfseg.deploy.exports import export_onnx
 from tfseg.deploy.opencv_dnn import run_opencv
 from tfseg.deploy.parity import run_onnxruntime
@@ -119,3 +120,8 @@ def test_onnx_export_agrees_with_keras_in_every_runtime(name, tmp_path):
             agreement = float(np.mean(output.argmax(1) == expected.argmax(1)))
             assert difference <= tolerance and agreement >= 0.999, (
                 runtime, difference, tolerance, agreement)
+
+
+def test_every_model_has_its_task_in_the_one_table_that_says_it():
+    # A builder without a task fails at import; a task without a builder here.
+    assert set(models.MODEL_BUILDERS) == set(MODEL_TASKS)

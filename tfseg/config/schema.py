@@ -36,11 +36,18 @@ def check_ranges(section):
                 raise ValueError(f"{item.name}={value!r} must be {allowed}")
 
 
+# The task of each network `tfseg.models` builds: the one place that says which is which
+# (the config's checks, the model registry, training and validation all read it).
+MODEL_TASKS = {"linknet": "segmentation", "fcn_resnet18": "segmentation",
+               "fcn32_vgg16": "segmentation", "icnet": "segmentation",
+               "sr_johnson": "super_resolution"}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network to build. `options` are passed to its builder (see `tfseg.models`)."""
 
-    name: Literal["linknet", "fcn_resnet18", "fcn32_vgg16", "icnet", "sr_johnson"] = "linknet"
+    name: Literal[tuple(MODEL_TASKS)] = "linknet"
     num_classes: int = bounded(2, 2, 255)   # segmentation models
     scale: int = bounded(4, 2, 8)           # super-resolution models: the upscaling factor
     input_channels: int = bounded(1, 1, 4)
@@ -51,8 +58,8 @@ class ModelConfig:
 
     @property
     def task(self):
-        """"super_resolution" or "segmentation"."""
-        return "super_resolution" if self.name == "sr_johnson" else "segmentation"
+        """"super_resolution" or "segmentation" (`MODEL_TASKS`)."""
+        return MODEL_TASKS[self.name]
 
 
 @dataclass(frozen=True)

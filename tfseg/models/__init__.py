@@ -11,21 +11,24 @@ import inspect
 import keras
 import numpy as np
 
+from tfseg.config.schema import MODEL_TASKS
 from tfseg.models.fcn import build_fcn32_vgg16, build_fcn_resnet18
 from tfseg.models.icnet import build_icnet
 from tfseg.models.linknet import build_linknet
 from tfseg.models.sr_johnson import build_sr_johnson
 
-SEGMENTATION_MODELS = {
+MODEL_BUILDERS = {
     "fcn32_vgg16": build_fcn32_vgg16,
     "fcn_resnet18": build_fcn_resnet18,
     "icnet": build_icnet,
     "linknet": build_linknet,
-}
-SUPER_RESOLUTION_MODELS = {
     "sr_johnson": build_sr_johnson,
 }
-MODEL_BUILDERS = {**SEGMENTATION_MODELS, **SUPER_RESOLUTION_MODELS}
+# By task, as `tfseg.config.schema.MODEL_TASKS` says.
+SEGMENTATION_MODELS = {name: builder for name, builder in MODEL_BUILDERS.items()
+                       if MODEL_TASKS[name] == "segmentation"}
+SUPER_RESOLUTION_MODELS = {name: builder for name, builder in MODEL_BUILDERS.items()
+                           if MODEL_TASKS[name] == "super_resolution"}
 _COMMON_ARGUMENTS = ("num_classes", "input_shape", "name")
 
 
