@@ -15,9 +15,11 @@ import pytest
 import tensorflow as tf
 from conftest import REPO, TINY_CONFIG, assert_parity_results, run_module, write_hr_images
 
-from tfseg.config import load_config
+from tfseg.config import Config, from_dict, load_config
+from tfseg.deploy.evaluation import evaluate_to_folder
 from tfseg.deploy.runtimes import RUNTIMES
 from tfseg.tasks.panels import palette as segmentation_palette
+from tfseg.training.loop import train
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +65,8 @@ def test_profile_records_a_trace_for_the_profile_tab(run):
 
 
 def test_super_resolution_run_scores_against_bicubic_and_logs_panels(tmp_path):
-    import yaml
+    """In-process: a tiny SR run, its panels, its export, and `tfseg.evaluate` giving every
+    score of the run's last validation, then the 8x8 ONNX tile by tile."""
     write_hr_images(tmp_path / "train", 2, (40, 48))
     write_hr_images(tmp_path / "validation", 2, (40, 48), seed=1)
     config = {"model": {"name": "sr_johnson", "scale": 4, "input_channels": 3},
@@ -75,17 +78,15 @@ def test_super_resolution_run_scores_against_bicubic_and_logs_panels(tmp_path):
               "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "loss": "pixel",
                         "log_images": 2},
               "export": {"parity_samples": 2, "parity_runtimes": ["onnxruntime"]}}
-    (tmp_path / "sr.yaml").write_text(yaml.safe_dump(config))
-    result = run_module("tfseg.train", "--config", tmp_path / "sr.yaml", "--run-dir",
-                        tmp_path / "run")
-    assert result.returncode == 0, result.stderr[-3000:]
+    train(from_dict(Config, config, source="test"), tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["images"] == 2 and metrics["best"]["metric"] == "psnr_y"
     assert 15 < metrics["bicubic_psnr_y"] < 60 and 0 < metrics["ssim_y"] <= 1
     assert metrics["psnr_y"] < metrics["bicubic_psnr_y"]   # two steps do not beat bicubic
+    assert [row["image"] for row in metrics["per_image"]] == [1, 2]
     validation = event_values(tmp_path / "run" / "logs" / "validation")
     _, encoded = validation["LR | bicubic | SR | HR"][-1]
-    # Both images centre-cropped to the smaller LR size (10x12 -> 40x48 HR), 4 views wide.
+    # Both 40x48 HR images, 4 views wide.
     assert (int(encoded[0]), int(encoded[1]), len(encoded) - 2) == (4 * 48, 40, 2)
     parity = json.loads((tmp_path / "run" / "export" / "parity.json").read_text())
     assert parity["passed"]
@@ -93,21 +94,21 @@ def test_super_resolution_run_scores_against_bicubic_and_logs_panels(tmp_path):
     assert (tmp_path / "run" / "export" / "model.onnx").is_file()
 
     # tfseg.evaluate scores the checkpoint as validation did, and the 8x8 ONNX tile by tile.
-    result = run_module("tfseg.evaluate", "--run-dir", tmp_path / "run", "--output",
-                        tmp_path / "keras", "--samples", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
+    evaluate_to_folder(run_dir=tmp_path / "run", output=tmp_path / "keras", samples=2)
     report = json.loads((tmp_path / "keras" / "evaluation.json").read_text())
-    for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"):
-        assert report[key] == pytest.approx(metrics[key], abs=1e-4), key
-    assert [row["image"] for row in report["per_image"]] == [1, 2]
+    scores = {"loss", "images", "psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y",
+              "per_image"}
+    assert scores == set(report) - {"model", "runtime", "runtime_version", "split", "notes"}
+    for key in scores:
+        assert report[key] == metrics[key], key
     strips = cv2.imread(str(tmp_path / "keras" / "samples.png"))
     assert strips.shape == (2 * 40, 4 * 48, 3)   # two images, LR | bicubic | SR | HR
-    result = run_module("tfseg.evaluate", "--run-dir", tmp_path / "run", "--runtime",
-                        "onnxruntime", "--output", tmp_path / "onnx")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "8x8 LR tiles: whole images run tile by tile" in result.stdout
+    evaluate_to_folder(run_dir=tmp_path / "run", runtime_name="onnxruntime",
+                       output=tmp_path / "onnx")
     tiled = json.loads((tmp_path / "onnx" / "evaluation.json").read_text())
-    assert tiled["bicubic_psnr_y"] == pytest.approx(report["bicubic_psnr_y"], abs=1e-6)
+    assert tiled["notes"] == ["the model takes 8x8 LR tiles: whole images run tile by tile "
+                              "(quarter-tile overlap)"]
+    assert tiled["bicubic_psnr_y"] == report["bicubic_psnr_y"]
     assert abs(tiled["psnr_y"] - report["psnr_y"]) < 1.0
 
 
@@ -204,23 +205,6 @@ def test_checkpoint_restores_the_exported_weights(run):
     served = serve.signatures["serving_default"](pixels=tf.constant(images))["logits"]
     np.testing.assert_allclose(model(images, training=False).numpy(), served.numpy(),
                                atol=1e-4)
-
-
-def test_evaluate_scores_the_checkpoint_like_the_run_did(run, tmp_path):
-    run_dir, _ = run
-    result = run_module("tfseg.evaluate", "--run-dir", run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((run_dir / "evaluation.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert report["frames"] == metrics["frames"]
-    for key in ("mean_iou", "pixel_accuracy", "foreground_iou"):
-        assert report[key] == pytest.approx(metrics[key], abs=1e-6), key
-    for key in ("mean_class_accuracy", "frequency_weighted_iou", "mean_iiou",
-                "seed_per_image_foreground_iou"):
-        assert key in report, key
-    missing = run_module("tfseg.evaluate", "--run-dir", tmp_path)
-    assert missing.returncode == 2 and "not a tfseg run" in missing.stderr
-    assert "Traceback" not in missing.stderr
 
 
 def test_existing_run_directory_is_refused(run):

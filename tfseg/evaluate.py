@@ -13,9 +13,10 @@ table is printed, and written with every score to `evaluation.json`, `evaluation
 per class) and `confusion_matrix.png` in the run directory, the `--output` folder, or else the
 model's folder.
 
-Scores: the confusion-matrix scores (mean IoU, per-class IoU, pixel and mean class accuracy,
-frequency-weighted IoU, foreground IoU), iIoU, and the interferogram seed's per-image figure
-under its honest name.
+Scores: those of every training run's validation, by the same code
+(`tfseg.tasks.validation`): the loss, the confusion-matrix scores (mean IoU, per-class IoU,
+pixel and mean class accuracy, frequency-weighted IoU, foreground IoU), iIoU, and the
+interferogram seed's per-image figure under its honest name.
 
 Frames are preprocessed as the config's data says (`tfseg.data.preprocess`, as in training);
 an export whose metadata describes another preprocessing (but for its size) is refused with

@@ -10,25 +10,17 @@ import tensorflow as tf
 
 from tfseg.config import load_config
 from tfseg.data.pipeline import make_datasets
-from tfseg.data.super_resolution import to_8bit
 from tfseg.deploy import runtimes
 from tfseg.deploy.metadata import check_preprocessing, metadata_for
 from tfseg.deploy.tiling import predict_tiled
 from tfseg.runs.restore import load_run
-from tfseg.tasks.metrics import (
-    InstanceIoU,
-    bicubic_baseline,
-    confusion_matrix,
-    scores_from_confusion,
-    seed_per_image_foreground_iou,
-    y_scores,
-)
-from tfseg.tasks.panels import class_colours, segmentation_panels, super_resolution_panels
+from tfseg.tasks.factory import make_task
+from tfseg.tasks.validation import validate
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_json, write_text_atomic
 from tfseg.utils.images import write_png
 
-SUMMARY_KEYS = ("mean_iou", "mean_iiou", "pixel_accuracy", "mean_class_accuracy",
+SUMMARY_KEYS = ("loss", "mean_iou", "mean_iiou", "pixel_accuracy", "mean_class_accuracy",
                 "frequency_weighted_iou", "foreground_iou", "seed_per_image_foreground_iou")
 
 
@@ -64,83 +56,32 @@ def predict(runtime, images, notes):
     return tf.image.resize(logits, size).numpy()
 
 
-def evaluate(runtime, config, batches, samples=0):
-    """Scores `runtime` on `batches` of (images, masks) under `config`'s classes.
+def predict_whole_images(runtime, images, notes):
+    """SR outputs of `runtime` for whole NHWC LR `images`: tile by tile (`predict_tiled`)
+    when the runtime takes a fixed size; `notes` (a set) collects a note saying so."""
+    if runtime.input_size is None:
+        return runtime(images)
+    notes.add(f"the model takes {runtime.input_size[0]}x{runtime.input_size[1]} "
+              f"LR tiles: whole images run tile by tile (quarter-tile overlap)")
+    return np.stack([predict_tiled(runtime, image, runtime.input_size) for image in images])
+
+
+def score(runtime, config, batches, samples=0):
+    """Scores `runtime` on `batches` (of (images, masks), or (LR, HR) whole images) by the
+    validation of training runs (`tfseg.tasks.validation.validate`).
 
     Returns:
-        dict: the scores, "per_class" rows, "confusion_matrix", "frames" and "notes";
-        "panels" too when `samples` > 0: uint8 (H, 3W, 3) of the first `samples` frames.
+        dict: every validation score, "notes", and for segmentation "per_class" rows; "panels"
+        too when `samples` > 0 (uint8 (N, H, W, 3): input | ground truth | prediction, or
+        LR | bicubic | SR | HR).
     """
-    class_names = config.data.class_names
-    num_classes, ignore = config.model.num_classes, config.data.ignore_label
-    instances = InstanceIoU(class_names, ignore_label=ignore)
-    matrix, seed_figures, frames, notes = np.zeros((num_classes,) * 2, np.int64), [], 0, set()
-    panels, colours = [], class_colours(config.data, num_classes)
-    for images, masks in batches:
-        logits = predict(runtime, images.numpy(), notes)
-        if logits.shape[-1] != num_classes:
-            raise TfsegError(f"the model outputs {logits.shape[-1]} classes but the config "
-                             f"has {num_classes} ({', '.join(class_names)})")
-        predictions = logits.argmax(-1)
-        matrix += confusion_matrix(masks, predictions, num_classes, ignore).numpy()
-        instances.update(masks.numpy(), predictions)
-        if num_classes == 2:
-            seed_figures.extend(seed_per_image_foreground_iou(masks.numpy(), predictions))
-        frames += len(images)
-        take = samples - len(panels)
-        if take > 0:
-            panels.extend(segmentation_panels(images.numpy()[:take], masks.numpy()[:take],
-                                              predictions[:take], ignore_label=ignore,
-                                              colours=colours))
-    report = {"frames": frames, **scores_from_confusion(matrix, class_names),
-              **instances.result()}
-    if seed_figures:
-        # The seed's "mean IoU": |prediction & truth| / |truth| per image, averaged over
-        # images with foreground (a recall; false positives do not lower it).
-        report["seed_per_image_foreground_iou"] = float(np.nanmean(seed_figures))
-    report["per_class"] = per_class_rows(matrix, report)
-    report["confusion_matrix"] = matrix.tolist()
+    notes, segmentation = set(), config.model.task == "segmentation"
+    predictor = predict if segmentation else predict_whole_images
+    report = validate(make_task(config), lambda images: predictor(runtime, images, notes),
+                      batches, samples=samples)
+    if segmentation:
+        report["per_class"] = per_class_rows(np.asarray(report["confusion_matrix"]), report)
     report["notes"] = sorted(notes)
-    if panels:
-        report["panels"] = np.concatenate(panels, axis=0)
-    return report
-
-
-def evaluate_super_resolution(runtime, config, pairs, samples=0):
-    """Scores an SR `runtime` on `pairs` of whole (LR, HR) images (batch 1).
-
-    Returns:
-        dict: mean "psnr_y", "ssim_y" and their bicubic counterparts, "per_image" rows,
-        "images" and "notes"; "panels" too when `samples` > 0 (LR | bicubic | SR | HR rows,
-        padded to the widest).
-    """
-    scale, rows, panels, notes = config.model.scale, [], [], set()
-    for low_resolution, high_resolution in pairs:
-        low, high = low_resolution.numpy(), high_resolution.numpy()
-        if runtime.input_size is None:
-            outputs = runtime(low)
-        else:
-            notes.add(f"the model takes {runtime.input_size[0]}x{runtime.input_size[1]} "
-                      f"LR tiles: whole images run tile by tile (quarter-tile overlap)")
-            outputs = predict_tiled(runtime, low[0], runtime.input_size)[None]
-        restored = to_8bit(tf.constant(outputs, tf.float32)).numpy()
-        scores = {**y_scores(restored, high, shave=scale),
-                  **{f"bicubic_{key}": value
-                     for key, value in bicubic_baseline(low, high, scale).items()}}
-        rows.append({"image": len(rows) + 1, "height": high.shape[1], "width": high.shape[2],
-                     **{key: float(value[0]) for key, value in scores.items()}})
-        if len(panels) < samples:
-            panels.append(super_resolution_panels(low, restored, high, scale)[0])
-    if not rows:
-        raise TfsegError("the validation split holds no images to score")
-    report = {"images": len(rows),
-              **{key: float(np.mean([row[key] for row in rows]))
-                 for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")},
-              "per_image": rows, "notes": sorted(notes)}
-    if panels:
-        width = max(panel.shape[1] for panel in panels)
-        report["panels"] = np.concatenate(
-            [np.pad(panel, ((0, 0), (0, width - panel.shape[1]), (0, 0))) for panel in panels])
     return report
 
 
@@ -242,21 +183,15 @@ def evaluate_to_folder(*, run_dir=None, model_path=None, config_path=None, runti
     super_resolution = config.model.task == "super_resolution"
     with runtime:
         check_preprocessing(runtime.metadata, config, source)
-        if super_resolution:
-            if split != "validation":
-                raise TfsegError("--split train: super-resolution models are scored on "
-                                 "whole validation images only")
-            report = evaluate_super_resolution(runtime, config,
-                                               evaluation_batches(config, split),
-                                               samples)
-        else:
-            report = evaluate(runtime, config, evaluation_batches(config, split),
-                              samples)
+        if super_resolution and split != "validation":
+            raise TfsegError("--split train: super-resolution models are scored on whole "
+                             "validation images only")
+        report = score(runtime, config, evaluation_batches(config, split), samples)
     output = output or run_dir or model_path.parent
     output.mkdir(parents=True, exist_ok=True)
     panels = report.pop("panels", None)
     if panels is not None:
-        write_png(output / "samples.png", panels, rgb=True)
+        write_png(output / "samples.png", np.concatenate(panels), rgb=True)
     report = {"model": source, "runtime": runtime.name, "runtime_version": runtime.version,
               "split": split, **report}
     write_json(report, output / "evaluation.json")

@@ -63,3 +63,13 @@ def super_resolution_panels(low_resolution, outputs, high_resolution, scale):
              for method in ("nearest", "bicubic")] + [outputs, high_resolution]
     return np.concatenate([np.clip(np.round(np.asarray(view)), 0, 255).astype(np.uint8)
                            for view in views], axis=2)
+
+
+def stack_padded(panels):
+    """uint8 (N, H, W, 3): `panels` of different sizes padded with black to the largest (whole
+    SR images differ in size), one batch for TensorBoard or a strip file."""
+    height = max(panel.shape[0] for panel in panels)
+    width = max(panel.shape[1] for panel in panels)
+    return np.stack([np.pad(panel, ((0, height - panel.shape[0]),
+                                    (0, width - panel.shape[1]), (0, 0)))
+                     for panel in panels])

@@ -1,5 +1,5 @@
-"""Segmentation as the training loop sees it: the configured loss, a step's confusion matrix,
-the scores and the validation panels (`tfseg.tasks.factory.make_task` picks the task)."""
+"""Segmentation: the configured loss, a step's confusion matrix, and the validation scores and
+panels (`tfseg.tasks.factory.make_task` picks the task, `tfseg.tasks.validation` validates)."""
 
 import numpy as np
 import tensorflow as tf
@@ -13,8 +13,14 @@ from tfseg.tasks.losses import (
     per_image_cross_entropy,
     per_image_dice_loss,
 )
-from tfseg.tasks.metrics import confusion_matrix, scores_from_confusion
+from tfseg.tasks.metrics import (
+    InstanceIoU,
+    confusion_matrix,
+    scores_from_confusion,
+    seed_per_image_foreground_iou,
+)
 from tfseg.tasks.panels import class_colours, segmentation_panels
+from tfseg.utils.errors import TfsegError
 
 
 def full_size(outputs):
@@ -26,6 +32,7 @@ class SegmentationTask:
     """Pixel classification: configured loss, confusion-matrix statistics and scores."""
 
     progress_keys = ("mean_iou", "foreground_iou")
+    panel_tag = "input | ground truth | prediction"
 
     def __init__(self, config):
         self.config = config
@@ -80,15 +87,55 @@ class SegmentationTask:
         """Scores of a summed confusion matrix."""
         return scores_from_confusion(np.asarray(total), self.class_names)
 
-    @staticmethod
-    def panel_inputs(validation, count):
-        """The first `count` validation (images, masks), batched."""
-        return next(iter(validation.unbatch().batch(count)))
+    def validation_scores(self, samples=0):
+        """An empty `SegmentationScores` of this task (`tfseg.tasks.validation.validate`)."""
+        return SegmentationScores(self, samples)
 
-    def panels(self, model, images, masks):
-        """TensorBoard tag and uint8 panels: input | ground truth | prediction."""
-        predictions = np.argmax(model(images, training=False), -1)
-        return "input | ground truth | prediction", segmentation_panels(
-            np.asarray(images), np.asarray(masks), predictions,
-            colours=class_colours(self.config.data, self.num_classes),
-            ignore_label=self.ignore_label)
+
+class SegmentationScores:
+    """Every validation score of segmentation, summed batch by batch: the loss, the confusion
+    matrix and its scores, iIoU, the seed's per-image figure (two classes), and the panels of
+    the first `samples` frames."""
+
+    def __init__(self, task, samples):
+        self.task, self.samples = task, samples
+        self.matrix = np.zeros((task.num_classes,) * 2, np.int64)
+        self.instances = InstanceIoU(task.class_names, ignore_label=task.ignore_label)
+        self.loss_sum, self.frames, self.seed_figures, self.panels = 0.0, 0, [], []
+
+    def update(self, images, masks, logits):
+        """Adds a batch: (N, H, W, C) images, (N, H, W) masks, (N, H, W, K) logits (numpy)."""
+        task = self.task
+        if logits.shape[-1] != task.num_classes:
+            raise TfsegError(f"the model outputs {logits.shape[-1]} classes but the config "
+                             f"has {task.num_classes} ({', '.join(task.class_names)})")
+        self.loss_sum += float(np.sum(task.per_image_loss(masks, logits)))
+        predictions = logits.argmax(-1)
+        self.matrix += confusion_matrix(masks, predictions, task.num_classes,
+                                        task.ignore_label).numpy()
+        self.instances.update(masks, predictions)
+        if task.num_classes == 2:
+            self.seed_figures.extend(seed_per_image_foreground_iou(masks, predictions))
+        self.frames += len(images)
+        take = self.samples - len(self.panels)
+        if take > 0:
+            self.panels.extend(segmentation_panels(
+                images[:take], masks[:take], predictions[:take],
+                colours=class_colours(task.config.data, task.num_classes),
+                ignore_label=task.ignore_label))
+
+    def result(self):
+        """{"loss" (mean per frame), "frames", the scores of `scores_from_confusion` and
+        `InstanceIoU`, "seed_per_image_foreground_iou" (two classes), "confusion_matrix"};
+        "panels" too when there are some."""
+        report = {"loss": self.loss_sum / max(self.frames, 1), "frames": self.frames,
+                  **scores_from_confusion(self.matrix, self.task.class_names),
+                  **self.instances.result()}
+        if self.seed_figures:
+            # The seed's "mean IoU": |prediction & truth| / |truth| per image, averaged over
+            # images with foreground (a recall; false positives do not lower it).
+            report["seed_per_image_foreground_iou"] = float(np.nanmean(self.seed_figures))
+        report["confusion_matrix"] = self.matrix.tolist()
+        if self.panels:
+            report["panels"] = np.stack(self.panels)
+        return report

@@ -1,5 +1,5 @@
-"""Super-resolution as the training loop sees it: the pixel or perceptual loss, a step's PSNR
-sums, PSNR and SSIM on Y in validation, and the LR | bicubic | SR | HR panels."""
+"""Super-resolution: the pixel or perceptual loss, a step's PSNR sums, and in validation PSNR
+and SSIM on Y against bicubic, per image, with LR | bicubic | SR | HR panels."""
 
 import numpy as np
 import tensorflow as tf
@@ -7,7 +7,8 @@ import tensorflow as tf
 from tfseg.data.super_resolution import to_8bit
 from tfseg.tasks.losses import PerceptualLoss, per_image_mean
 from tfseg.tasks.metrics import bicubic_baseline, y_scores
-from tfseg.tasks.panels import super_resolution_panels
+from tfseg.tasks.panels import stack_padded, super_resolution_panels
+from tfseg.utils.errors import TfsegError
 
 
 class SuperResolutionTask:
@@ -15,6 +16,7 @@ class SuperResolutionTask:
     Y channel (border shaved by the scale, the published protocol) in validation."""
 
     progress_keys = ("psnr",)
+    panel_tag = "LR | bicubic | SR | HR"
 
     def __init__(self, config):
         self.config = config
@@ -26,7 +28,6 @@ class SuperResolutionTask:
                 weights=options.weights, layers=options.layers,
                 layer_weights=options.layer_weights or None,
                 pixel_weight=options.pixel_weight, tv_weight=options.tv_weight)
-        self._bicubic = None
 
     @property
     def best_metric(self):
@@ -57,46 +58,53 @@ class SuperResolutionTask:
     def scores(self, total):
         return {"psnr": float(total[0] / max(total[1], 1))}
 
-    def evaluate(self, model, pairs):
-        """Loss, PSNR and SSIM (Y, shaved) over whole validation images, batch 1, with the
-        bicubic baseline scored by the same code."""
-        losses, psnrs, ssims, bicubic = [], [], [], self._bicubic is None
-        baseline = {"psnr_y": [], "ssim_y": []}
-        for low_resolution, high_resolution in pairs:
-            outputs = model(low_resolution, training=False)
-            losses.append(float(self.per_image_loss(high_resolution, outputs)[0]))
-            restored = to_8bit(tf.cast(outputs, tf.float32)).numpy()
-            scores = y_scores(restored, high_resolution.numpy(), shave=self.scale)
-            psnrs.append(float(scores["psnr_y"][0]))
-            ssims.append(float(scores["ssim_y"][0]))
-            if bicubic:
-                scores = bicubic_baseline(low_resolution.numpy(), high_resolution.numpy(),
-                                          self.scale)
-                for key, values in baseline.items():
-                    values.append(float(scores[key][0]))
-        if bicubic:
-            self._bicubic = {f"bicubic_{key}": float(np.mean(v)) for key, v in baseline.items()}
-        return {"loss": float(np.mean(losses)), "images": len(psnrs),
-                "psnr_y": float(np.mean(psnrs)), "ssim_y": float(np.mean(ssims)),
-                **self._bicubic}
+    def validation_scores(self, samples=0):
+        """An empty `SuperResolutionScores` of this task (`tfseg.tasks.validation.validate`)."""
+        return SuperResolutionScores(self, samples)
 
-    def panel_inputs(self, validation, count):
-        """The first `count` validation pairs, centre-cropped to their smallest common LR size
-        (whole images differ in size) and batched."""
-        pairs = [(lr[0], hr[0]) for lr, hr in validation.take(count)]
-        height = min(int(lr.shape[0]) for lr, _ in pairs)
-        width = min(int(lr.shape[1]) for lr, _ in pairs)
-        lows, highs = [], []
-        for lr, hr in pairs:
-            top, left = (lr.shape[0] - height) // 2, (lr.shape[1] - width) // 2
-            lows.append(lr[top:top + height, left:left + width])
-            s = self.scale
-            highs.append(hr[s * top:s * (top + height), s * left:s * (left + width)])
-        return tf.stack(lows), tf.stack(highs)
 
-    def panels(self, model, low_resolution, high_resolution):
-        """TensorBoard tag and uint8 panels: LR | bicubic | SR | HR."""
-        outputs = to_8bit(tf.cast(model(low_resolution, training=False), tf.float32))
-        return "LR | bicubic | SR | HR", super_resolution_panels(
-            np.asarray(low_resolution), outputs.numpy(), np.asarray(high_resolution),
-            self.scale)
+class SuperResolutionScores:
+    """Every validation score of super-resolution, image by image: the loss, PSNR and SSIM on
+    Y (border shaved by the scale, the published protocol) and the bicubic baseline scored by
+    the same code, and the panels of the first `samples` images."""
+
+    def __init__(self, task, samples):
+        self.task, self.samples = task, samples
+        self.loss_sum, self.rows, self.panels = 0.0, [], []
+
+    def update(self, low_resolution, high_resolution, outputs):
+        """Adds a batch of (N, h, w, 3) LR and (N, sh, sw, 3) HR images and SR `outputs`
+        (numpy; whole images of one size, usually N = 1)."""
+        scale = self.task.scale
+        self.loss_sum += float(np.sum(self.task.per_image_loss(high_resolution, outputs)))
+        restored = to_8bit(tf.constant(outputs, tf.float32)).numpy()
+        scores = {**y_scores(restored, high_resolution, shave=scale),
+                  **{f"bicubic_{key}": value for key, value in
+                     bicubic_baseline(low_resolution, high_resolution, scale).items()}}
+        for index in range(len(restored)):
+            self.rows.append({"image": len(self.rows) + 1,
+                              "height": high_resolution.shape[1],
+                              "width": high_resolution.shape[2],
+                              **{key: float(value[index]) for key, value in scores.items()}})
+        take = self.samples - len(self.panels)
+        if take > 0:
+            self.panels.extend(super_resolution_panels(
+                low_resolution[:take], restored[:take], high_resolution[:take], scale))
+
+    def result(self):
+        """{"loss" (mean per image), "images", mean "psnr_y", "ssim_y", "bicubic_psnr_y",
+        "bicubic_ssim_y", "per_image" rows}; "panels" (padded to the largest) too when there
+        are some.
+
+        Raises:
+            TfsegError: no image was scored.
+        """
+        if not self.rows:
+            raise TfsegError("the validation split holds no images to score")
+        report = {"loss": self.loss_sum / len(self.rows), "images": len(self.rows),
+                  **{key: float(np.mean([row[key] for row in self.rows]))
+                     for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")},
+                  "per_image": self.rows}
+        if self.panels:
+            report["panels"] = stack_padded(self.panels)
+        return report

@@ -124,7 +124,6 @@ def _train(config, run_dir, *, resume, profile):
     elif chief and getattr(task, "perceptual", None) and task.perceptual.random_weights:
         log.write_text("warnings", "The perceptual loss uses a RANDOM VGG16 "
                        "(train.perceptual.weights: random): its features are not perceptual.")
-    panel_inputs = None
     print(f"tfseg: training {model.name} ({model.count_params():,} parameters) on "
           f"{strategy.num_replicas_in_sync} replica(s); run directory {run_dir}")
 
@@ -171,9 +170,11 @@ def _train(config, run_dir, *, resume, profile):
                     checkpoints.save(step, state)
             seconds = time.perf_counter() - epoch_started
             kept = max(steps - _skipped_in(state, epoch * steps), 1)
+            validation = validate(samples=config.train.log_images if chief else 0)
+            panels = validation.pop("panels", None)
             scores = {"train": {"loss": state["loss_sum"] / kept,
                                 **task.scores(state["statistics"])},
-                      "validation": validate()}
+                      "validation": validation}
             history_row = {"epoch": epoch + 1, "step": step, "precision": precision.policy,
                            "images_per_second": round(
                                (step - epoch_first) * config.train.batch_size / seconds, 2),
@@ -185,23 +186,19 @@ def _train(config, run_dir, *, resume, profile):
                          history=state["history"] + [history_row])
             best_metric = task.best_metric   # the config allows only scores of the task
             improved = state["best"] is None or (
-                scores["validation"][best_metric] > state["best"]["value"])
+                validation[best_metric] > state["best"]["value"])
             if improved:
                 state["best"] = {"metric": best_metric, "epoch": epoch + 1, "step": step,
-                                 "value": scores["validation"][best_metric]}
+                                 "value": validation[best_metric]}
                 checkpoints.save_best(step, state)
             checkpoints.save(step, state)
             if chief:
-                # Read after validate(): a first, partial read of a cached data set discards
-                # the cache (with a tf.data warning) and renders those frames twice.
-                if panel_inputs is None:
-                    panel_inputs = task.panel_inputs(data.validation, config.train.log_images)
                 log.write_epoch(step, scores=scores,
                                 learning_rate=float(keras.ops.convert_to_numpy(
                                     optimizer.learning_rate)),
                                 images_per_second=history_row["images_per_second"],
-                                panels=task.panels(evaluation_model, *panel_inputs))
-            print("  validation: " + format_scores(scores["validation"]))
+                                panels=(task.panel_tag, panels))
+            print("  validation: " + format_scores(validation))
             if stop.signal_number:
                 raise Interrupted(_interrupted_message(stop.signal_number, step, run_dir),
                                   stop.signal_number)

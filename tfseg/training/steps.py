@@ -1,4 +1,5 @@
-"""The distributed training and validation steps, and the models and optimizer they run.
+"""The distributed training step, the validation of each epoch, and the models and optimizer
+they run.
 
 Each replica scales its loss by the global batch size and statistics are summed across
 replicas, so one device, several devices and several hosts compute the same step.
@@ -7,6 +8,7 @@ replicas, so one device, several devices and several hosts compute the same step
 import keras
 import tensorflow as tf
 
+from tfseg.deploy.runtimes import from_keras
 from tfseg.models import all_layers
 from tfseg.models.from_config import (
     build_model,
@@ -16,8 +18,7 @@ from tfseg.models.from_config import (
     uses_cascade,
 )
 from tfseg.tasks.factory import make_task
-from tfseg.tasks.metrics import confusion_matrix, scores_from_confusion
-from tfseg.tasks.segmentation import full_size
+from tfseg.tasks.validation import validate
 from tfseg.training.distribution import precision_of
 from tfseg.training.optimizers import make_optimizer
 
@@ -45,28 +46,24 @@ def build_training(config, strategy, task=None):
 
 def build_validation(config, strategy, task, model, validation):
     """The model validated and exported (whole frames, full-size output only) and a
-    `validate() -> scores` over every validation batch."""
+    `validate(samples=0) -> scores` over every validation batch: `tfseg.tasks.validation`'s,
+    which `python -m tfseg.evaluate` runs too, on the Keras runtime `tfseg.evaluate` uses.
+
+    Validation runs on one device of `strategy` (every worker of a cluster scores the whole
+    split alike): whole images of different sizes do not split across replicas.
+    """
     evaluation_model = model
     if config.model.task == "segmentation" and (config.data.augment.crop
                                                  or uses_cascade(config)):
         with strategy.scope(), dtype_policy(precision_of(config.train).policy):
             evaluation_model = build_model(config)
+    runtime = from_keras(evaluation_model, jit_compile=config.train.jit_compile)
 
-    def sync():
+    def validate_epoch(samples=0):
         if evaluation_model is not model:
             copy_weights(model, evaluation_model)
-
-    if config.model.task == "super_resolution":
-        def validate():
-            return task.evaluate(evaluation_model, validation)
-    else:
-        eval_step = make_eval_step(strategy, evaluation_model, task, config)
-        batches = strategy.experimental_distribute_dataset(validation)
-
-        def validate():
-            sync()
-            return evaluate(eval_step, batches, config.data.class_names)
-    return evaluation_model, validate
+        return validate(task, runtime, validation, samples=samples)
+    return evaluation_model, validate_epoch
 
 
 def make_train_step(strategy, model, optimizer, task, config):
@@ -122,34 +119,5 @@ def make_train_step(strategy, model, optimizer, task, config):
     return train_step
 
 
-def make_eval_step(strategy, model, task, config):
-    """Distributed `eval_step(batch) -> (loss sum, frame count, confusion matrix)`."""
-    num_classes, ignore = config.model.num_classes, config.data.ignore_label
-
-    def replica_eval_step(images, masks):
-        logits = model(images, training=False)
-        loss_sum = tf.reduce_sum(task.per_image_loss(masks, logits))
-        return (loss_sum, tf.shape(images, out_type=tf.int64)[0],
-                confusion_matrix(masks, tf.argmax(full_size(logits), -1), num_classes, ignore))
-
-    @tf.function(jit_compile=config.train.jit_compile or None)
-    def eval_step(batch):
-        return _sum_replicas(strategy, strategy.run(replica_eval_step, args=batch))
-
-    return eval_step
-
-
 def _sum_replicas(strategy, values):
     return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
-
-
-def evaluate(eval_step, batches, class_names):
-    """Loss (mean per frame), frame count and scores over every validation batch."""
-    loss_sum, count, matrix = 0.0, 0, 0
-    for batch in batches:
-        batch_loss, batch_count, batch_matrix = eval_step(batch)
-        loss_sum += float(batch_loss)
-        count += int(batch_count)
-        matrix = matrix + batch_matrix.numpy()
-    return {"loss": loss_sum / max(count, 1), "frames": count,
-            **scores_from_confusion(matrix, class_names)}

@@ -8,8 +8,8 @@ import tensorflow as tf
 
 class TensorBoardLog:
     """Per-epoch TensorBoard output: every score of `train` and `validation` (same tags, so
-    TensorBoard overlays them; per-class IoU under iou/<class>), the learning rate, training
-    images per second, and validation prediction panels."""
+    TensorBoard overlays them; per-class IoU and iIoU under iou/<class> and iiou/<class>),
+    the learning rate, training images per second, and validation prediction panels."""
 
     def __init__(self, log_dir):
         self.writers = {split: tf.summary.create_file_writer(str(Path(log_dir) / split))
@@ -20,7 +20,8 @@ class TensorBoardLog:
 
         Args:
             step: int. Global optimizer step (x axis).
-            scores: dict split -> dict of scores (numbers, and `per_class_iou`).
+            scores: dict split -> dict of scores (numbers, `per_class_iou`,
+                `per_class_iiou`; other values are left out).
             learning_rate: float. Current learning rate.
             images_per_second: float. Training throughput over the epoch.
             panels: (tag, uint8 (N, H, W, 3) images) of the validation predictions.
@@ -30,9 +31,9 @@ class TensorBoardLog:
                 for key, value in split_scores.items():
                     if isinstance(value, float):
                         tf.summary.scalar(key, value)
-                for name, value in split_scores.get("per_class_iou", {}).items():
-                    if value is not None:
-                        tf.summary.scalar(f"iou/{name}", value)
+                for group, prefix in (("per_class_iou", "iou"), ("per_class_iiou", "iiou")):
+                    for name, value in split_scores.get(group, {}).items():
+                        tf.summary.scalar(f"{prefix}/{name}", value)
         with self.writers["train"].as_default(step=step):
             tf.summary.scalar("learning_rate", learning_rate)
             tf.summary.scalar("images_per_second", images_per_second)

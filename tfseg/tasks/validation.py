@@ -1,0 +1,27 @@
+"""One validation for both tasks, used by the training loop every epoch and by
+`python -m tfseg.evaluate`: the same scores, computed by the same code, whichever runs the
+model (Keras while training; Keras, a SavedModel, onnxruntime or OpenCV DNN in evaluate)."""
+
+import numpy as np
+
+
+def validate(task, predict, batches, *, samples=0):
+    """Every validation score of the model behind `predict` on `batches`.
+
+    Args:
+        task: the `SegmentationTask` or `SuperResolutionTask` of the run (its loss and
+            scores; `tfseg.tasks.factory.make_task`).
+        predict: callable. float32 (N, H, W, C) raw pixels -> numpy outputs (logits, or SR
+            pixels), e.g. a `tfseg.deploy.runtimes.Runtime`.
+        batches: iterable of (inputs, targets): images and masks, or LR and HR images.
+        samples: int. Panels of the first `samples` frames are returned too.
+
+    Returns:
+        dict of scores (`SegmentationScores.result`, `SuperResolutionScores.result`), with
+        "panels", uint8 (N, H, W, 3), when `samples` > 0.
+    """
+    scores = task.validation_scores(samples)
+    for inputs, targets in batches:
+        inputs = np.asarray(inputs, np.float32)
+        scores.update(inputs, np.asarray(targets), np.asarray(predict(inputs)))
+    return scores.result()
