@@ -137,3 +137,29 @@ def assert_one_line_error(result, *expected):
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for text in expected:
         assert text in lines[0], lines[0]
+
+
+def comparable(metrics):
+    """The numbers of metrics.json but its timings (equal runs differ only in those), flat."""
+    timings = ("images_per_second", "train_seconds", "total_seconds")
+
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() if key not in timings
+                    for k, v in flat(item, f"{prefix}{key}.").items()}
+        if isinstance(value, list):
+            return {k: v for index, item in enumerate(value)
+                    for k, v in flat(item, f"{prefix}{index}.").items()}
+        return {prefix[:-1]: value}
+
+    return flat(metrics)
+
+
+def assert_same_run(metrics, reference):
+    """Two runs' metrics.json hold the same history, best and final scores (floats to 1e-5:
+    a resumed run restores the same state, but may compute in another order)."""
+    resumed, reference = comparable(metrics), comparable(reference)
+    assert resumed.keys() == reference.keys()
+    for key, value in reference.items():
+        assert resumed[key] == (pytest.approx(value, rel=1e-5, abs=1e-6)
+                                if isinstance(value, float) else value), key

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfseg.config import save_config
@@ -32,6 +31,7 @@ from tfseg.tasks.losses import class_pixel_counts, linknet_class_weights
 from tfseg.training.distribution import is_chief, make_strategy, precision_of
 from tfseg.training.steps import build_training, build_validation
 from tfseg.training.summary import format_scores, print_summary
+from tfseg.training.state import LoopState
 from tfseg.training.tensorboard import TensorBoardLog
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_json
@@ -112,15 +112,14 @@ def _train(config, run_dir, *, resume, profile):
                                   "optimizer": getattr(optimizer, "inner_optimizer", optimizer),
                                   "random": random_states(task)},
                                  max_to_keep=config.train.checkpoints_to_keep)
-    state = checkpoints.restore_latest() if resume else None
-    if state is None and initial_weights:
+    saved_state = checkpoints.restore_latest() if resume else None
+    if saved_state is None and initial_weights:
         print(f"tfseg: starting from the weights of {initial_weights}")
-    state = state or {
-        "step": 0, "loss_sum": 0.0, "statistics": task.zero_statistics().tolist(),
-        "history": [], "best": None, "skipped_batches": []}
+    state = (LoopState.from_json(saved_state) if saved_state
+             else LoopState(statistics=task.zero_statistics()))
     log = TensorBoardLog(run_dir / "logs") if chief else None
-    if resume and state["step"]:
-        print(f"tfseg: resuming {run_dir} at step {state['step']}")
+    if resume and state.step:
+        print(f"tfseg: resuming {run_dir} at step {state.step}")
     elif chief and getattr(task, "perceptual", None) and task.perceptual.random_weights:
         log.write_text("warnings", "The perceptual loss uses a RANDOM VGG16 "
                        "(train.perceptual.weights: random): its features are not perceptual.")
@@ -128,80 +127,67 @@ def _train(config, run_dir, *, resume, profile):
           f"{strategy.num_replicas_in_sync} replica(s); run directory {run_dir}")
 
     steps, total = config.train.steps_per_epoch, config.train.epochs * config.train.steps_per_epoch
-    step = state["step"]
-    batches = iter(strategy.experimental_distribute_dataset(data.train.skip(step)))
+    batches = iter(strategy.experimental_distribute_dataset(data.train.skip(state.step)))
     # The first step traces the graph: the profile starts after it.
-    profiler = StepProfiler(run_dir / "logs", first_step=step + 1 if profile else None,
-                            steps=min(5, total - step - 1))
+    profiler = StepProfiler(run_dir / "logs", first_step=state.step + 1 if profile else None,
+                            steps=min(5, total - state.step - 1))
     with stop_requests() as stop:
-        while step < total:
-            epoch = step // steps
+        while state.step < total:
+            epoch = state.step // steps
+            epoch_start = epoch * steps
             print(f"Epoch {epoch + 1}/{config.train.epochs}")
             # A live bar on a terminal; one line per epoch in log files.
             progress = keras.utils.Progbar(steps, verbose=1 if sys.stdout.isatty() else 2,
                                            stateful_metrics=["loss", *task.progress_keys])
-            epoch_started, epoch_first = time.perf_counter(), step
+            epoch_started, epoch_first = time.perf_counter(), state.step
             while True:
-                profiler.before(step)
+                profiler.before(state.step)
                 loss, statistics, finite = train_step(batches)
-                step += 1
-                state["step"] = step
-                profiler.after(step)
-                if not bool(finite):
-                    if config.train.nan_policy == "stop":
-                        raise NonFiniteLoss(_non_finite_message(float(loss), step, checkpoints))
-                    state["skipped_batches"].append(step)
-                else:
-                    state["loss_sum"] += float(loss)
-                    state["statistics"] = (np.asarray(state["statistics"])
-                                           + statistics.numpy()).tolist()
-                done = step - epoch * steps
-                kept = max(done - _skipped_in(state, epoch * steps), 1)
-                running = task.scores(state["statistics"])
-                progress.update(done, [("loss", state["loss_sum"] / kept)] + [
+                state.add_step(loss, statistics.numpy(), bool(finite))
+                profiler.after(state.step)
+                if not bool(finite) and config.train.nan_policy == "stop":
+                    raise NonFiniteLoss(_non_finite_message(float(loss), state.step,
+                                                            checkpoints))
+                done = state.step - epoch_start
+                running = task.scores(state.statistics)
+                progress.update(done, [("loss", state.mean_loss(epoch_start))] + [
                     (key, running[key]) for key in task.progress_keys if key in running])
                 if done == steps:
                     break
                 if stop.signal_number:
-                    checkpoints.save(step, state)
-                    raise Interrupted(_interrupted_message(stop.signal_number, step, run_dir),
-                                      stop.signal_number)
-                if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
-                    checkpoints.save(step, state)
+                    checkpoints.save(state.step, state.to_json())
+                    raise Interrupted(_interrupted_message(stop.signal_number, state.step,
+                                                           run_dir), stop.signal_number)
+                if (config.train.checkpoint_every
+                        and state.step % config.train.checkpoint_every == 0):
+                    checkpoints.save(state.step, state.to_json())
             seconds = time.perf_counter() - epoch_started
-            kept = max(steps - _skipped_in(state, epoch * steps), 1)
             validation = validate(samples=config.train.log_images if chief else 0)
             panels = validation.pop("panels", None)
-            scores = {"train": {"loss": state["loss_sum"] / kept,
-                                **task.scores(state["statistics"])},
+            scores = {"train": {"loss": state.mean_loss(epoch_start),
+                                **task.scores(state.statistics)},
                       "validation": validation}
-            history_row = {"epoch": epoch + 1, "step": step, "precision": precision.policy,
+            history_row = {"epoch": epoch + 1, "step": state.step, "precision": precision.policy,
                            "images_per_second": round(
-                               (step - epoch_first) * config.train.batch_size / seconds, 2),
+                               (state.step - epoch_first) * config.train.batch_size / seconds,
+                               2),
                            **{f"{split}_{key}": value for split in ("train", "validation")
                               for key, value in scores[split].items()
                               if isinstance(value, float)}}
-            state.update(loss_sum=0.0,
-                         statistics=task.zero_statistics().tolist(),
-                         history=state["history"] + [history_row])
             best_metric = task.best_metric   # the config allows only scores of the task
-            improved = state["best"] is None or (
-                validation[best_metric] > state["best"]["value"])
-            if improved:
-                state["best"] = {"metric": best_metric, "epoch": epoch + 1, "step": step,
-                                 "value": validation[best_metric]}
-                checkpoints.save_best(step, state)
-            checkpoints.save(step, state)
+            if state.end_epoch(history_row, best_metric, validation[best_metric]):
+                checkpoints.save_best(state.step, state.to_json())
+            checkpoints.save(state.step, state.to_json())
             if chief:
-                log.write_epoch(step, scores=scores,
+                log.write_epoch(state.step, scores=scores,
                                 learning_rate=float(keras.ops.convert_to_numpy(
                                     optimizer.learning_rate)),
                                 images_per_second=history_row["images_per_second"],
                                 panels=(task.panel_tag, panels))
             print("  validation: " + format_scores(validation))
             if stop.signal_number:
-                raise Interrupted(_interrupted_message(stop.signal_number, step, run_dir),
-                                  stop.signal_number)
+                raise Interrupted(_interrupted_message(stop.signal_number, state.step,
+                                                       run_dir), stop.signal_number)
 
     model = evaluation_model
     if precision.policy != "float32":
@@ -212,12 +198,13 @@ def _train(config, run_dir, *, resume, profile):
     validation_scores = validate()
     if not chief:
         return validation_scores
+    recorded = state.to_json()
     final = {"split": "validation", **validation_scores, "epochs": config.train.epochs,
-             "steps": step, "best": state["best"],
+             "steps": state.step, "best": recorded["best"],
              "precision": {"policy": precision.policy, "reason": precision.reason},
              "train_seconds": round(time.perf_counter() - started, 1),
-             "history": state["history"], "skipped_frames": data.skipped,
-             "skipped_batches": state["skipped_batches"]}
+             "history": recorded["history"], "skipped_frames": data.skipped,
+             "skipped_batches": recorded["skipped_batches"]}
     write_json(final, run_dir / "metrics.json")
     exports = export_run(model, config, run_dir, data.validation)
     final["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -227,10 +214,6 @@ def _train(config, run_dir, *, resume, profile):
         print(f"  skipped        {len(data.skipped)} frame(s) unreadable or smaller than a "
               f"training patch, listed in {run_dir / 'metrics.json'}")
     return final
-
-
-def _skipped_in(state, first_step):
-    return sum(1 for step in state["skipped_batches"] if step > first_step)
 
 
 def _non_finite_message(loss, step, checkpoints):
