@@ -166,8 +166,8 @@ def test_export_command_writes_and_checks_every_size(run_dir):
 
 
 def test_parity_failure_exits_non_zero_naming_the_runtime(run_dir, tmp_path, capsys):
-    """A run whose tolerance no runtime can meet: the export names onnxruntime, exits 2 and
-    still leaves complete files and the report behind."""
+    """A run whose tolerance no runtime can meet: the export names onnxruntime, exits 2,
+    leaves the run without an export and the rejected files, report included, for a look."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["export"].update(saved_model=False, parity_runtimes=["onnxruntime"],
                             max_abs_diff=0.0)
@@ -178,7 +178,12 @@ def test_parity_failure_exits_non_zero_naming_the_runtime(run_dir, tmp_path, cap
     assert run_cli(export.main, ["--run-dir", str(copy)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: exports disagree with Keras (onnxruntime: max abs diff")
-    report = json.loads((copy / "export" / "parity.json").read_text())
+    assert f"see {copy / 'export.rejected' / 'parity.json'};" in error
+    assert error.rstrip().endswith(f"{copy / 'export'} is unchanged")
+    assert not (copy / "export").exists()
+    report = json.loads((copy / "export.rejected" / "parity.json").read_text())
     assert set(report["runtimes"]) == {"onnxruntime"} and not report["passed"]
-    # The export itself is complete: only the check failed.
-    assert runtimes.load(copy / "export" / "model.onnx").metadata["model"] == "linknet"
+    # The rejected export itself is complete: only the check failed.
+    assert runtimes.load(copy / "export.rejected" / "model.onnx").metadata["model"] == "linknet"
+    assert sorted(path.name for path in copy.iterdir()) == [
+        "checkpoints", "config.yaml", "export.rejected"]

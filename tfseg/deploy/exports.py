@@ -2,8 +2,11 @@
 metadata), `labels.txt`, and the parity of every runtime with Keras (`tfseg.deploy.parity`).
 The library of `python -m tfseg.export`, and the end of every training run.
 
-Every export calls the model with `training=False` explicitly (TOOLCHAIN.md trap 1), writes to
-a temporary name and renames when complete, so an interrupted export never looks finished.
+Every export calls the model with `training=False` explicitly (TOOLCHAIN.md trap 1). An export
+folder is all or nothing: every format and the parity report are built in a temporary folder
+beside it, swapped in only when all of them are written and agree with Keras
+(`tfseg.utils.files.replacing_folder`); a failed, interrupted or killed export leaves the
+previous one as it was.
 """
 
 import json
@@ -24,12 +27,12 @@ from tfseg.deploy.metadata import (
     write_saved_model_metadata,
 )
 from tfseg.deploy.onnx_conversion import INPUT_NAME, OUTPUT_NAME
-from tfseg.deploy.parity import Tolerance, check_parity, describe
+from tfseg.deploy.parity import ParityError, Tolerance, check_parity, describe
 from tfseg.deploy.runtimes import EXPORT_RUNTIMES
 from tfseg.models.from_config import build_model
 from tfseg.runs.restore import load_run
 from tfseg.utils.errors import TfsegError
-from tfseg.utils.files import write_text_atomic
+from tfseg.utils.files import replacing_folder, write_text_atomic
 from tfseg.utils.processes import run_child
 
 
@@ -71,7 +74,8 @@ def export_onnx(model, path, *, opset=17, layout="NCHW", metadata=None, timeout=
     """
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    with tempfile.TemporaryDirectory(prefix="tfseg-onnx-") as tmp:
+    # Beside the output, so that a killed export's copy goes with its temporary folder.
+    with tempfile.TemporaryDirectory(prefix=".tfseg-onnx-", dir=path.parent) as tmp:
         saved = Path(tmp) / "model.keras"
         model.save(saved)
         options = {"opset": opset, "layout": layout,
@@ -135,11 +139,36 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
         runtime, see `check_parity`).
 
     Raises:
-        ParityError: a runtime not in `skip` failed or missed the tolerance.
-        TfsegError: an export failed.
+        ParityError: a runtime not in `skip` failed or missed the tolerance; `export_dir` is
+            unchanged and the new files are in `<export_dir>.rejected` for a look.
+        TfsegError: an export failed or could not be written; `export_dir` is unchanged.
     """
     export_dir = Path(export_dir)
-    export_dir.mkdir(parents=True, exist_ok=True)
+    rejected = export_dir.with_name(export_dir.name + ".rejected")
+    try:
+        with replacing_folder(export_dir) as build:
+            try:
+                exported = _export_into(model, metadata, build, images, onnx_models=onnx_models,
+                                        saved_model=saved_model, onnx=onnx, opset=opset,
+                                        layout=layout, runtimes=runtimes, skip=skip,
+                                        tolerance=tolerance, training_size=training_size)
+            except ParityError as error:
+                shutil.rmtree(rejected, ignore_errors=True)
+                os.replace(build, rejected)
+                raise ParityError(f"{str(error).replace(str(build), str(rejected))}; "
+                                  f"{export_dir} is unchanged") from None
+    except OSError as error:
+        raise TfsegError(f"{export_dir}: cannot write the export ({error.strerror or error}); "
+                         f"the previous export is unchanged") from None
+    shutil.rmtree(rejected, ignore_errors=True)
+    return {key: ([export_dir / path.name for path in value] if key == "onnx" else
+                  export_dir / value.name if key in ("saved_model", "labels") else value)
+            for key, value in exported.items()}
+
+
+def _export_into(model, metadata, export_dir, images, *, onnx_models, saved_model, onnx, opset,
+                 layout, runtimes, skip, tolerance, training_size):
+    """`export_model`'s work, written into the empty folder `export_dir`."""
     training_size = tuple(training_size or model.input_shape[1:3])
     exported, checks = {"onnx": []}, []
     if saved_model:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tfseg.runs.folder import refuse_file
 from tfseg.utils.errors import TfsegError
+from tfseg.utils.processes import process_alive
 
 LOCK_NAME = "lock"
 
@@ -63,20 +64,10 @@ class RunLock:
         if host != socket.gethostname():
             raise TfsegError(f"{self.run_dir}: locked by pid {pid} on host {host} (since "
                              f"{started}); if that process is gone, delete {self.path}")
-        if _alive(pid):
+        if process_alive(pid):
             raise TfsegError(f"{self.run_dir}: another process (pid {pid}, since {started}) is "
                              f"training this run; wait for it to end or choose another "
                              f"--run-dir")
         print(f"tfseg: {self.path}: taking over the stale lock of pid {pid} (since {started}),"
               f" which is no longer running")
         self.path.unlink(missing_ok=True)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True                      # another user's process
-    return True

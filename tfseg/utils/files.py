@@ -1,9 +1,15 @@
-"""Atomic file output: a file is either complete or absent, never half-written."""
+"""Atomic file output: a file (or a folder, `replacing_folder`) is either complete or absent,
+never half-written; output folders checked before the work that fills them."""
 
+import contextlib
 import json
 import math
 import os
+import shutil
 from pathlib import Path
+
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.processes import process_alive
 
 
 def write_text_atomic(path, text):
@@ -16,6 +22,9 @@ def write_bytes_atomic(path, data):
 
     The temporary name starts with a dot, so folder readers skip it; an interrupted write
     leaves the previous `path` (or none) in place.
+
+    Raises:
+        TfsegError: the file cannot be written (a read-only or full disk, no such folder).
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -25,6 +34,8 @@ def write_bytes_atomic(path, data):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        raise TfsegError(f"{path}: cannot write ({error.strerror or error})") from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -42,3 +53,66 @@ def _finite_or_none(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def check_writable_folder(folder, what="output folder"):
+    """Raises TfsegError unless `folder` is, or can be created as, a folder this process may
+    write in, so a long job is refused before it starts rather than after it ends. Nothing
+    is created."""
+    folder = existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TfsegError(f"{folder}: cannot write the {what} there ({existing} is not a "
+                         f"folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TfsegError(f"{folder}: cannot write the {what} there ({existing} is not "
+                         f"writable)")
+
+
+@contextlib.contextmanager
+def replacing_folder(folder):
+    """Yields an empty temporary folder beside `folder` to build its new contents in, and
+    swaps it in for `folder` when the block ends without an error; after an error, or a
+    SIGKILL, `folder` is left as it was.
+
+    Temporaries of processes that died (`.<name>.partial-<pid>`, `.<name>.old-<pid>`) are
+    cleaned up first; a swap killed half-way gets its previous folder back.
+    """
+    folder = Path(folder)
+    clean_stale_temporaries(folder)
+    build = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    for path in (build, old):
+        shutil.rmtree(path, ignore_errors=True)
+    build.mkdir(parents=True)
+    try:
+        yield build
+        if folder.exists():
+            os.replace(folder, old)
+        try:
+            os.replace(build, folder)
+        except OSError:
+            if old.exists():
+                os.replace(old, folder)
+            raise
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale_temporaries(folder):
+    """Removes `replacing_folder`'s temporaries of `folder` left by dead processes, first
+    putting back a previous folder whose swap was killed half-way."""
+    folder = Path(folder)
+    prefix = f".{folder.name}."
+    stale = []
+    for path in folder.parent.glob(f"{prefix}*-*"):
+        kind, _, pid = path.name[len(prefix):].rpartition("-")
+        if kind in ("partial", "old") and pid.isdigit() and not process_alive(int(pid)):
+            stale.append((kind, path))
+    for kind, path in sorted(stale, key=lambda item: item[0] == "partial"):
+        if kind == "old" and not folder.exists():
+            os.replace(path, folder)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
