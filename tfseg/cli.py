@@ -1,9 +1,12 @@
-"""What the command-line tools share: argument types, and user errors reported without a
-traceback."""
+"""What the command-line tools share: argument types, the checks that refuse arguments
+before TensorFlow loads, and user errors reported without a traceback."""
 
 import argparse
 import sys
+import traceback
+from pathlib import Path
 
+import tfseg
 from tfseg.utils.errors import TfsegError
 
 
@@ -19,11 +22,37 @@ def parse_size(text, minimum=1):
     return height, width
 
 
+def check_run_dir(run_dir):
+    """TfsegError unless `run_dir` is a tfseg run folder (holds config.yaml)."""
+    if not (Path(run_dir) / "config.yaml").is_file():
+        raise TfsegError(f"{run_dir}: not a tfseg run (no config.yaml)")
+
+
+def check_exists(path, what):
+    """TfsegError unless `path` exists."""
+    if not Path(path).exists():
+        raise TfsegError(f"{path}: no such {what}")
+
+
+def check_in_range(option, value, low, high=None, why=""):
+    """TfsegError naming `option` unless low <= `value` (<= high)."""
+    if value < low or (high is not None and value > high):
+        expected = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise TfsegError(f"{option} {value}: expected {expected}{why}")
+
+
 def run_cli(main, argv=None):
     """Runs `main(argv)`; a `TfsegError` becomes `error: ...` on stderr and exit status 2 (or
-    the error's own `exit_status`, e.g. 130 after SIGINT)."""
+    the error's own `exit_status`, e.g. 130 after SIGINT). Any other exception is a bug: its
+    traceback is printed, then a line saying so, and the exit status is 1."""
     try:
         return main(argv)
     except TfsegError as error:
         print(f"error: {error}", file=sys.stderr)
         return getattr(error, "exit_status", 2)
+    except Exception:   # noqa: BLE001  (reported as a bug, never swallowed)
+        traceback.print_exc()
+        print(f"error: this is a bug in tfseg {tfseg.__version__}, not in your input; please "
+              f"report it with the command and the traceback above as an issue of the tfseg "
+              f"repository", file=sys.stderr)
+        return 1

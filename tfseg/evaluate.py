@@ -37,8 +37,9 @@ LR | bicubic | SR | HR strips of the first N images.
 import argparse
 from pathlib import Path
 
-from tfseg.cli import run_cli
+from tfseg.cli import check_exists, check_in_range, check_run_dir, run_cli
 from tfseg.deploy.runtimes import RUN_RUNTIMES
+from tfseg.utils.files import check_writable_folder
 
 
 def parse_args(argv):
@@ -68,9 +69,24 @@ def parse_args(argv):
     return args
 
 
+def check_args(args):
+    """Refuses arguments the evaluation would fail on, before TensorFlow loads and before any
+    scoring (an output folder that cannot be written included)."""
+    if args.run_dir is not None:
+        check_run_dir(args.run_dir)
+    if args.model is not None:
+        check_exists(args.model, "model file or SavedModel folder")
+    if args.config is not None:
+        check_exists(args.config, "config file")
+    check_in_range("--samples", args.samples, 0)
+    check_writable_folder(args.output or args.run_dir or args.model.parent,
+                          "evaluation files")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    # Imported after parsing, so `--help` answers without loading TensorFlow.
+    check_args(args)
+    # Imported after the checks, so `--help` and refusals answer without loading TensorFlow.
     from tfseg.deploy.evaluation import evaluate_to_folder
 
     evaluate_to_folder(run_dir=args.run_dir, model_path=args.model, config_path=args.config,

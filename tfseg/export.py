@@ -15,10 +15,18 @@ The work is `tfseg.deploy.exports.export_from_run_dir`.
 """
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from tfseg.cli import parse_size, run_cli
+from tfseg.cli import check_in_range, check_run_dir, parse_size, run_cli
+from tfseg.config.schema import ExportConfig
 from tfseg.deploy.runtimes import EXPORT_RUNTIMES
+from tfseg.runs.preflight import check_size_memory
+from tfseg.utils.files import check_writable_folder
+
+# The opsets the installed tf2onnx converts (export.opset's range in the config schema).
+OPSETS = next(item.metadata["range"] for item in dataclasses.fields(ExportConfig)
+              if item.name == "opset")
 
 
 def parse_args(argv):
@@ -33,16 +41,28 @@ def parse_args(argv):
     parser.add_argument("--layout", choices=["NCHW", "NHWC"], default=None,
                         help="ONNX layout (default: the config's export.layout)")
     parser.add_argument("--opset", type=int, default=None,
-                        help="ONNX opset (default: the config's export.opset)")
+                        help=f"ONNX opset, {OPSETS[0]}..{OPSETS[1]} (default: the "
+                        f"config's export.opset)")
     parser.add_argument("--skip-runtime", dest="skip", action="append", default=[],
                         choices=EXPORT_RUNTIMES, help="do not check this runtime "
                         "(repeatable)")
     return parser.parse_args(argv)
 
 
+def check_args(args):
+    """Refuses arguments the export would fail on, before TensorFlow loads."""
+    check_run_dir(args.run_dir)
+    if args.opset is not None:
+        check_in_range("--opset", args.opset, *OPSETS, why=" (the opsets tf2onnx converts)")
+    for size in args.size:
+        check_size_memory("--size", size)
+    check_writable_folder(args.run_dir, "export")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    # Imported after parsing, so `--help` answers without loading TensorFlow.
+    check_args(args)
+    # Imported after the checks, so `--help` and refusals answer without loading TensorFlow.
     from tfseg.deploy.exports import export_from_run_dir
 
     export_from_run_dir(args.run_dir, sizes=args.size, layout=args.layout, opset=args.opset,

@@ -34,9 +34,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfseg.cli import parse_size, run_cli
+from tfseg.cli import check_exists, parse_size, run_cli
 from tfseg.deploy.inference import predict_files
 from tfseg.deploy.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
+from tfseg.utils.files import check_writable_folder
 
 
 def parse_args(argv):
@@ -61,6 +62,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_exists(args.model, "exported model (.onnx file or SavedModel folder)")
+    check_writable_folder(args.output, "predictions")
     predict_files(args.model, args.input, args.output, runtime=args.runtime, tile=args.tile,
                   overlap=args.overlap, match_histogram=args.match_histogram)
     return 0

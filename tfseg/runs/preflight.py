@@ -1,11 +1,12 @@
 """What a training run checks before it writes its folder (and before TensorFlow loads), so a
-mistake costs no half-written run: the `data.cache` path, and the memory the frame size needs.
+mistake costs no half-written run: the `data.cache` path, and the memory the frame size needs
+(`check_size_memory` bounds the sizes of exports and their metadata alike).
 """
 
 import os
 from pathlib import Path
 
-from tfseg.utils.errors import ConfigError
+from tfseg.utils.errors import ConfigError, TfsegError
 
 # float32 values a training step keeps per input pixel and sample: the input, the feature
 # maps held for the backward pass (LinkNet and ICNet at width 1 keep about this many), the
@@ -42,6 +43,17 @@ def check_frame_memory(config, available):
                           f"train.batch_size {batch}: training needs about "
                           f"{needed / 2**30:.1f} GB, {available / 2**30:.1f} GB of memory is "
                           f"available; lower data.height, data.width or train.batch_size")
+
+
+def check_size_memory(what, size):
+    """TfsegError naming `what` if a network on one frame of `size` (H, W) needs more memory
+    than is available, by the `VALUES_PER_PIXEL` estimate: an oversize value is refused before
+    anything is allocated for it."""
+    needed, available = int(size[0]) * int(size[1]) * VALUES_PER_PIXEL * 4, available_memory()
+    if available is not None and needed > available:
+        raise TfsegError(f"{what} {size[0]}x{size[1]}: a network at this size needs about "
+                         f"{needed / 2**30:.1f} GB, {available / 2**30:.1f} GB of memory is "
+                         f"available")
 
 
 def available_memory():
