@@ -66,9 +66,11 @@ def read_onnx_metadata(path):
     (key = field 1, value = field 2)."""
     metadata = {}
     for number, value in protobuf_fields(memoryview(Path(path).read_bytes())):
-        if number == 14:
+        if number == 14 and isinstance(value, memoryview):
             entry = dict(protobuf_fields(value))
-            metadata[bytes(entry[1]).decode()] = bytes(entry.get(2, b"")).decode()
+            key, text = entry.get(1), entry.get(2, b"")
+            if isinstance(key, memoryview) and isinstance(text, (memoryview, bytes)):
+                metadata[bytes(key).decode()] = bytes(text).decode()
     return metadata
 
 
@@ -82,7 +84,45 @@ def preprocessing_steps(metadata, model_path):
                          f"(unknown {unknown}, missing {missing}, interpolation "
                          f"{steps.get('interpolation')!r}); expected the keys "
                          f"{', '.join(PREPROCESSING_KEYS)}")
+    counts = {"blur": 0, "background_every": 0, "clahe_tile_grid": 1}
+    for key, low in counts.items():
+        if not is_integer(steps[key], low):
+            raise SystemExit(f"error: {model_path}: preprocessing {key}={steps[key]!r}; "
+                             f"expected an integer >= {low}")
+    if steps["crop"] and not (len(steps["crop"]) == 4
+                              and all(is_integer(v, 0) for v in steps["crop"])):
+        raise SystemExit(f"error: {model_path}: preprocessing crop={steps['crop']!r}; "
+                         f"expected [] or [x, y, w, h], integers >= 0")
     return steps
+
+
+def is_integer(value, low):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def export_facts(metadata, model_path):
+    """(preprocessing steps, class colours (RGB), input size (H, W)) of the export; exits with
+    one line for metadata that cannot describe one (forged, foreign or damaged)."""
+    if metadata.get("task") != "segmentation" or metadata.get("layout") != "NCHW":
+        raise SystemExit(f"error: {model_path}: not a tfseg NCHW segmentation export")
+    try:
+        steps = preprocessing_steps(metadata, model_path)
+        colours = json.loads(metadata["class_colours"])
+        input_size = tuple(int(v) for v in metadata["input_size"].split("x"))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise SystemExit(f"error: {model_path}: malformed tfseg metadata "
+                         f"({type(error).__name__}: {error})") from None
+    if not (isinstance(colours, list) and colours and all(
+            isinstance(c, list) and len(c) == 3 and all(is_integer(v, 0) and v <= 255
+                                                        for v in c) for c in colours)):
+        raise SystemExit(f"error: {model_path}: tfseg metadata class_colours={colours!r}; "
+                         f"expected one RGB triple of 0..255 per class")
+    if len(input_size) != 2 or steps["resize_to"] and list(steps["resize_to"]) != list(
+            input_size):
+        raise SystemExit(f"error: {model_path}: tfseg metadata input_size "
+                         f"{metadata['input_size']!r} and preprocessing resize_to "
+                         f"{steps['resize_to']!r} disagree; expected HxW and the same [H, W]")
+    return steps, colours, input_size
 
 
 def read_frame(path, steps):
@@ -184,27 +224,45 @@ def main():
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     args = parser.parse_args()
 
-    metadata = read_onnx_metadata(args.model)
-    if metadata.get("task") != "segmentation" or metadata.get("layout") != "NCHW":
-        raise SystemExit(f"error: {args.model}: not a tfseg NCHW segmentation export")
-    steps = preprocessing_steps(metadata, args.model)
-    colours = json.loads(metadata["class_colours"])
-    input_size = tuple(int(v) for v in metadata["input_size"].split("x"))
+    try:
+        metadata = read_onnx_metadata(args.model)
+    except (OSError, ValueError, IndexError, KeyError) as error:
+        raise SystemExit(f"error: {args.model}: not a readable ONNX file "
+                         f"({getattr(error, 'strerror', None) or error})") from None
+    steps, colours, input_size = export_facts(metadata, args.model)
 
     net = load_network(args.model)
     frames = [Path(path) for path in args.frames]
-    background = background_of(frames, steps)
-    args.output.mkdir(parents=True, exist_ok=True)
-    for path in frames:
-        image = prepare(read_frame(path, steps), background, steps)
-        if image.shape[:2] != input_size:
-            raise SystemExit(f"error: {path}: prepared frame is {image.shape[0]}x"
-                             f"{image.shape[1]}, the model takes {input_size[0]}x"
-                             f"{input_size[1]} (python -m tfseg.predict tiles larger frames)")
-        net.setInput(network_input(image))
-        mask = net.forward()[0].argmax(0).astype(np.uint8)
-        cv2.imwrite(str(args.output / f"{path.stem}_mask.png"), mask)
-        cv2.imwrite(str(args.output / f"{path.stem}_overlay.png"), overlay(image, mask, colours))
+    try:
+        background = background_of(frames, steps)
+        args.output.mkdir(parents=True, exist_ok=True)
+        for path in frames:
+            segment(net, path, background, steps, colours, input_size, args)
+    except cv2.error as error:
+        raise SystemExit(f"error: OpenCV failed: {str(error).strip().splitlines()[-1]}") from None
+    except OSError as error:
+        raise SystemExit(f"error: {args.output}: cannot write there ({error.strerror})") from None
+
+
+def segment(net, path, background, steps, colours, input_size, args):
+    """Writes the mask and overlay of the frame at `path`; exits with one line for a frame
+    that does not fit the model or a network whose output does not fit the metadata."""
+    image = prepare(read_frame(path, steps), background, steps)
+    if image.shape[:2] != input_size:
+        raise SystemExit(f"error: {path}: prepared frame is {image.shape[0]}x"
+                         f"{image.shape[1]}, the model takes {input_size[0]}x"
+                         f"{input_size[1]} (python -m tfseg.predict tiles larger frames)")
+    net.setInput(network_input(image))
+    output = net.forward()
+    if output.shape != (1, len(colours), *input_size):
+        raise SystemExit(f"error: {args.model}: the network outputs shape {output.shape}, "
+                         f"its metadata describes (1, {len(colours)}, {input_size[0]}, "
+                         f"{input_size[1]}) (one score per class and pixel)")
+    mask = output[0].argmax(0).astype(np.uint8)
+    for name, picture in (("mask", mask), ("overlay", overlay(image, mask, colours))):
+        if not cv2.imwrite(str(args.output / f"{path.stem}_{name}.png"), picture):
+            raise SystemExit(f"error: {args.output}: cannot write {path.stem}_{name}.png "
+                             f"there")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import tfseg
 from tfseg.data.preprocess import Preprocessing
+from tfseg.runs.preflight import check_size_memory
 from tfseg.tasks.panels import palette
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_text_atomic
@@ -93,7 +94,7 @@ def read_onnx_metadata(path):
     if "tfseg_version" not in properties:
         raise TfsegError(f"{path}: not a tfseg export: no tfseg metadata")
     try:
-        return decode_metadata(properties)
+        return check_metadata(decode_metadata(properties), path)
     except ValueError as error:
         raise TfsegError(f"{path}: malformed tfseg metadata ({error})") from None
 
@@ -119,9 +120,53 @@ def read_saved_model_metadata(saved_model_dir):
         raise TfsegError(f"{saved_model_dir}: not a tfseg export: no tfseg metadata "
                          f"({SAVED_MODEL_METADATA} is missing)")
     try:
-        return json.loads(path.read_text())
+        metadata = json.loads(path.read_text())
     except ValueError as error:
         raise TfsegError(f"{path}: malformed tfseg metadata ({error})") from None
+    if not isinstance(metadata, dict):
+        raise TfsegError(f"{path}: malformed tfseg metadata (expected a JSON object)")
+    return check_metadata(metadata, path)
+
+
+def _integers(value, count, low, high=None):
+    """Whether `value` is a list of `count` integers in [low, high]."""
+    return (isinstance(value, list) and len(value) == count
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= low
+                    and (high is None or v <= high) for v in value))
+
+
+def check_metadata(metadata, source):
+    """`metadata` (decoded) if every value it holds can describe an export; else TfsegError
+    naming `source`, the key and what was expected (forged or foreign metadata). Sizes are
+    bounded by the memory a network at that size needs, before anything is allocated for
+    them. Keys that are absent are left to their readers."""
+    def refuse(key, value, expected):
+        raise TfsegError(f"{source}: tfseg metadata {key}={value!r}; expected {expected}")
+
+    checks = {"task": (lambda v: v in ("segmentation", "super_resolution"),
+                       "'segmentation' or 'super_resolution'"),
+              "layout": (lambda v: v in ("NCHW", "NHWC"), "'NCHW' or 'NHWC'"),
+              "input_size": (lambda v: _integers(v, 2, 1), "HxW, positive integers"),
+              "input_channels": (lambda v: v in (1, 3), "1 or 3"),
+              "scale": (lambda v: _integers([v], 1, 1), "a positive integer"),
+              "class_names": (lambda v: isinstance(v, list) and v
+                              and all(isinstance(name, str) for name in v),
+                              "a list of class names")}
+    for key, (valid, expected) in checks.items():
+        if key in metadata and not valid(metadata[key]):
+            refuse(key, metadata[key], expected)
+    colours = metadata.get("class_colours")
+    if colours is not None and not (
+            isinstance(colours, list) and all(_integers(c, 3, 0, 255) for c in colours)
+            and len(colours) == len(metadata.get("class_names", colours))):
+        refuse("class_colours", colours, "one RGB triple of 0..255 per class name")
+    if "input_size" in metadata:
+        check_size_memory(f"{source}: tfseg metadata input_size", metadata["input_size"])
+    resize_to = (metadata.get("preprocessing") or {}).get("resize_to") if isinstance(
+        metadata.get("preprocessing"), dict) else None
+    if resize_to and _integers(resize_to, 2, 1):
+        check_size_memory(f"{source}: tfseg metadata preprocessing.resize_to", resize_to)
+    return metadata
 
 
 def metadata_for(config, layout):

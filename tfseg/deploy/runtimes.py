@@ -195,6 +195,7 @@ def _load_onnxruntime(path, runtime):
     metadata = read_onnx_metadata(path)
     size, channels, nchw = _onnx_input(metadata)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    _check_onnx_shapes(path, session, metadata)
     name = session.get_inputs()[0].name
 
     def predict(pixels):
@@ -205,6 +206,24 @@ def _load_onnxruntime(path, runtime):
 
     return Runtime(runtime, predict, version=f"onnxruntime {onnxruntime.__version__}",
                    metadata=metadata, input_size=size, channels=channels)
+
+
+def _check_onnx_shapes(path, session, metadata):
+    """TfsegError if the graph's input shape, or a segmentation output's class count,
+    contradicts the file's tfseg metadata (a forged or foreign file)."""
+    size, channels, nchw = _onnx_input(metadata)
+    expected = [1, channels, *size] if nchw else [1, *size, channels]
+    actual = session.get_inputs()[0].shape
+    if actual != expected:
+        raise TfsegError(f"{path}: the graph takes input {actual}, its tfseg metadata "
+                         f"describes {expected} ({metadata['layout']}, {channels} channel(s), "
+                         f"{size[0]}x{size[1]})")
+    output = session.get_outputs()[0].shape
+    if metadata.get("task") == "segmentation" and "class_names" in metadata and len(output) == 4:
+        classes = output[1] if nchw else output[3]
+        if isinstance(classes, int) and classes != len(metadata["class_names"]):
+            raise TfsegError(f"{path}: the graph outputs {classes} classes, its tfseg "
+                             f"metadata names {len(metadata['class_names'])}")
 
 
 def _tensorflow_version():
