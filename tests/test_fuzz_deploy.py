@@ -332,6 +332,31 @@ def gone(pid):
         return True
 
 
+def test_a_child_dies_with_its_killed_parent(tmp_path):
+    """run_child's child (here a silent sleeper, as the converter is for minutes) ends when
+    its parent is SIGKILLed, instead of running on orphaned."""
+    (tmp_path / "sleeper.py").write_text(
+        "import os, pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+        "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys\n"
+        "from tfseg.utils.processes import run_child\n"
+        "run_child('sleeper', sys.argv[2], what='sleep', timeout=300,\n"
+        "          environment={'PYTHONPATH': sys.argv[1]})\n"), str(tmp_path),
+        str(tmp_path / "pid")])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int((tmp_path / "pid").read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(child), "the child outlived its killed parent"
+
+
 @pytest.fixture
 def run_copy(tmp_path_factory, tmp_path):
     """A copy of the shared tiny trained run (from tests/test_export.py) with its export."""
