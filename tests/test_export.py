@@ -92,6 +92,7 @@ def test_a_disagreeing_export_fails_naming_the_runtime(run_dir, trained, tmp_pat
     assert report["runtimes"]["onnxruntime"]["passed"] is False and not report["passed"]
 
 
+@pytest.mark.slow  # over 10 s: the fast tier stays under 3 minutes
 def test_super_resolution_exports_pass_psnr_parity(tmp_path):
     keras.utils.set_random_seed(0)
     model = models.build("sr_johnson", scale=2, input_shape=(16, 16), input_channels=3,
@@ -165,6 +166,7 @@ def test_export_command_writes_and_checks_every_size(run_dir):
     assert not [p for p in out.iterdir() if p.name.endswith((".partial", ".tmp"))]
 
 
+@pytest.mark.slow  # over 10 s: the fast tier stays under 3 minutes
 def test_parity_failure_exits_non_zero_naming_the_runtime(run_dir, tmp_path, capsys):
     """A run whose tolerance no runtime can meet: the export names onnxruntime, exits 2,
     leaves the run without an export and the rejected files, report included, for a look."""

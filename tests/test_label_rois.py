@@ -14,6 +14,7 @@ from conftest import REPO, assert_one_line_error
 
 from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json, write_yolo
 from tfseg.utils import files
+from tfseg.utils.errors import TfsegError
 
 TOOL = REPO / "tools" / "label_rois.py"
 _spec = importlib.util.spec_from_file_location("label_rois", TOOL)
@@ -187,7 +188,7 @@ def test_an_interrupted_save_keeps_the_previous_list_and_leaves_no_partial_file(
         raise OSError("disk full")
 
     monkeypatch.setattr(files.os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TfsegError, match=r"rois.json: cannot write \(disk full\)"):
         write_roi_json(rois_path, [("frame_0000.bmp", []), ("frame_0001.png", [])])
     assert set(folder.iterdir()) == before
     assert read_roi_json(rois_path) == {"frame_0000.bmp": [(1, 2, 3, 4)]}

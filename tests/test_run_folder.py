@@ -232,24 +232,27 @@ def test_checked_before_the_run_folder_is_written(override, message, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_failed_start_is_marked_and_its_folder_can_be_used_again(tmp_path, capsys):
-    # CamVid label ids up to 10 with model.num_classes 5 fail in the first training step.
-    root = write_segnet(tmp_path / "camvid")
-    recipe = camvid_recipe(root)
-    recipe["model"]["num_classes"] = 5
-    recipe["data"]["class_names"] = recipe["data"]["class_names"][:5]
-    (tmp_path / "five.yaml").write_text(yaml.safe_dump(recipe))
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        main(["--config", str(tmp_path / "five.yaml"), "--run-dir", str(tmp_path / "run")])
+def test_a_failed_start_is_marked_and_its_folder_can_be_used_again(tmp_path, capsys,
+                                                                   monkeypatch):
+    # A failure after config.yaml is written: the disk fills as the TensorBoard log starts.
+    def disk_full(_):
+        raise OSError(28, "No space left on device")
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    with monkeypatch.context() as patch:
+        patch.setattr("tfseg.training.loop.TensorBoardLog", disk_full)
+        with pytest.raises(OSError):
+            main(["--config", str(tmp_path / "config.yaml"), "--run-dir",
+                  str(tmp_path / "run")])
+    assert (tmp_path / "run" / "config.yaml").is_file()
     failed = (tmp_path / "run" / "FAILED").read_text()
-    assert failed.startswith("InvalidArgumentError: ")
+    assert failed.startswith("OSError: ") and "No space left on device" in failed
     assert not (tmp_path / "run" / "lock").exists()
 
-    (tmp_path / "eleven.yaml").write_text(yaml.safe_dump(camvid_recipe(root)))
-    status, out, err = train_cli(capsys, "--config", tmp_path / "eleven.yaml", "--run-dir",
+    status, out, err = train_cli(capsys, "--config", tmp_path / "config.yaml", "--run-dir",
                                  tmp_path / "run")
     assert status == 0, err
-    assert "held a failed start (InvalidArgumentError" in out
+    assert "held a failed start (OSError" in out
     assert not (tmp_path / "run" / "FAILED").exists()
     assert (tmp_path / "run" / "metrics.json").is_file()
 

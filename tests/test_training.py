@@ -92,6 +92,7 @@ def test_linknet_class_weighting_is_computed_from_training_masks():
                                [1 / np.log(1.02 + 0.75), 1 / np.log(1.02 + 0.25)], rtol=1e-5)
 
 
+@pytest.mark.slow  # over 10 s: the fast tier stays under 3 minutes
 def test_icnet_trains_on_its_cascade_and_hands_weights_to_the_inference_model():
     config = Config(model=ModelConfig(name="icnet", options={"width": 0.5}),
                     data=DataConfig(height=64, width=64, augment=AugmentConfig(flip="none")),
@@ -154,6 +155,7 @@ def test_jit_compiled_step_matches_the_plain_step():
         assert error <= 0.05 * np.linalg.norm(update) + 1e-9, path
 
 
+@pytest.mark.slow  # over 10 s: the fast tier stays under 3 minutes
 def test_float16_step_scales_the_loss_and_updates_like_float32():
     # Plain SGD: the update is the (unscaled) gradient. Half precision through 18 layers of
     # batch norm over 2 frames moves it by about 13 % in norm here (bfloat16: 35 %); a loss
