@@ -1,5 +1,6 @@
 """Both label formats round-trip, and malformed files are refused naming file and place."""
 
+import os
 import subprocess
 import sys
 
@@ -65,3 +66,14 @@ def test_make_interferograms_writes_the_on_disk_format(tmp_path):
     assert read_yolo(folders[0] / "frame_0001.txt", 96, 128) == rois["frame_0001.bmp"]
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("name,read", [
+    ("rois.json", read_roi_json),
+    ("frame.txt", lambda path: read_yolo(path, 10, 10)),
+])
+def test_a_fifo_as_label_file_is_refused_without_opening_it(tmp_path, name, read):
+    """Opening a FIFO blocks until a writer comes: the reader must refuse it unopened."""
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(TfsegError, match=f"{name}: not a regular file .*; expected a"):
+        read(tmp_path / name)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from tfseg.utils.errors import TfsegError
-from tfseg.utils.files import write_text_atomic
+from tfseg.utils.files import check_regular_file, write_text_atomic
 
 ROI_FILE = "rois.json"   # a sequence folder's ROI list
 
@@ -32,6 +32,7 @@ def read_roi_json(path):
     `[frame file, boxes]` pairs, or a mapping `{frame file: boxes}`; a frame listed twice is
     an error (never only its last entry kept)."""
     path = Path(path)
+    check_regular_file(path, "a JSON ROI file")
     try:
         data = json.loads(path.read_text(), object_pairs_hook=_unique_keys)
     except _DuplicateKey as duplicate:
@@ -80,6 +81,7 @@ def write_yolo(path, boxes, height, width, class_id=0):
 def read_yolo_normalised(path):
     """Reads a YOLO text file into normalised (x_center, y_center, width, height) boxes."""
     path = Path(path)
+    check_regular_file(path, "a YOLO label file")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:

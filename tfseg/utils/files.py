@@ -12,6 +12,14 @@ from tfseg.utils.errors import TfsegError
 from tfseg.utils.processes import process_alive
 
 
+def check_regular_file(path, expected):
+    """TfsegError if `path` exists but is no regular file: a FIFO or device would block its
+    reader or never end, so it is never opened. `expected` names what should be there."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise TfsegError(f"{path}: not a regular file (a FIFO, device, socket or folder); "
+                         f"expected {expected}")
+
+
 def write_text_atomic(path, text):
     """Writes `text` to `path` atomically (`write_bytes_atomic`)."""
     write_bytes_atomic(path, text.encode())

@@ -1,13 +1,11 @@
 """Image files through OpenCV: frames read as stored with a clear error for a bad file, and
 PNGs written atomically; float frames shown as 8-bit pictures."""
 
-import os
-
 import cv2
 import numpy as np
 
 from tfseg.utils.errors import TfsegError
-from tfseg.utils.files import write_bytes_atomic
+from tfseg.utils.files import check_regular_file, write_bytes_atomic
 
 
 def read_unchanged(path):
@@ -18,9 +16,7 @@ def read_unchanged(path):
             never opened), unreadable, truncated or corrupt file (OpenCV's own log lines about
             it are silenced), or pixels of another type.
     """
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise TfsegError(f"{path}: not a regular file (a FIFO, device, socket or folder); "
-                         f"expected an image file")
+    check_regular_file(path, "an image file")
     log_level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
