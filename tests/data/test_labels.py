@@ -1,8 +1,10 @@
 """Both label formats round-trip, and malformed files are refused naming file and place."""
 
 import os
+import re
 import subprocess
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -73,7 +75,23 @@ def test_make_interferograms_writes_the_on_disk_format(tmp_path):
     ("frame.txt", lambda path: read_yolo(path, 10, 10)),
 ])
 def test_a_fifo_as_label_file_is_refused_without_opening_it(tmp_path, name, read):
-    """Opening a FIFO blocks until a writer comes: the reader must refuse it unopened."""
+    """Opening a FIFO blocks until a writer comes: the reader must refuse it unopened. It
+    runs in a thread, so a reader that opens the FIFO fails this test instead of hanging."""
     os.mkfifo(tmp_path / name)
-    with pytest.raises(TfsegError, match=f"{name}: not a regular file .*; expected a"):
-        read(tmp_path / name)
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(raised(read, tmp_path / name)),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert outcome, "the reader opened the FIFO and blocked"
+    assert isinstance(outcome[0], TfsegError)
+    assert re.search(f"{name}: not a regular file .*; expected a", str(outcome[0]))
+
+
+def raised(function, *args):
+    """The exception `function(*args)` raises, or None."""
+    try:
+        function(*args)
+    except Exception as error:   # the test inspects whatever it is
+        return error
+    return None
