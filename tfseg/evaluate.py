@@ -15,8 +15,12 @@ model's folder.
 
 Scores: those of every training run's validation, by the same code
 (`tfseg.tasks.validation`): the loss, the confusion-matrix scores (mean IoU, per-class IoU,
-pixel and mean class accuracy, frequency-weighted IoU, foreground IoU), iIoU, and the
-interferogram seed's per-image figure under its honest name.
+pixel and mean class accuracy, frequency-weighted IoU, foreground IoU), iIoU, the
+interferogram seed's per-image figure under its honest name, and, where a class is named
+background (the interferogram recipes), sample-level precision, recall and F1: each
+connected component of the predicted and of the labelled foreground is a sample, as its
+bounding box, matched one to one at box IoU >= 0.5, counts summed over the frames
+(`tfseg.tasks.samples`; touching labelled boxes are one sample, as touching predictions are).
 
 Frames are preprocessed as the config's data says (`tfseg.data.preprocess`, as in training);
 an export whose metadata describes another preprocessing (but for its size) is refused with

@@ -15,6 +15,7 @@ from tfseg.deploy.metadata import check_preprocessing, metadata_for
 from tfseg.deploy.tiling import predict_tiled
 from tfseg.runs.restore import load_run
 from tfseg.tasks.factory import make_task
+from tfseg.tasks.samples import format_sample_scores
 from tfseg.tasks.validation import validate
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_json, write_text_atomic
@@ -114,7 +115,7 @@ def per_class_rows(matrix, report):
 
 
 def format_table(report):
-    """The per-class table and the summary scores, as printed."""
+    """The per-class table, the summary scores and the sample scores, as printed."""
     header = (f"{'id':>3}  {'class':<20} {'IoU':>7} {'iIoU':>7} {'recall':>7} "
               f"{'precision':>9} {'pixels':>10}")
     lines = [header]
@@ -124,6 +125,8 @@ def format_table(report):
                      f"{row['pixels']:>10}")
     lines.append(", ".join(f"{key} {report[key]:.4f}" for key in SUMMARY_KEYS
                            if key in report))
+    if "sample_f1" in report:
+        lines.append(format_sample_scores(report))
     return "\n".join(lines)
 
 

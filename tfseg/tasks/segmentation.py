@@ -20,6 +20,7 @@ from tfseg.tasks.metrics import (
     seed_per_image_foreground_iou,
 )
 from tfseg.tasks.panels import class_colours, segmentation_panels
+from tfseg.tasks.samples import SampleCounts, background_class, foreground
 from tfseg.utils.errors import TfsegError
 
 
@@ -39,6 +40,9 @@ class SegmentationTask:
         self.num_classes = config.model.num_classes
         self.ignore_label = config.data.ignore_label
         self.class_names = config.data.class_names
+        # Sample-level scores need a class named background (tfseg.tasks.samples): the
+        # interferogram recipes have one; multi-class data such as CamVid gets none.
+        self.background_id = background_class(self.class_names)
         options = config.data.augment
         self.augment = SegmentationAugmentation(
             flip=options.flip, seed=config.train.seed, crop_size=tuple(options.crop) or None,
@@ -94,13 +98,15 @@ class SegmentationTask:
 
 class SegmentationScores:
     """Every validation score of segmentation, summed batch by batch: the loss, the confusion
-    matrix and its scores, iIoU, the seed's per-image figure (two classes), and the panels of
-    the first `samples` frames."""
+    matrix and its scores, iIoU, the seed's per-image figure (two classes), sample-level
+    precision, recall and F1 (`tfseg.tasks.samples`; where a class is named background), and
+    the panels of the first `samples` frames."""
 
     def __init__(self, task, samples):
         self.task, self.samples = task, samples
         self.matrix = np.zeros((task.num_classes,) * 2, np.int64)
         self.instances = InstanceIoU(task.class_names, ignore_label=task.ignore_label)
+        self.sample_counts = None if task.background_id is None else SampleCounts()
         self.loss_sum, self.frames, self.seed_figures, self.panels = 0.0, 0, [], []
 
     def update(self, images, masks, logits):
@@ -116,6 +122,12 @@ class SegmentationScores:
         self.instances.update(masks, predictions)
         if task.num_classes == 2:
             self.seed_figures.extend(seed_per_image_foreground_iou(masks, predictions))
+        if self.sample_counts is not None:
+            for mask, prediction in zip(masks, predictions):
+                self.sample_counts.add_masks(
+                    foreground(prediction, task.background_id),
+                    foreground(mask, task.background_id, task.ignore_label),
+                    ignored=mask == task.ignore_label)
         self.frames += len(images)
         take = self.samples - len(self.panels)
         if take > 0:
@@ -126,8 +138,9 @@ class SegmentationScores:
 
     def result(self):
         """{"loss" (mean per frame), "frames", the scores of `scores_from_confusion` and
-        `InstanceIoU`, "seed_per_image_foreground_iou" (two classes), "confusion_matrix"};
-        "panels" too when there are some."""
+        `InstanceIoU`, "seed_per_image_foreground_iou" (two classes), the sample scores of
+        `SampleCounts` (with a background class), "confusion_matrix"}; "panels" too when
+        there are some."""
         report = {"loss": self.loss_sum / max(self.frames, 1), "frames": self.frames,
                   **scores_from_confusion(self.matrix, self.task.class_names),
                   **self.instances.result()}
@@ -135,6 +148,8 @@ class SegmentationScores:
             # The seed's "mean IoU": |prediction & truth| / |truth| per image, averaged over
             # images with foreground (a recall; false positives do not lower it).
             report["seed_per_image_foreground_iou"] = float(np.nanmean(self.seed_figures))
+        if self.sample_counts is not None:
+            report.update(self.sample_counts.result())
         report["confusion_matrix"] = self.matrix.tolist()
         if self.panels:
             report["panels"] = np.stack(self.panels)
