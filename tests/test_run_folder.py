@@ -4,6 +4,7 @@ is refused by the folder's lock, a stale lock is taken over, what can be checked
 before the folder is written, and a failed start is marked and does not block the folder."""
 
 import copy
+import fcntl
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -204,6 +206,84 @@ def test_a_stale_lock_is_taken_over_with_a_note(tmp_path, capsys):
         assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
         assert f"taking over the stale lock of pid {pid}" in capsys.readouterr().out
     assert not (tmp_path / "lock").exists() and tmp_path.is_dir()
+
+
+def take_at_once(run_dir, count):
+    """`count` threads enter RunLock(run_dir) at the same moment; a winner holds the lock until
+    every thread has tried. Returns each thread's outcome: "won" or its error."""
+    start, tried = threading.Barrier(count, timeout=30), threading.Barrier(count, timeout=30)
+    outcomes = []
+
+    def attempt():
+        start.wait()
+        try:
+            with RunLock(run_dir):
+                outcomes.append("won")
+                tried.wait()
+        except TfsegError as error:
+            outcomes.append(str(error))
+            tried.wait()
+
+    threads = [threading.Thread(target=attempt) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_of_many_takers_of_a_stale_lock_exactly_one_wins(tmp_path, capsys, monkeypatch):
+    # A slow liveness check widens the window between judging the lock stale and replacing
+    # it, in which a pid check followed by delete-and-recreate lets several takers win.
+    from tfseg.runs import lock
+
+    def slow_alive(pid, alive=lock.process_alive):
+        time.sleep(0.05)
+        return alive(pid)
+
+    monkeypatch.setattr(lock, "process_alive", slow_alive)
+    pid = dead_pid()
+    (tmp_path / "lock").write_text(lock_of(pid))
+    outcomes = take_at_once(tmp_path, 8)
+    assert outcomes.count("won") == 1, outcomes
+    assert all(f"{tmp_path}: another process" in outcome and "is training this run" in outcome
+               for outcome in outcomes if outcome != "won"), outcomes
+    assert capsys.readouterr().out.count(f"taking over the stale lock of pid {pid}") == 1
+    assert not (tmp_path / "lock").exists()
+
+
+def test_a_lock_released_while_others_try_is_never_held_twice(tmp_path, monkeypatch):
+    # A pause between opening the lock file and flocking it: a taker may flock the file of
+    # a holder that has just released (and removed) it, while another creates a new one.
+    from tfseg.runs import lock
+
+    def slow_flock(descriptor, operation, flock=fcntl.flock):
+        time.sleep(0.002)
+        return flock(descriptor, operation)
+
+    monkeypatch.setattr(lock.fcntl, "flock", slow_flock)
+    holders, most, guard = [0], [0], threading.Lock()
+
+    def churn():
+        for _ in range(25):
+            try:
+                with RunLock(tmp_path):
+                    with guard:
+                        holders[0] += 1
+                        most[0] = max(most[0], holders[0])
+                    time.sleep(0.002)
+                    with guard:
+                        holders[0] -= 1
+            except TfsegError:
+                pass
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+    assert not (tmp_path / "lock").exists()
 
 
 def test_a_lock_is_released_on_an_error_and_an_empty_new_folder_removed(tmp_path):
