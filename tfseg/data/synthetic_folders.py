@@ -4,7 +4,8 @@ the format `tfseg.data.interferograms` reads: one folder per sequence holding it
 (the labelling tool's ROI list) and a YOLO text file beside each frame.
 
 `tools/make_interferograms.py` is its command line; `python -m tfseg.bench --pipelines`
-writes its 3072x3072 frames with it.
+writes its 3072x3072 frames with it, and the robustness scorecard (`tfseg.deploy.robustness`)
+the independent renderer's set (`tfseg.data.holography`).
 """
 
 import shutil
@@ -18,7 +19,7 @@ from tfseg.data.synthetic import generate_sequence
 from tfseg.utils.errors import TfsegError
 
 
-def write_sequences(out, spec, *, sequences, seed=0):
+def write_sequences(out, spec, *, sequences, seed=0, render=generate_sequence):
     """Writes `sequences` synthetic sequences to the new folder `out`.
 
     Sequence i is the one the synthetic source renders as training sequence i for `seed`
@@ -32,6 +33,9 @@ def write_sequences(out, spec, *, sequences, seed=0):
             depth...
         sequences: int. Number of sequence folders, `sequence_000`, `sequence_001`...
         seed: int. Defaults to 0.
+        render: callable (spec, seed) -> (frames (T, H, W), boxes per frame): the renderer,
+            `tfseg.data.synthetic.generate_sequence` (the default) or another such as
+            `tfseg.data.holography.render_sequence` (with its own spec).
 
     Raises:
         TfsegError: `out` exists.
@@ -48,7 +52,7 @@ def write_sequences(out, spec, *, sequences, seed=0):
     for sequence in range(sequences):
         folder = partial / f"sequence_{sequence:03d}"
         folder.mkdir(parents=True)
-        frames, boxes = generate_sequence(spec, sequence_seed(seed, "train", sequence))
+        frames, boxes = render(spec, sequence_seed(seed, "train", sequence))
         entries = []
         for index, (frame, frame_boxes) in enumerate(zip(frames, boxes)):
             name = f"frame_{index:04d}{suffix}"
