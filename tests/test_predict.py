@@ -9,6 +9,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import (
     assert_one_line_error,
     psnr,
@@ -21,10 +22,13 @@ from tfseg import models, predict
 from tfseg.cli import run_cli
 from tfseg.config import Config, DataConfig, PreprocessConfig
 from tfseg.data.interferograms import prepare_sequence
+from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json, write_yolo
 from tfseg.data.preprocess import Preprocessing
 from tfseg.deploy import inference, runtimes
 from tfseg.deploy.exports import export_onnx, export_saved_model
+from tfseg.deploy.inference import UNSEEN
 from tfseg.deploy.metadata import make_metadata, metadata_for
+from tfseg.tasks.samples import component_boxes
 from tfseg.utils.errors import TfsegError
 
 MODEL_SIZE = (32, 48)
@@ -68,11 +72,22 @@ def write_frames(folder, frames, suffix=".png"):
     return folder
 
 
-def training_masks(model, frames, config):
-    """Class ids of `frames` preprocessed by the training pipeline, from the Keras model."""
+def training_logits(model, frames, config):
+    """Logits of `frames` preprocessed by the training pipeline, from the Keras model."""
     images, _ = prepare_sequence(frames, [[] for _ in frames],
                                  Preprocessing.from_config(config))
-    return np.asarray(model(images, training=False)).argmax(-1)
+    return np.asarray(model(images, training=False))
+
+
+def training_masks(model, frames, config):
+    """Class ids at the raw frames' size of the Keras model's logits on `frames` preprocessed
+    by the training pipeline, resized back to the crop (tf.image.resize, bilinear), 255
+    (unseen) outside it: what predict writes."""
+    logits = training_logits(model, frames, config)
+    x, y, w, h = config.data.preprocess.crop
+    masks = np.full(frames.shape[:3], inference.UNSEEN, np.uint8)
+    masks[:, y:y + h, x:x + w] = tf.image.resize(logits, (h, w)).numpy().argmax(-1)
+    return masks
 
 
 def read_mask(path):
@@ -107,16 +122,20 @@ def test_folder_is_segmented_exactly_as_training_preprocesses(segmentation_expor
                         "--output", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     expected = training_masks(exported.model, exported.frames, exported.config)
-    assert 0.05 < expected.mean() < 0.95   # both classes present: the comparison means much
+    seen = expected != UNSEEN   # the 40x56 crop at (4, 2) of the 48x64 frames
+    assert seen.sum() == 4 * 40 * 56 and seen[:, 2:42, 4:60].all()
+    assert 0.05 < expected[seen].mean() < 0.95   # both classes: the comparison means much
     masks = np.stack([read_mask(tmp_path / "out" / f"frame_{i:04d}_mask.png")
                       for i in range(4)])
-    assert masks.shape == (4, *MODEL_SIZE)
+    assert masks.shape == (4, *FRAME_SIZE)   # the input frames' size, not the model's
     assert np.mean(masks == expected) >= 0.999
     overlay = cv2.imread(str(tmp_path / "out" / "frame_0000_overlay.png"))
-    assert overlay.shape == (*MODEL_SIZE, 3)
-    # Class 1 is painted red (RGB 255, 64, 64) half over the frame: red dominates there.
+    assert overlay.shape == (*FRAME_SIZE, 3)
+    # Class 1 is painted red (RGB 255, 64, 64) half over the frame: red dominates there;
+    # outside the crop the frame is shown unpainted (grey).
     red = overlay[masks[0] == 1].astype(int)
     assert (red[:, 2] > red[:, 1]).all()
+    np.testing.assert_array_equal(overlay[0], np.repeat(exported.frames[0][0, :, None], 3, -1))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         f"frame_{i:04d}_{kind}.png" for i in range(4) for kind in ("mask", "overlay"))
     # The frame rate: 4 frames over the loop's time, inference a part of it.
@@ -182,7 +201,7 @@ def test_16_bit_frames_keep_their_values_as_in_training(tmp_path):
         runtimes.from_keras(model, metadata_for(config, "NCHW")), sequence))
     masks = np.stack([outputs[f"frame_{i:04d}"]["mask"] for i in range(3)])
     expected = training_masks(model, frames, config)
-    assert 0.02 < expected.mean() < 0.98
+    assert 0.02 < expected[expected != inference.UNSEEN].mean() < 0.98
     assert np.mean(masks == expected) >= 0.999
 
 
@@ -285,7 +304,7 @@ def test_unreadable_frame_stops_cleanly_with_earlier_outputs_complete(segmentati
     assert_one_line_error(result, str(bad), "unreadable")
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["frame_0000_mask.png", "frame_0000_overlay.png"]   # no temporaries
-    assert read_mask(tmp_path / "out" / "frame_0000_mask.png").shape == MODEL_SIZE
+    assert read_mask(tmp_path / "out" / "frame_0000_mask.png").shape == FRAME_SIZE
 
 
 def test_onnx_without_tfseg_metadata_is_refused_before_writing(tmp_path,
@@ -295,3 +314,75 @@ def test_onnx_without_tfseg_metadata_is_refused_before_writing(tmp_path,
                         segmentation_export.folder, "--output", tmp_path / "out")
     assert_one_line_error(result, str(plain), "not a tfseg export")
     assert not (tmp_path / "out").exists()
+
+
+def test_logits_are_resized_back_into_the_frame_as_evaluate_resizes_them():
+    rng = np.random.default_rng(0)
+    for classes, (height, width), region in ((2, (37, 53), ()), (12, (96, 80), (5, 7, 60, 70))):
+        logits = rng.normal(size=(32, 24, classes)).astype(np.float32)
+        mask = inference.mask_in_frame(logits, (height, width), region)
+        x, y, w, h = region or (0, 0, width, height)
+        expected = tf.image.resize(logits[None], (h, w)).numpy()[0]
+        np.testing.assert_allclose(inference.resize_logits(logits, (h, w)), expected,
+                                   atol=1e-4)
+        assert mask.shape == (height, width)
+        assert np.mean(mask[y:y + h, x:x + w] == expected.argmax(-1)) >= 0.999
+        outside = np.ones(mask.shape, bool)
+        outside[y:y + h, x:x + w] = False
+        assert (mask[outside] == inference.UNSEEN).all()
+    same = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    assert inference.resize_logits(same, (4, 5)) is same
+
+
+@pytest.mark.slow   # 0.5-0.8 s: an onnxruntime session
+def test_boxes_are_the_mask_samples_in_both_label_formats(segmentation_export, tmp_path):
+    exported, out = segmentation_export, tmp_path / "out"
+    assert run_cli(predict.main, ["--model", str(exported.onnx), "--input",
+                                  str(exported.folder), "--output", str(out), "--boxes"]) == 0
+    rois = read_roi_json(out / "rois.json")
+    assert list(rois) == [f"frame_{i:04d}.png" for i in range(4)]
+    found = 0
+    for index, (name, boxes) in enumerate(rois.items()):
+        mask = read_mask(out / f"frame_{index:04d}_mask.png")
+        assert boxes == component_boxes(mask == 1)   # input-frame pixels
+        assert read_yolo(out / f"frame_{index:04d}.txt", *FRAME_SIZE) == boxes
+        found += len(boxes)
+    assert found
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporaries
+
+
+def test_label_files_round_trip_exactly_at_any_frame_size(tmp_path):
+    rng = np.random.default_rng(1)
+    for height, width in ((48, 64), (3072, 3072), (1023, 4097), (7, 5)):
+        boxes = []
+        for _ in range(20):
+            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+            boxes.append((x, y, int(rng.integers(1, width - x + 1)),
+                          int(rng.integers(1, height - y + 1))))
+        write_yolo(tmp_path / "frame.txt", boxes, height, width)
+        assert read_yolo(tmp_path / "frame.txt", height, width) == boxes
+    write_yolo(tmp_path / "empty.txt", [], 10, 10)
+    assert (tmp_path / "empty.txt").read_text() == "" and read_yolo(
+        tmp_path / "empty.txt", 10, 10) == []
+    write_roi_json(tmp_path / "rois.json", [("a.bmp", boxes), ("b.bmp", [])])
+    assert read_roi_json(tmp_path / "rois.json") == {"a.bmp": boxes, "b.bmp": []}
+
+
+def test_boxes_are_refused_among_input_frames_and_for_models_without_samples(
+        segmentation_export, tmp_path):
+    folder = write_frames(tmp_path / "frames", segmentation_export.frames[:1])
+    (folder / "rois.json").write_text('[["frame_0000.png", [[1, 2, 3, 4]]]]')
+    with pytest.raises(TfsegError, match="frames: holds input frames; --boxes would write"):
+        predict.main(["--model", str(segmentation_export.onnx), "--input", str(folder),
+                      "--output", str(folder), "--boxes"])
+    assert sorted(p.name for p in folder.iterdir()) == ["frame_0000.png", "rois.json"]
+    camvid = SimpleNamespace(metadata={"task": "segmentation",
+                                       "class_names": ["Sky", "Road", "Car"]})
+    with pytest.raises(TfsegError, match="no class named background .classes: Sky, Road"):
+        inference._background_for_boxes(camvid, "camvid.onnx")
+    with pytest.raises(TfsegError, match="sr.onnx is a super_resolution model"):
+        inference._background_for_boxes(
+            SimpleNamespace(metadata={"task": "super_resolution"}), "sr.onnx")
+    cells = SimpleNamespace(metadata={"task": "segmentation",
+                                      "class_names": ["cell", "Background"]})
+    assert inference._background_for_boxes(cells, "cells.onnx") == 1

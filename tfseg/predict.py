@@ -2,7 +2,7 @@
 exported tfseg model, each frame preprocessed as the export's metadata says.
 
     python -m tfseg.predict --model runs/<run>/export/model.onnx --input frames/ clip.avi \\
-        --output predictions/ [--runtime opencv] [--tile 128x128] [--overlap 32]
+        --output predictions/ [--boxes] [--runtime opencv] [--tile 128x128] [--overlap 32]
 
 A sequence is a folder of images (in name order), a video, or the image files named on the
 command line (together, in the order given); a folder of sequence folders gives one sequence
@@ -10,11 +10,24 @@ per subfolder (as `data.path` is read in training) and their outputs go to subfo
 same names. With `background_every` = k the background is the mean of every k-th frame of
 the sequence, as in training. Frames are named by their file stem; video frames
 `<video-stem>_<frame:06d>`. Written per frame:
-- segmentation: `<name>_mask.png`, uint8 class ids at the preprocessed (model) frame size, and
-  `<name>_overlay.png`, the class colours blended on the preprocessed frame (min-max stretched
-  to 0..255);
+- segmentation: `<name>_mask.png`, uint8 class ids at the input frame's own size, aligned
+  with it: the network's logits are resized back (bilinear, as `tfseg.evaluate` resizes
+  them) to the frame, or to the region of it the preprocessing crops, before the argmax;
+  pixels outside that crop, which the network never sees, are 255. `<name>_overlay.png`: the
+  class colours blended half and half on the input frame (8-bit frames as they are, 16-bit
+  ones min-max stretched to 0..255), at its size;
 - super-resolution: `<name>_x<scale>.png`, uint8, per-channel histogram-matched to the input
   frame with `--match-histogram`.
+With `--boxes` (segmentation models with a class named background), the samples found are
+written as boxes in the two label formats (reference/DATA.md), in input-frame pixels: the
+8-connected components of every class but background (as `tfseg.evaluate` counts samples,
+`tfseg.tasks.samples`), each as its bounding box. Each output folder gets `rois.json`, the
+labelling tool's list of [frame file, [[x, y, w, h], ...]] pairs (video frames by their
+output name), and one YOLO `<name>.txt` per frame (`0 x_center y_center width height`,
+normalised; an empty file: no sample); `tools/label_rois.py --proposals` opens them for
+correction. An output folder that holds input frames is refused (labels there would be
+replaced).
+
 The model runs tile by tile (`tfseg.deploy.tiling`) when `--tile` is given or when a static model's
 size differs from the preprocessed frame's.
 
@@ -55,6 +68,9 @@ def parse_args(argv):
                         "static model size when the frame differs from it)")
     parser.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles "
                         "(default: a quarter of the tile)")
+    parser.add_argument("--boxes", action="store_true",
+                        help="segmentation: also write the samples found as boxes, "
+                        "rois.json per output folder and a YOLO .txt per frame")
     parser.add_argument("--match-histogram", action="store_true",
                         help="super-resolution: match each channel's histogram to the input")
     return parser.parse_args(argv)
@@ -65,7 +81,8 @@ def main(argv=None):
     check_exists(args.model, "exported model (.onnx file or SavedModel folder)")
     check_writable_folder(args.output, "predictions")
     predict_files(args.model, args.input, args.output, runtime=args.runtime, tile=args.tile,
-                  overlap=args.overlap, match_histogram=args.match_histogram)
+                  overlap=args.overlap, match_histogram=args.match_histogram,
+                  boxes=args.boxes)
     return 0
 
 

@@ -72,10 +72,11 @@ def _unique_keys(pairs):
 
 
 def write_yolo(path, boxes, height, width, class_id=0):
-    """Writes pixel boxes (x, y, w, h) of a height x width frame as a YOLO text file."""
+    """Writes pixel boxes (x, y, w, h) of a height x width frame as a YOLO text file
+    (atomically; no box: an empty file, a frame without samples)."""
     lines = [f"{class_id} {(x + w / 2) / width:.6f} {(y + h / 2) / height:.6f} "
              f"{w / width:.6f} {h / height:.6f}" for x, y, w, h in boxes]
-    Path(path).write_text("".join(line + "\n" for line in lines))
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def read_yolo_normalised(path):

@@ -1,12 +1,15 @@
 """Inference on frames as stored: image files, folders and videos read as sequences, each
 frame preprocessed as an export's metadata says, run (tile by tile where needed) and turned
-into masks and overlays, or upscaled images. The library of `python -m tfseg.predict`."""
+into masks and overlays at the frame's own size (and the samples' boxes), or upscaled
+images. The library of `python -m tfseg.predict`."""
 
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from tfseg.data.labels import ROI_FILE, write_roi_json, write_yolo
 from tfseg.data.sequences import (
     FRAME_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -17,11 +20,13 @@ from tfseg.data.sequences import (
 from tfseg.deploy import runtimes
 from tfseg.deploy.metadata import preprocessing_of
 from tfseg.deploy.tiling import predict_tiled
+from tfseg.tasks.samples import background_class, component_boxes, foreground
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.images import stretch_to_8bit, write_png
 
 TASKS = ("segmentation", "super_resolution")
 OVERLAY_ALPHA = 0.5
+UNSEEN = 255   # mask value of frame pixels outside the crop the network sees
 
 
 def input_sequences(paths):
@@ -101,12 +106,56 @@ def choose_tile(model, tile, overlap):
     return tile
 
 
-def segmentation_pictures(logits, image, colours):
-    """{"mask": uint8 class ids (H, W), "overlay": RGB class colours on the frame}."""
-    mask = logits.argmax(-1).astype(np.uint8)
-    painted = np.asarray(colours, np.float32)[mask]
-    overlay = (1 - OVERLAY_ALPHA) * stretch_to_8bit(image) + OVERLAY_ALPHA * painted
+def resize_logits(logits, size):
+    """float32 (h, w, K) logits resized bilinearly (half-pixel centres, as
+    `tf.image.resize`, which `tfseg.evaluate` uses) to `size` (H, W)."""
+    if tuple(logits.shape[:2]) == tuple(size):
+        return logits
+    resized = cv2.resize(np.asarray(logits, np.float32), (int(size[1]), int(size[0])),
+                         interpolation=cv2.INTER_LINEAR)
+    return resized.reshape(*size, logits.shape[-1])
+
+
+def mask_in_frame(logits, frame_size, region=()):
+    """uint8 (H, W) class ids of a raw frame of `frame_size` from the logits of its
+    preprocessed version: the logits resized (bilinear) to the `region` (x, y, w, h) the
+    network saw (the preprocessing's crop; () the whole frame), then the argmax; pixels
+    outside the region are `UNSEEN`."""
+    height, width = frame_size
+    x, y, w, h = region or (0, 0, width, height)
+    mask = np.full((height, width), UNSEEN, np.uint8)
+    mask[y:y + h, x:x + w] = resize_logits(logits, (h, w)).argmax(-1)
+    return mask
+
+
+def frame_picture(frame):
+    """uint8 RGB (H, W, 3) view of a raw frame as read: 8-bit frames as they are, others
+    (16-bit, float) min-max stretched to 0..255 (`stretch_to_8bit`)."""
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    if frame.dtype != np.uint8:
+        return stretch_to_8bit(frame)
+    return np.repeat(frame, 3, axis=-1) if frame.shape[-1] == 1 else frame
+
+
+def segmentation_pictures(logits, frame, colours, region=()):
+    """{"mask": uint8 class ids (H, W) at the size of `frame` (`mask_in_frame`), "overlay":
+    RGB class colours blended on the frame (`frame_picture`), left unpainted where the
+    network did not look}."""
+    mask = mask_in_frame(logits, np.shape(frame)[:2], region)
+    shown = frame_picture(frame)
+    seen = (mask != UNSEEN)[..., None]
+    painted = np.asarray(colours, np.float32)[np.where(seen[..., 0], mask, 0)]
+    overlay = np.where(seen, (1 - OVERLAY_ALPHA) * shown + OVERLAY_ALPHA * painted, shown)
     return {"mask": mask, "overlay": np.round(overlay).astype(np.uint8)}
+
+
+def sample_boxes(mask, background_id):
+    """The samples of a frame-size class-id `mask`: (x, y, w, h) boxes of the 8-connected
+    components of every class but `background_id` (`tfseg.tasks.samples`), as evaluate
+    scores them."""
+    return component_boxes(foreground(mask, background_id, UNSEEN))
 
 
 def super_resolution_picture(pixels, image, scale, match):
@@ -139,7 +188,7 @@ def _cumulative(channel):
 
 def predict_sequence(model, sequence, *, tile=None, overlap=None, match_histogram=False):
     """(name, {suffix: uint8 picture}) for every frame of `sequence`, each preprocessed as
-    the model's metadata says."""
+    the model's metadata says; segmentation pictures at the frame's own size."""
     metadata = model.metadata
     preprocessing = preprocessing_of(metadata, f"the {model.name} model")
     background = sequence.background(preprocessing)
@@ -153,7 +202,8 @@ def predict_sequence(model, sequence, *, tile=None, overlap=None, match_histogra
             yield name, super_resolution_picture(output, image, metadata["scale"],
                                                  match_histogram)
         else:
-            yield name, segmentation_pictures(output, image, metadata["class_colours"])
+            yield name, segmentation_pictures(output, frame, metadata["class_colours"],
+                                              preprocessing.steps.crop)
 
 
 def frame_rate_line(count, seconds, model):
@@ -166,29 +216,68 @@ def frame_rate_line(count, seconds, model):
 
 
 def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overlap=None,
-                  match_histogram=False):
+                  match_histogram=False, boxes=False):
     """Predicts every frame of `inputs` (images, folders of images, videos) with the export at
     `model_path` and writes the pictures into the folder `output`; prints the frame count and
-    the end-to-end frame rate. Inputs, model and names are checked before anything is written.
+    the end-to-end frame rate. With `boxes`, each output folder also gets the samples found
+    (`write_boxes`). Inputs, model and names are checked before anything is written.
     """
     sequences = input_sequences(inputs)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise TfsegError(f"{output}: exists and is not a folder")
+    if boxes:
+        _check_box_folders(sequences, output)
     with load_model(model_path, runtime) as model:
         tile = choose_tile(model, tile, overlap)
+        background_id = _background_for_boxes(model, model_path) if boxes else None
         output.mkdir(parents=True, exist_ok=True)
         count, started = 0, time.perf_counter()
         for sequence in sequences:
             folder = output / sequence.name
             folder.mkdir(exist_ok=True)
-            for name, pictures in predict_sequence(model, sequence, tile=tile,
-                                                   overlap=overlap,
-                                                   match_histogram=match_histogram):
-                for suffix, picture in pictures.items():
-                    write_png(folder / f"{name}_{suffix}.png", picture, rgb=True)
-                count += 1
+            files = {path.stem: path.name for path in sequence.images}
+            found = []
+            try:
+                for name, pictures in predict_sequence(model, sequence, tile=tile,
+                                                       overlap=overlap,
+                                                       match_histogram=match_histogram):
+                    for suffix, picture in pictures.items():
+                        write_png(folder / f"{name}_{suffix}.png", picture, rgb=True)
+                    if boxes:
+                        mask = pictures["mask"]
+                        found.append((files.get(name, name), sample_boxes(mask, background_id)))
+                        write_yolo(folder / f"{name}.txt", found[-1][1], *mask.shape)
+                    count += 1
+            finally:
+                if boxes:   # the frames done so far, also when a later frame fails
+                    write_roi_json(folder / ROI_FILE, found)
         print(f"{count} frame(s) -> {output}")
         if count:
             print(frame_rate_line(count, time.perf_counter() - started, model))
     return count
+
+
+def _check_box_folders(sequences, output):
+    """--boxes writes rois.json and YOLO files: never into a folder of input frames, where
+    they would replace labels."""
+    for sequence in sequences:
+        folder = (output / sequence.name).resolve()
+        if any(path.parent.resolve() == folder for path in sequence.images):
+            raise TfsegError(f"{output / sequence.name}: holds input frames; --boxes would "
+                             f"write {ROI_FILE} and YOLO .txt files among them, over any "
+                             f"labels there: choose another --output")
+
+
+def _background_for_boxes(model, path):
+    """The background class id of a segmentation export, for --boxes."""
+    metadata = model.metadata
+    if metadata["task"] != "segmentation":
+        raise TfsegError(f"--boxes: {path} is a {metadata['task']} model; boxes are the "
+                         f"samples a segmentation model finds")
+    background_id = background_class(metadata.get("class_names", ()))
+    if background_id is None:
+        raise TfsegError(f"--boxes: {path} has no class named background (classes: "
+                         f"{', '.join(map(str, metadata.get('class_names', ())))}), so "
+                         f"nothing tells samples from the rest")
+    return background_id
