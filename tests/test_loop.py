@@ -6,6 +6,7 @@ import copy
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,8 +17,11 @@ from tfseg.cli import run_cli
 from tfseg.config import Config, from_dict, load_config
 from tfseg.deploy.evaluation import evaluate_to_folder
 from tfseg.runs.restore import load_run
+from tfseg.tasks.factory import make_task
 from tfseg.training.loop import NonFiniteLoss, train
+from tfseg.training.optimizers import make_optimizer
 from tfseg.training.state import Best, LoopState
+from tfseg.training.steps import make_train_step
 from tfseg.utils.errors import TfsegError
 
 # 2 epochs of 2 steps, a checkpoint after every step, all kept; no export (test_train.py).
@@ -184,6 +188,40 @@ def test_skip_batch_skips_non_finite_steps_without_touching_the_weights(finished
     assert len(started) == len(ended) > 0
     for before, after in zip(started, ended):
         np.testing.assert_array_equal(after.numpy(), before.numpy(), err_msg=before.path)
+
+
+@pytest.mark.slow
+def test_a_skipped_step_leaves_every_model_variable_unchanged():
+    """A batch with NaN pixels under `nan_policy: skip_batch`: no weight moves, nor batch
+    norm's moving statistics, which the forward pass alone would otherwise change; the next
+    finite batch trains (both kinds change)."""
+    config = copy.deepcopy(LOOP_CONFIG)
+    config["train"]["nan_policy"] = "skip_batch"
+    config = from_dict(Config, config, source="test")
+    strategy = tf.distribute.get_strategy()
+    task = make_task(config)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.BatchNormalization(), keras.layers.Conv2D(2, 1)])
+    optimizer = make_optimizer(config.train)
+    optimizer.build(model.trainable_variables)
+    train_step = make_train_step(strategy, model, optimizer, task, config)
+    masks = np.zeros((2, 8, 8), np.uint8)
+    masks[:, 2:5, 3:6] = 1
+    images = np.random.default_rng(0).uniform(0, 60, (2, 8, 8, 1)).astype(np.float32)
+    bad = images.copy()
+    bad[0, 4, 4, 0] = np.nan
+    batches = iter(tf.data.Dataset.from_tensor_slices(([bad, images], [masks, masks])))
+    assert {"moving_mean", "moving_variance"} <= {v.name for v in model.non_trainable_variables}
+    before = [variable.numpy().copy() for variable in model.variables]
+    _, _, finite = train_step(batches)
+    assert not bool(finite)
+    for variable, old in zip(model.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.path)
+    _, _, finite = train_step(batches)
+    assert bool(finite)
+    changed = {variable.name for variable, old in zip(model.variables, before)
+               if not np.array_equal(variable.numpy(), old)}
+    assert {"moving_mean", "moving_variance", "kernel", "gamma"} <= changed
 
 
 @pytest.mark.slow

@@ -73,7 +73,8 @@ def make_train_step(strategy, model, optimizer, task, config):
     global-batch mean; loss and statistics are summed across replicas. `finite` is False when
     the loss or a gradient is NaN or Inf on any replica (gradients too, because fused kernels
     may turn a NaN input into a finite loss): the loop then stops, or with `nan_policy:
-    skip_batch` the update is skipped on every replica alike and training goes on. With
+    skip_batch` the step is undone on every replica alike and training goes on: no update,
+    and the moving statistics the forward pass changed (batch norm's) are put back. With
     `train.jit_compile` the forward and backward pass is compiled by XLA.
     """
     skip_non_finite = config.train.nan_policy == "skip_batch"
@@ -81,6 +82,11 @@ def make_train_step(strategy, model, optimizer, task, config):
     def apply(gradients):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return tf.constant(True)
+
+    def put_back(values):
+        for variable, value in zip(model.non_trainable_variables, values):
+            variable.assign(value)
+        return tf.constant(False)
 
     def forward_backward(inputs, targets):
         with tf.GradientTape() as tape:
@@ -98,6 +104,9 @@ def make_train_step(strategy, model, optimizer, task, config):
 
     def replica_train_step(inputs, targets):
         inputs, targets = task.augment(inputs, targets)
+        # Read before the forward pass updates them (tf.function orders the reads first).
+        before = ([tf.identity(variable.value) for variable in model.non_trainable_variables]
+                  if skip_non_finite else [])
         loss, gradients, statistics = forward_backward(inputs, targets)
         finite = tf.reduce_all([tf.math.is_finite(loss)] + [
             tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
@@ -105,7 +114,7 @@ def make_train_step(strategy, model, optimizer, task, config):
             tf.distribute.ReduceOp.SUM, 1 - tf.cast(finite, tf.int32))
         finite = tf.equal(failures, 0)
         if skip_non_finite:
-            tf.cond(finite, lambda: apply(gradients), tf.no_op)
+            tf.cond(finite, lambda: apply(gradients), lambda: put_back(before))
         else:   # the loop stops at this step, before any checkpoint holds its update
             apply(gradients)
         return loss, statistics, tf.cast(finite, tf.int32)
