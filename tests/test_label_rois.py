@@ -3,6 +3,7 @@ display; a clear one-line exit 2 when there is no display or the input is bad.""
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +193,118 @@ def test_an_interrupted_save_keeps_the_previous_list_and_leaves_no_partial_file(
         write_roi_json(rois_path, [("frame_0000.bmp", []), ("frame_0001.png", [])])
     assert set(folder.iterdir()) == before
     assert read_roi_json(rois_path) == {"frame_0000.bmp": [(1, 2, 3, 4)]}
+
+
+def proposal_file(tmp_path, entries):
+    """A rois.json of proposals, as `python -m tfseg.predict --boxes` writes them."""
+    (tmp_path / "predictions").mkdir(exist_ok=True)
+    write_roi_json(tmp_path / "predictions" / "rois.json", entries)
+    return tmp_path / "predictions" / "rois.json"
+
+
+def test_proposals_open_each_frame_and_the_corrections_are_saved(folder, tmp_path):
+    frames = label_rois.list_frames(folder)
+    rois_path = folder / "rois.json"
+    # Frame 0 gets a box reaching outside its 60x90 frame (clipped); frame 1 none; frame 2
+    # its label; frame 3 is not in the file (opens empty).
+    proposed = {"frame_0000.bmp": [(10, 5, 20, 12), (80, 50, 20, 20)], "frame_0001.png": [],
+                "frame_0002.tif": [(0, 0, 50, 75)]}
+    proposals = label_rois.load_proposals(proposal_file(tmp_path, proposed.items()), frames,
+                                          rois_path)
+    opened = {}
+
+    def correct(image, title, boxes, frame_shape):
+        name = title.split()[0]
+        opened[name] = (list(boxes), frame_shape, image.shape)
+        return boxes[:1] + [(1, 2, 3, 4)] if name == "frame_0000.bmp" else boxes
+
+    assert label_rois.label_frames(frames, rois_path, 40, correct, proposals) == 4
+    assert opened["frame_0000.bmp"][:2] == ([(10, 5, 20, 12), (80, 50, 10, 10)], (60, 90))
+    assert opened["frame_0000.bmp"][2] == (27, 40)   # the display, shrunk to --max-display
+    assert [opened[name][0] for name in ("frame_0001.png", "frame_0002.tif",
+                                         "frame_0003.bmp")] == [[], [(0, 0, 50, 75)], []]
+    assert read_roi_json(rois_path) == {"frame_0000.bmp": [(10, 5, 20, 12), (1, 2, 3, 4)],
+                                        "frame_0001.png": [], "frame_0002.tif": [(0, 0, 50, 75)],
+                                        "frame_0003.bmp": []}
+
+
+def test_a_yolo_folder_of_proposals_is_read_by_frame_name_at_each_frame_size(folder):
+    frames = label_rois.list_frames(folder)
+    (folder / "classes.txt").write_text("sample\n")   # YOLO's class list: not a frame's
+    (folder / "frame_0001.txt").unlink()               # no proposal: opens empty
+    proposals = label_rois.load_proposals(folder, frames, folder / "rois.json")
+    assert sorted(proposals) == ["frame_0000.bmp", "frame_0002.tif", "frame_0003.bmp"]
+    for name, (height, width), _, boxes in FRAMES:
+        expected = [] if name == "frame_0001.png" else boxes
+        assert label_rois.proposal_boxes(proposals, name, (height, width)) == (expected, 0)
+
+
+def unknown_frame(folder, tmp_path):
+    return proposal_file(tmp_path, [("frame_0000.bmp", []), ("other.bmp", []),
+                                    ("more.bmp", [])]), "'other.bmp' (and 1 more) is not in"
+
+
+def no_matching_yolo(folder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "classes.txt").write_text("sample\n")
+    return tmp_path / "empty", "no YOLO .txt file named after a frame"
+
+
+def bad_yolo_proposal(folder, tmp_path):
+    (folder / "frame_0003.txt").write_text("0 0.5 0.5 1.5 0.2\n")
+    return folder, "frame_0003.txt:1: coordinates must be normalised"
+
+
+def missing_proposals(folder, tmp_path):
+    return tmp_path / "nowhere.json", "nowhere.json: no such file or folder"
+
+
+def malformed_proposals(folder, tmp_path):
+    (tmp_path / "bad.json").write_text('{"frame_0000.bmp": [[1, 2, 3]]}')
+    return tmp_path / "bad.json", "expected a box [x, y, w, h] of 4 integers"
+
+
+def the_list_being_written(folder, tmp_path):
+    write_roi_json(folder / "rois.json", [])
+    return folder / "rois.json", "is the ROI list being written"
+
+
+@pytest.mark.parametrize("damage", [unknown_frame, no_matching_yolo, bad_yolo_proposal,
+                                    missing_proposals, malformed_proposals,
+                                    the_list_being_written])
+def test_bad_proposals_are_refused_naming_the_file(folder, tmp_path, damage):
+    path, expected = damage(folder, tmp_path)
+    with pytest.raises(TfsegError, match=re.escape(expected)):
+        label_rois.load_proposals(path, label_rois.list_frames(folder), folder / "rois.json")
+
+
+@pytest.mark.slow   # three runs of the tool, ~0.7 s each
+def test_proposals_are_checked_before_the_display_in_one_line(folder, tmp_path):
+    path, expected = unknown_frame(folder, tmp_path)
+    assert_one_line_error(run_tool(folder, "--proposals", path), expected)
+    good = proposal_file(tmp_path, [("frame_0000.bmp", [(1, 2, 3, 4)])])
+    assert_one_line_error(run_tool(folder, "--proposals", good), "no display")
+    result = run_tool(folder, "--proposals", good, "--from-yolo")
+    assert result.returncode == 2 and "give one of them" in result.stderr
+    assert not (folder / "rois.json").exists()
+
+
+def test_the_box_editor_draws_deletes_undoes_and_keeps_proposals_exact():
+    # A 300x200 frame shown at 100x67: boxes stay in frame pixels.
+    editor = label_rois.BoxEditor([(0, 0, 120, 150), (0, 0, 10, 10)], (100, 67), (300, 200))
+    editor.mouse(cv2.EVENT_RBUTTONDOWN, 1, 1)            # in both: the smaller one goes
+    assert editor.boxes == [(0, 0, 120, 150)]
+    for event, x, y in ((cv2.EVENT_LBUTTONDOWN, 50, 80), (cv2.EVENT_MOUSEMOVE, 60, 90),
+                        (cv2.EVENT_LBUTTONUP, 60, 95)):
+        editor.mouse(event, x, y)
+    assert editor.boxes == [(0, 0, 120, 150), (149, 240, 30, 45)]
+    assert editor.render(np.zeros((100, 67), np.uint8)).shape == (100, 67, 3)
+    editor.mouse(cv2.EVENT_LBUTTONDOWN, 5, 5)
+    editor.mouse(cv2.EVENT_LBUTTONUP, 6, 30)            # 1 pixel wide: a click, no box
+    editor.mouse(cv2.EVENT_RBUTTONDOWN, 66, 0)          # on no box: nothing
+    assert len(editor.boxes) == 2 and not editor.key(ord("z"))
+    assert editor.boxes == [(0, 0, 120, 150)]
+    assert not editor.key(ord("c")) and editor.boxes == []
+    assert not editor.key(ord("r")) and editor.boxes == [(0, 0, 120, 150), (0, 0, 10, 10)]
+    assert not editor.key(8) and editor.boxes == []      # backspace undoes too
+    assert all(editor.key(key) for key in (13, 10, 32, 27))
