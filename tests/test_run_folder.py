@@ -24,7 +24,8 @@ from test_bad_input import camvid_recipe, files_under, write_segnet
 from tfseg.cli import run_cli
 from tfseg.runs.checkpoints import RunCheckpoints
 from tfseg.runs.lock import RunLock
-from tfseg.train import main
+from tfseg.train import main, train_or_mark_failed
+from tfseg.training.loop import Interrupted
 from tfseg.utils.errors import TfsegError
 
 # 2 epochs of 2 steps, a checkpoint every step (ckpt-1..ckpt-4, the last 3 kept); no export.
@@ -351,6 +352,75 @@ def test_a_run_with_checkpoints_that_failed_is_resumable_not_reused(run_copy, tm
     assert status == 0, err
     assert not (run_copy / "FAILED").exists()
 
+
+
+def failing_attempt(run_dir, error, write=True):
+    """An attempt at the run in `run_dir` that writes a log file (if `write`), then raises."""
+    def attempt():
+        if write:
+            (run_dir / "logs").mkdir(exist_ok=True)
+            (run_dir / "logs" / "events").write_text("written by this attempt\n")
+        raise error
+    return attempt
+
+
+def test_an_attempt_is_marked_failed_only_if_it_wrote_to_the_folder(tmp_path, capsys,
+                                                                   monkeypatch):
+    run_dir = tmp_path / "run"   # a run with a checkpoint, as a resume finds it
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(TINY))
+    (run_dir / "checkpoints" / "ckpt-2.index").write_text("")
+    error = TfsegError("metrics.json: cannot write (No space left on device)")
+    with pytest.raises(TfsegError):
+        train_or_mark_failed(run_dir, failing_attempt(run_dir, error))
+    assert (run_dir / "FAILED").read_text() == f"{error}\n"
+    # A refusal before writing (no checkpoint verifies, a missing data folder) changes
+    # nothing, the marker of the earlier failure included; so does a SIGTERM stop.
+    before = files_under(run_dir)
+    with pytest.raises(TfsegError):
+        train_or_mark_failed(run_dir, failing_attempt(run_dir, TfsegError("refused"),
+                                                      write=False))
+    assert files_under(run_dir) == before
+    (run_dir / "FAILED").unlink()
+    with pytest.raises(Interrupted):
+        train_or_mark_failed(run_dir, failing_attempt(run_dir, Interrupted("SIGTERM", 15)))
+    assert not (run_dir / "FAILED").exists()
+    # A disk too full even for the marker: the error that stopped the run is the one raised.
+    def disk_full(path, text):
+        raise TfsegError(f"{path}: cannot write (No space left on device)")
+
+    monkeypatch.setattr("tfseg.runs.folder.write_text_atomic", disk_full)
+    with pytest.raises(TfsegError, match="^metrics.json: cannot write"):
+        train_or_mark_failed(run_dir, failing_attempt(run_dir, error))
+    assert f"could not mark the run failed: {run_dir / 'FAILED'}: cannot write" in (
+        capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_a_failed_resume_is_marked_until_a_resume_succeeds(run_copy, tmp_path, capsys,
+                                                           monkeypatch):
+    def export_fails(*args):
+        raise TfsegError("export: cannot write the export (No space left on device)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("tfseg.training.loop.export_run", export_fails)
+        status, _, err = train_cli(capsys, "--resume", run_copy, "--set", "train.epochs=3")
+    assert status == 2
+    assert one_line(err) == "error: export: cannot write the export (No space left on device)"
+    assert (run_copy / "FAILED").read_text() == (
+        "export: cannot write the export (No space left on device)\n")
+    assert not (run_copy / "lock").exists()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    status, _, err = train_cli(capsys, "--config", tmp_path / "config.yaml", "--run-dir",
+                               run_copy)
+    assert status == 2 and "already holds a run (config.yaml exists) and failed (export: " \
+                           "cannot write the export" in one_line(err)
+    status, out, err = train_cli(capsys, "--resume", run_copy)
+    assert status == 0, err
+    assert f"{run_copy} failed before (export: cannot write the export" in out
+    assert "restored ckpt-6" in out
+    assert not (run_copy / "FAILED").exists()
+    assert json.loads((run_copy / "metrics.json").read_text())["steps"] == 6
 
 # === Crash consistency: SIGKILL, then resume, ends where an uninterrupted run ends ===
 

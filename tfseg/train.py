@@ -11,6 +11,7 @@ from tfseg.config.recipes import recipe_path
 from tfseg.runs.folder import (
     FAILED_NAME,
     clear_failed_start,
+    folder_contents,
     mark_failed,
     refuse_existing_run,
 )
@@ -84,28 +85,36 @@ def resume(args):
                 raise ConfigError(f"--set train.epochs={config.train.epochs}: {path} plans "
                                   f"{planned} epochs; a resumed run can only be extended")
             save_config(config, path)
+        failed = args.resume / FAILED_NAME
+        if failed.is_file():
+            print(f"tfseg: {args.resume} failed before ({failed.read_text().strip()[:200]}); "
+                  f"resuming it from its newest checkpoint that verifies")
         from tfseg.training.loop import train  # deferred, as in main
 
-        train(config, args.resume, resume=True, profile=args.profile)
-    (args.resume / FAILED_NAME).unlink(missing_ok=True)   # it failed before, not any more
+        train_or_mark_failed(args.resume, lambda: train(config, args.resume, resume=True,
+                                                        profile=args.profile))
+        failed.unlink(missing_ok=True)   # it failed before, not any more
     return 0
 
 
 def train_or_mark_failed(run_dir, run):
-    """Calls `run()`, a new run in `run_dir`; if it fails after its config.yaml is written,
-    `run_dir/FAILED` names the error (removed when a resume of the folder succeeds): the
-    folder is resumable or clearly failed, and reusable while it holds no checkpoint. A
-    SIGINT/SIGTERM stop (after a checkpoint) is not a failure."""
+    """Calls `run()`, a new or resumed run in `run_dir`; if it fails after writing to the
+    folder, `run_dir/FAILED` names the error (removed when a resume of the folder succeeds):
+    the folder is resumable from its verified checkpoints or clearly failed, and reusable
+    while it holds no checkpoint. A failure before it wrote (a refused resume) leaves the
+    folder as it was, and a SIGINT/SIGTERM stop (after a checkpoint) is not a failure."""
     from tfseg.training.loop import Interrupted
 
+    before = folder_contents(run_dir)
     try:
         run()
     except Interrupted:
         raise
     except BaseException as error:
-        text = str(error).splitlines()[0] if str(error) else ""
-        mark_failed(run_dir, text if isinstance(error, TfsegError)
-                    else f"{type(error).__name__}: {text}")
+        if folder_contents(run_dir) != before:
+            text = str(error).splitlines()[0] if str(error) else ""
+            mark_failed(run_dir, text if isinstance(error, TfsegError)
+                        else f"{type(error).__name__}: {text}")
         raise
 
 

@@ -38,9 +38,24 @@ def prepare_run_dir(run_dir):
 
 def mark_failed(run_dir, message):
     """Writes `run_dir/FAILED` holding `message`, if training had written the run's
-    config.yaml (before that, nothing of the run is in the folder)."""
+    config.yaml (before that, nothing of the run is in the folder). On a disk too full even
+    for that, says so and leaves the error that stopped the run to be reported."""
     if (Path(run_dir) / "config.yaml").is_file():
-        write_text_atomic(Path(run_dir) / FAILED_NAME, message.strip() + "\n")
+        try:
+            write_text_atomic(Path(run_dir) / FAILED_NAME, message.strip() + "\n")
+        except TfsegError as error:
+            print(f"tfseg: could not mark the run failed: {error}")
+
+
+def folder_contents(run_dir):
+    """{path: (size, modification time)} of every file under `run_dir`: compared before and
+    after an attempt at the run, whether it wrote to the folder."""
+    contents = {}
+    for path in Path(run_dir).rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            contents[path] = (stat.st_size, stat.st_mtime_ns)
+    return contents
 
 
 def clear_failed_start(run_dir):
