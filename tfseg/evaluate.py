@@ -4,6 +4,7 @@
     python -m tfseg.evaluate --run-dir DIR --runtime onnxruntime   # DIR/export/model.onnx
     python -m tfseg.evaluate --model FILE --config FILE [--runtime opencv]
     python -m tfseg.evaluate --run-dir DIR --set data.val_path=FOLDER    # other held-out data
+    python -m tfseg.evaluate --run-dir DIR --robustness    # the out-of-distribution scorecard
 
 The model runs in any runtime of `tfseg.deploy.runtimes` (with `--run-dir`: keras = the
 latest checkpoint, savedmodel = `export/saved_model`, onnxruntime and the OpenCV DNN engines
@@ -36,6 +37,14 @@ scored by the same code (`evaluation.json`, `evaluation.csv` with one row per im
 static-size ONNX runs tile by tile (`tfseg.deploy.tiling`, a quarter-tile overlap), so its
 scores can differ slightly from the whole-image Keras ones; a note says so. `--samples N` writes
 LR | bicubic | SR | HR strips of the first N images.
+
+`--robustness` scores a run trained on the synthetic generator along each axis of that
+generator, at levels inside and beyond the run's training ranges (its config.yaml's
+`data.synthetic`), the other factors at their training ranges, and on a set rendered by an
+independent holography model: `robustness.csv`, `.md`, `.json` and `.png` and
+`independent_set/` (a data set in the on-disk format) in the output folder; `tfseg.deploy.
+robustness` says how the levels are chosen. `--robustness-sequences N` held-out sequences per
+cell (default 8).
 """
 
 import argparse
@@ -43,6 +52,7 @@ from pathlib import Path
 
 from tfseg.cli import check_exists, check_in_range, check_run_dir, run_cli
 from tfseg.deploy.runtimes import RUN_RUNTIMES
+from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import check_writable_folder
 
 
@@ -67,6 +77,12 @@ def parse_args(argv):
     parser.add_argument("--samples", type=int, default=0, metavar="N",
                         help="also write samples.png: the first N frames as input | ground "
                         "truth | prediction (SR: LR | bicubic | SR | HR)")
+    parser.add_argument("--robustness", action="store_true",
+                        help="instead, the out-of-distribution scorecard: every factor of the "
+                        "synthetic generator inside and beyond the run's training ranges, and "
+                        "an independent renderer's set (robustness.csv, .md, .json, .png)")
+    parser.add_argument("--robustness-sequences", type=int, default=8, metavar="N",
+                        help="held-out sequences per scorecard cell (default 8)")
     args = parser.parse_args(argv)
     if args.run_dir is None and (args.model is None or args.config is None):
         parser.error("give --run-dir, or --model with --config")
@@ -83,6 +99,10 @@ def check_args(args):
     if args.config is not None:
         check_exists(args.config, "config file")
     check_in_range("--samples", args.samples, 0)
+    check_in_range("--robustness-sequences", args.robustness_sequences, 1)
+    if args.robustness and (args.split != "validation" or args.samples):
+        raise TfsegError("--robustness scores held-out sets of its own: --split and "
+                         "--samples do not apply")
     check_writable_folder(args.output or args.run_dir or args.model.parent,
                           "evaluation files")
 
@@ -92,7 +112,14 @@ def main(argv=None):
     check_args(args)
     # Imported after the checks, so `--help` and refusals answer without loading TensorFlow.
     from tfseg.deploy.evaluation import evaluate_to_folder
+    from tfseg.deploy.robustness import robustness_to_folder
 
+    if args.robustness:
+        robustness_to_folder(run_dir=args.run_dir, model_path=args.model,
+                             config_path=args.config, runtime_name=args.runtime,
+                             overrides=args.overrides, output=args.output,
+                             sequences=args.robustness_sequences)
+        return 0
     evaluate_to_folder(run_dir=args.run_dir, model_path=args.model, config_path=args.config,
                        runtime_name=args.runtime, overrides=args.overrides, split=args.split,
                        output=args.output, samples=args.samples)
