@@ -2,6 +2,7 @@
 training, tiled super-resolution with histogram matching, and clean errors that leave nothing
 half-written."""
 
+import importlib.util
 import re
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import (
+    REPO,
     assert_one_line_error,
     psnr,
     randomize_batch_norm,
@@ -348,6 +350,16 @@ def test_boxes_are_the_mask_samples_in_both_label_formats(segmentation_export, t
         assert read_yolo(out / f"frame_{index:04d}.txt", *FRAME_SIZE) == boxes
         found += len(boxes)
     assert found
+    # tools/label_rois.py --proposals opens either file set with these boxes.
+    spec = importlib.util.spec_from_file_location("label_rois",
+                                                  REPO / "tools" / "label_rois.py")
+    label_rois = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(label_rois)
+    frames = sorted(exported.folder.iterdir())
+    for proposals in (out / "rois.json", out):
+        loaded = label_rois.load_proposals(proposals, frames, tmp_path / "labels.json")
+        assert {name: label_rois.proposal_boxes(loaded, name, FRAME_SIZE)[0]
+                for name in rois} == rois
     assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporaries
 
 
