@@ -7,6 +7,7 @@ import copy
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import tensorflow as tf
@@ -22,8 +25,10 @@ from conftest import REPO, TINY_CONFIG, assert_same_run
 from test_bad_input import camvid_recipe, files_under, write_segnet
 
 from tfseg.cli import run_cli
+from tfseg.config import Config, from_dict
 from tfseg.runs.checkpoints import RunCheckpoints
 from tfseg.runs.lock import RunLock
+from tfseg.runs.preflight import check_free_disk
 from tfseg.train import main, train_or_mark_failed
 from tfseg.training.loop import Interrupted
 from tfseg.utils.errors import TfsegError
@@ -311,6 +316,72 @@ def test_checked_before_the_run_folder_is_written(override, message, tmp_path, c
     assert message in one_line(err)
     assert not (tmp_path / "run").exists()
 
+
+
+def free_disk(monkeypatch, free):
+    """shutil.disk_usage reports `free` bytes free; returns the paths it was asked about."""
+    asked = []
+
+    def disk_usage(path):
+        asked.append(Path(path))
+        return SimpleNamespace(total=2**40, used=2**40 - free, free=free)
+
+    monkeypatch.setattr("shutil.disk_usage", disk_usage)
+    return asked
+
+
+def test_the_disk_a_run_needs_is_checked(tmp_path, monkeypatch):
+    run_dir, mb = tmp_path / "new" / "run", 2**20
+    config = from_dict(Config, TINY, source="test")   # 3 checkpoints kept, no export
+    # 4 checkpoints of 10 MB (3 kept, 1 being written) and the best model twice, 10 % and
+    # 4 MB more.
+    needed = int((4 * 10 + 2 * 3) * mb * 1.1) + 4 * mb
+    asked = free_disk(monkeypatch, needed)
+    check_free_disk(run_dir, config, checkpoint_bytes=10 * mb, model_bytes=3 * mb)
+    assert asked == [tmp_path] and not (tmp_path / "new").exists()
+    free_disk(monkeypatch, needed - 1)
+    with pytest.raises(TfsegError) as refused:
+        check_free_disk(run_dir, config, checkpoint_bytes=10 * mb, model_bytes=3 * mb)
+    assert str(refused.value) == (
+        f"{run_dir}: the run needs about 54.6 MB of disk ({needed} bytes: 4 checkpoints of "
+        f"10.0 MB, the best model and the exports), 54.6 MB ({needed - 1} bytes) is free "
+        f"there; free space or choose another --run-dir")
+    # The exports: the SavedModel, the ONNX file and the model copy it is converted from.
+    exporting = from_dict(Config, {**TINY, "export": {}}, source="test")
+    free_disk(monkeypatch, needed + int(3 * 3 * mb * 1.1) - 1)
+    with pytest.raises(TfsegError, match="the run needs about 64.5 MB"):
+        check_free_disk(run_dir, exporting, checkpoint_bytes=10 * mb, model_bytes=3 * mb)
+    # A resumed run's checkpoints hold part of the room already (at least one more is due).
+    (run_dir / "checkpoints" / "best").mkdir(parents=True)
+    with open(run_dir / "checkpoints" / "ckpt-3.data-00000-of-00001", "wb") as file:
+        file.truncate(30 * mb)
+    with open(run_dir / "checkpoints" / "best" / "ckpt-3.data-00000-of-00001", "wb") as file:
+        file.truncate(3 * mb)
+    free_disk(monkeypatch, int(13 * mb * 1.1) + 4 * mb)
+    check_free_disk(run_dir, config, checkpoint_bytes=10 * mb, model_bytes=3 * mb)
+    with open(run_dir / "checkpoints" / "ckpt-4.data-00000-of-00001", "wb") as file:
+        file.truncate(100 * mb)
+    free_disk(monkeypatch, int(10 * mb * 1.1) + 4 * mb - 1)
+    with pytest.raises(TfsegError, match="the run needs about 15.0 MB"):
+        check_free_disk(run_dir, config, checkpoint_bytes=10 * mb, model_bytes=3 * mb)
+
+
+@pytest.mark.slow
+def test_a_disk_too_small_for_the_run_is_refused_before_the_folder_is_written(
+        finished_run, tmp_path, capsys, monkeypatch):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    free_disk(monkeypatch, 2**20)
+    status, _, err = train_cli(capsys, "--config", tmp_path / "config.yaml", "--run-dir",
+                               tmp_path / "run")
+    assert status == 2
+    refusal = re.fullmatch(rf"error: {tmp_path / 'run'}: the run needs about [\d.]+ MB of "
+                           rf"disk \((\d+) bytes: .*\), 1.0 MB \(1048576 bytes\) is free "
+                           rf"there; free space or choose another --run-dir", one_line(err))
+    assert refusal, one_line(err)
+    assert not (tmp_path / "run").exists()
+    # Not an estimate from below: the same run, finished, holds less.
+    written = sum(path.stat().st_size for path in finished_run.rglob("*") if path.is_file())
+    assert written <= int(refusal.group(1))
 
 @pytest.mark.slow
 def test_a_failed_start_is_marked_and_its_folder_can_be_used_again(tmp_path, capsys,

@@ -102,8 +102,7 @@ class RunCheckpoints:
             needed = sum(path.stat().st_size for path in Path(newest).parent.glob(
                 Path(newest).name + ".*"))
         else:
-            needed = sum(math.prod(variable.shape) * tf.as_dtype(variable.dtype).size
-                         for variable in self.checkpoint.model.variables) * 3
+            needed = variables_bytes(self.checkpoint.model.variables) * 3
         needed = int(needed * 1.1) + 2**20
         free = shutil.disk_usage(self.directory).free
         if free < needed:
@@ -122,6 +121,12 @@ class RunCheckpoints:
         for path in directory.glob("state-*.json"):
             if path.stem.removeprefix("state-") not in numbers:
                 path.unlink(missing_ok=True)
+
+
+def variables_bytes(variables):
+    """Bytes the values of `variables` take in a checkpoint."""
+    return sum(math.prod(variable.shape) * tf.as_dtype(variable.dtype).size
+               for variable in variables)
 
 
 def verified_checkpoints(directory, *, with_state=True):

@@ -4,9 +4,11 @@ mistake costs no half-written run: the `data.cache` path, and the memory the fra
 """
 
 import os
+import shutil
 from pathlib import Path
 
 from tfseg.utils.errors import ConfigError, TfsegError
+from tfseg.utils.files import existing_ancestor
 
 # float32 values a training step keeps per input pixel and sample: the input, the feature
 # maps held for the backward pass (LinkNet and ICNet at width 1 keep about this many), the
@@ -54,6 +56,28 @@ def check_size_memory(what, size):
         raise TfsegError(f"{what} {size[0]}x{size[1]}: a network at this size needs about "
                          f"{needed / 2**30:.1f} GB, {available / 2**30:.1f} GB of memory is "
                          f"available")
+
+
+def check_free_disk(run_dir, config, *, checkpoint_bytes, model_bytes):
+    """TfsegError naming `run_dir` unless its disk has room for what the run will write there:
+    `train.checkpoints_to_keep` checkpoints of `checkpoint_bytes` (model, optimizer and
+    random states) and one more, written before the oldest goes; the best model, twice for
+    the same reason; and each export format of `model_bytes` (the ONNX conversion's copy of
+    the model too). A resumed run's checkpoints already hold part of that room."""
+    keep, export = config.train.checkpoints_to_keep, config.export
+    needed = (checkpoint_bytes * (keep + 1) + model_bytes * 2
+              + model_bytes * (export.saved_model + 2 * export.onnx))
+    checkpoints = Path(run_dir) / "checkpoints"
+    needed -= sum(path.stat().st_size for path in checkpoints.rglob("*") if path.is_file())
+    # 10 % and 4 MB more: TensorBoard logs, metrics.json, the graphs of the exports.
+    needed = int(max(needed, checkpoint_bytes) * 1.1) + 4 * 2**20
+    free = shutil.disk_usage(existing_ancestor(run_dir)).free
+    if free < needed:
+        raise TfsegError(f"{run_dir}: the run needs about {needed / 2**20:.1f} MB of disk "
+                         f"({needed} bytes: {keep + 1} checkpoints of "
+                         f"{checkpoint_bytes / 2**20:.1f} MB, the best model and the "
+                         f"exports), {free / 2**20:.1f} MB ({free} bytes) is free there; free "
+                         f"space or choose another --run-dir")
 
 
 def available_memory():

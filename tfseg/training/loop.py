@@ -23,8 +23,9 @@ from tfseg.data.interferograms import data_error
 from tfseg.data.pipeline import make_datasets
 from tfseg.deploy.exports import export_from_config
 from tfseg.models.from_config import float32_copy
-from tfseg.runs.checkpoints import RunCheckpoints
+from tfseg.runs.checkpoints import RunCheckpoints, variables_bytes
 from tfseg.runs.folder import prepare_run_dir, refuse_existing_run
+from tfseg.runs.preflight import check_free_disk
 from tfseg.runs.restore import restore_weights
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.losses import class_pixel_counts, linknet_class_weights
@@ -102,6 +103,9 @@ def _train(config, run_dir, *, resume, profile):
     initial_weights = restore_weights(
         config.train.init_from, model,
         "the model of this config (train.init_from)") if config.train.init_from else None
+    check_free_disk(run_dir, config, model_bytes=variables_bytes(model.variables),
+                    checkpoint_bytes=variables_bytes(
+                        [*model.variables, *optimizer.variables, *random_states(task)]))
     if not resume:
         prepare_run_dir(run_dir)
         save_config(saved, run_dir / "config.yaml")

@@ -67,15 +67,22 @@ def check_writable_folder(folder, what="output folder"):
     """Raises TfsegError unless `folder` is, or can be created as, a folder this process may
     write in, so a long job is refused before it starts rather than after it ends. Nothing
     is created."""
-    folder = existing = Path(folder).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    folder = Path(folder).absolute()
+    existing = existing_ancestor(folder)
     if not existing.is_dir():
         raise TfsegError(f"{folder}: cannot write the {what} there ({existing} is not a "
                          f"folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise TfsegError(f"{folder}: cannot write the {what} there ({existing} is not "
                          f"writable)")
+
+
+def existing_ancestor(path):
+    """`path` (absolute) if it exists, else its nearest parent that does."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
 
 
 @contextlib.contextmanager
