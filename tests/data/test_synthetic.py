@@ -1,10 +1,15 @@
 import numpy as np
 import pytest
 
-from tfseg.config import SyntheticSpec
+from tfseg.config import SyntheticSpec, load_config
 from tfseg.data.synthetic import generate_sequence
+from tfseg.utils.errors import ConfigError
 
 SPEC = SyntheticSpec()
+# Samples that bend bright, contrasted fringes clearly (no weak phases, no blur), in every
+# sequence.
+CLEAR = dict(sample_phase=(1.5, 4.0), blur=0, empty_probability=0, visibility=(0.6, 0.9),
+             exposure=(0.8, 1.0))
 SEEDS = range(6)
 
 
@@ -33,7 +38,7 @@ def test_different_seeds_give_different_sequences():
 @pytest.mark.parametrize("bit_depth, dtype", [(8, np.uint8), (16, np.uint16)])
 def test_dtype_shape_and_dynamic_range(bit_depth, dtype):
     spec = SyntheticSpec(height=96, width=160, frames_per_sequence=5, fringes=12,
-                         bit_depth=bit_depth)
+                         exposure=0.95, visibility=0.8, bit_depth=bit_depth)
     frames, boxes = generate_sequence(spec, 3)
     assert frames.dtype == dtype
     assert frames.shape == (5, 96, 160)
@@ -79,9 +84,10 @@ def test_no_samples_gives_no_boxes():
 
 def test_samples_change_frames_only_around_their_boxes():
     # Same seed without samples: same background and noise, so the difference is the samples.
-    empty_spec = SyntheticSpec(max_samples=0)
+    spec = SyntheticSpec(**CLEAR)
+    empty_spec = SyntheticSpec(max_samples=0, **CLEAR)
     for seed in SEEDS:
-        frames, boxes = generate_sequence(SPEC, seed)
+        frames, boxes = generate_sequence(spec, seed)
         background, _ = generate_sequence(empty_spec, seed)
         diff = np.abs(frames.astype(np.float32) - background)
         masks = np.stack([box_mask(b, frames.shape[1:]) for b in boxes])
@@ -112,7 +118,8 @@ def test_background_is_shared_across_the_sequence():
 
 
 def test_static_background_without_vibration_noise_or_samples():
-    spec = SyntheticSpec(max_samples=0, noise=0.0, vibration=0.0, frames_per_sequence=4)
+    spec = SyntheticSpec(max_samples=0, read_noise=0.0, shot_noise=0.0, vibration=0.0,
+                         flicker=0.01, frames_per_sequence=4)
     frames, _ = generate_sequence(spec, 5)
     spread = frames.max(axis=0).astype(int) - frames.min(axis=0)
     assert spread.max() <= 0.03 * 255  # laser flicker only
@@ -139,18 +146,65 @@ def test_samples_move():
     ("sample_size", (0.2, 0.1)),
     ("sample_size", (0.0, 0.1)),
     ("sample_size", (0.1, 1.5)),
-    ("sample_size", 0.1),
+    ("sample_size", (0.1,)),
     ("sample_phase", (2.0, 1.0)),
     ("sample_phase", "ab"),
-    ("noise", -0.01),
-    ("noise", float("nan")),
+    ("fringes", (20.0, 10.0)),
+    ("fringes", (10.0, 70.0)),
+    ("fringes", [1, 2, 3]),
+    ("fringe_angle", None),
+    ("aberration", -0.5),
+    ("falloff", 1.0),
+    ("vignetting", (0.0, 0.99)),
+    ("visibility", 1.5),
+    ("exposure", 0.0),
+    ("read_noise", -0.01),
+    ("shot_noise", float("nan")),
+    ("fixed_pattern", (0.0, "a")),
+    ("blur", -1.0),
+    ("irregularity", 0.5),
+    ("cluster_probability", 1.5),
+    ("empty_probability", -0.1),
     ("bit_depth", 12),
     ("vibration", -1.0),
+    ("flicker", True),
     ("dust", -2),
+    ("dust", 1.5),
+    ("dust", (0, 2.5)),
 ])
 def test_invalid_spec_raises_naming_the_field(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=f"data.synthetic.{field} "):
         SyntheticSpec(**{field: value})
+
+
+def test_a_number_pins_a_range_and_a_pair_is_a_range():
+    spec = SyntheticSpec(fringes=16, dust=[2, 5], blur=(0, 1.5))
+    assert spec.fringes == (16.0, 16.0) and spec.dust == (2, 5) and spec.blur == (0.0, 1.5)
+    assert SyntheticSpec(**spec.ranges()) == spec   # the stored form reads back
+    assert set(spec.ranges()) >= {
+        "fringes", "fringe_angle", "aberration", "falloff", "vignetting", "visibility",
+        "exposure", "read_noise", "shot_noise", "fixed_pattern", "blur", "dust",
+        "sample_size", "sample_phase", "irregularity"}
+
+
+@pytest.mark.parametrize("text, key", [
+    ("fringes: [30, 20]", "data.synthetic.fringes"),
+    ("read_noise: [0, high]", "data.synthetic.read_noise"),
+    ("noise: 0.02", "data.synthetic.noise"),   # the field ranges replaced
+])
+def test_a_bad_range_in_a_config_is_one_line_naming_the_key(write_yaml, text, key):
+    path = write_yaml(f"data:\n  synthetic:\n    {text}\n")
+    with pytest.raises(ConfigError, match=key) as error:
+        load_config(path)
+    assert "\n" not in str(error.value)
+
+
+def test_ranges_read_from_a_config(write_yaml):
+    config = load_config(write_yaml("data:\n  source: synthetic\n"),
+                         ["data.synthetic.fringes=[12, 20]", "data.synthetic.blur=0.5",
+                          "data.synthetic.dust=3"])
+    spec = config.data.synthetic
+    assert spec.fringes == (12.0, 20.0) and spec.blur == (0.5, 0.5) and spec.dust == (3, 3)
 
 
 @pytest.mark.parametrize("seed", [-1, None, 1.5])

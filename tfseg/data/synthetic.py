@@ -3,8 +3,14 @@
 No public interferogram data set exists, so this module renders stand-ins for what an
 interferometric microscope records: intensity I = A + B cos(phi) with a background (carrier
 fringes, low-order aberrations, uneven illumination, vignetting, dust) shared by every frame of a
-sequence, and moving samples whose phase bumps bend the fringes locally. Each visible sample is
-labelled by its axis-aligned box (x, y, w, h), the cv2.selectROI convention used for real data.
+sequence, and moving samples whose phase bumps bend the fringes locally, seen through a
+defocused camera with read, shot and fixed-pattern noise. Each visible sample is labelled by its
+axis-aligned box (x, y, w, h), the cv2.selectROI convention used for real data.
+
+Every factor is drawn per sequence (or per sample) from a range of the `SyntheticSpec`
+(domain randomisation: carrier density and direction, aberration strength, falloff, vignetting,
+visibility, exposure and saturation, noise, blur, dust, sample size, phase, outline, clusters,
+empty sequences); tests/data/test_synthetic_factors.py measures each back from the frames.
 Rendering is vectorised numpy and deterministic for a given (spec, seed), fast enough to build
 training sets on the fly.
 """
@@ -22,11 +28,32 @@ from tfseg.config.synthetic import SyntheticSpec
 _COARSE_SIDE = 256
 # A sample's box covers the pixels where its phase exceeds this fraction of its peak.
 _BOX_LEVEL = 0.1
-# Relative rms frame-to-frame laser power flicker.
-_FLICKER = 0.005
+# Low-order aberration coefficient stds (radians) at `aberration` 1: defocus, 2x astigmatism,
+# 2x coma, spherical.
+_ABERRATION_STD = np.array([4.0, 1.5, 1.5, 1.0, 1.0, 1.0])
+# Outline harmonics of an irregular sample (2 would only change the ellipse's elongation).
+_HARMONICS = np.arange(3, 6, dtype=np.float32)
+# The factors drawn per sequence from the spec's ranges, in this order (one uniform each).
+_SEQUENCE_FACTORS = ("fringes", "fringe_angle", "aberration", "falloff", "vignetting",
+                     "visibility", "exposure", "read_noise", "shot_noise", "fixed_pattern",
+                     "blur", "dust", "vibration", "flicker")
 # Probability that a sample stays in the field of view (slow drift); otherwise it flows across
 # the frame, entering and leaving, which is what leaves some frames without any sample.
 _P_RESIDENT = 0.3
+
+
+def _draw_factors(spec, rng):
+    """The sequence's factors, {name: value}, each drawn uniformly from its range, and
+    "empty": whether the sequence holds no sample. Always the same draws, so pinning one
+    factor changes no other."""
+    values = {}
+    for name in _SEQUENCE_FACTORS:
+        low, high = getattr(spec, name)
+        draw = rng.random()
+        values[name] = (min(high, low + int(draw * (high - low + 1))) if name == "dust"
+                        else low + (high - low) * draw)
+    values["empty"] = bool(rng.random() < spec.empty_probability)
+    return values
 
 
 @dataclass(frozen=True)
@@ -40,18 +67,21 @@ class _Background:
 
 
 class _Sample:
-    """One moving sample: a smooth, irregular, cell-like phase bump with a nucleus."""
+    """One moving sample: a smooth, irregular, cell-like phase bump with a nucleus. With a
+    `leader`, a neighbour touching or overlapping it that moves with it (a cluster)."""
 
-    def __init__(self, spec, rng):
+    def __init__(self, spec, rng, leader=None):
         h, w, t = spec.height, spec.width, spec.frames_per_sequence
         short = min(h, w)
         self.semi_major = 0.5 * short * rng.uniform(*spec.sample_size)
         self.semi_minor = self.semi_major * rng.uniform(0.6, 1.0)
         self.peak_phase = rng.uniform(*spec.sample_phase)
         self.absorption = rng.uniform(0.0, 0.12)
-        # Irregular outline: radius modulated by harmonics 2..4 (in ellipse-normalised units).
-        self.harmonics = np.arange(2, 5, dtype=np.float32)
-        self.harmonic_amp = rng.uniform(0.0, 0.07, 3).astype(np.float32)
+        # Irregular outline: radius modulated by harmonics 3..5 (in ellipse-normalised units)
+        # whose rms relative deviation is the drawn irregularity.
+        weights = rng.uniform(0.2, 1.0, len(_HARMONICS))
+        self.harmonic_amp = (rng.uniform(*spec.irregularity) * math.sqrt(2.0) * weights
+                             / np.linalg.norm(weights)).astype(np.float32)
         self.harmonic_phase = rng.uniform(0.0, 2 * np.pi, 3).astype(np.float32)
         self.edge_power = rng.uniform(0.5, 1.5)  # 0.5: sphere-like, steep rim; 1.5: flat, soft
         self.nucleus_centre = rng.uniform(-0.3, 0.3, 2)
@@ -62,7 +92,12 @@ class _Sample:
         self.spin = rng.uniform(-0.05, 0.05)
         direction = rng.uniform(0.0, 2 * np.pi)
         unit = np.array([np.cos(direction), np.sin(direction)])
-        if rng.random() < _P_RESIDENT:
+        if leader is not None:  # beside the leader, along `direction`, moving with it
+            gap = rng.uniform(0.6, 1.0)  # 1: the ellipses touch; below: they overlap
+            distance = gap * (leader.radius_towards(direction) + self.radius_towards(direction))
+            self.start = leader.start + unit * distance
+            self.velocity = leader.velocity
+        elif rng.random() < _P_RESIDENT:
             self.start = rng.uniform(0.15, 0.85, 2) * (w, h)
             self.velocity = unit * short * rng.uniform(0.003, 0.012)
         else:  # crosses the frame in 0.5..1.5 sequence lengths, passing a central point
@@ -73,14 +108,23 @@ class _Sample:
         self.wobble_amp = rng.uniform(0.0, 0.015, 2) * short
         self.wobble_freq = rng.uniform(0.3, 1.0, 2)
         self.wobble_phase = rng.uniform(0.0, 2 * np.pi, 2)
-        grid = np.linspace(-1.3, 1.3, 161, dtype=np.float32)
+        if leader is not None:
+            self.wobble_amp, self.wobble_freq, self.wobble_phase = (
+                leader.wobble_amp, leader.wobble_freq, leader.wobble_phase)
+        grid = np.linspace(-1.3, 1.3, 97, dtype=np.float32)
         self.inverse_peak = np.float32(1.0 / self._shape(grid[None, :], grid[:, None]).max())
+
+    def radius_towards(self, direction):
+        """The ellipse's radius (no harmonics) along `direction`, radians, in pixels."""
+        along = direction - self.angle
+        return 1.0 / math.hypot(math.cos(along) / self.semi_major,
+                                math.sin(along) / self.semi_minor)
 
     def _shape(self, u, v):
         """Unnormalised phase profile at ellipse-normalised coordinates (outline near 1)."""
         rho2 = u * u + v * v
         theta = np.arctan2(v, u)[..., None]
-        edge = 1.0 + (self.harmonic_amp * np.cos(self.harmonics * theta - self.harmonic_phase)
+        edge = 1.0 + (self.harmonic_amp * np.cos(_HARMONICS * theta - self.harmonic_phase)
                       ).sum(-1)
         dome = np.clip(1.0 - rho2 / (edge * edge), 0.0, None) ** self.edge_power
         du, dv = u - self.nucleus_centre[0], v - self.nucleus_centre[1]
@@ -112,9 +156,10 @@ def _upsample(field, height, width):
     return cv2.resize(field, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def _render_background(spec, rng):
+def _render_background(spec, factors, rng, dust_rng):
     h, w = spec.height, spec.width
-    # Coarse grid at the pixel centres cv2.resize maps to; u, v in a unit disc covering the frame.
+    # Coarse grid at the pixel centres cv2.resize maps to; u, v in a unit disc whose radius is
+    # the half-diagonal, so the corners' pixel centres are at r = 1.
     gh, gw = min(h, _COARSE_SIDE), min(w, _COARSE_SIDE)
     radius = 0.5 * math.hypot(h - 1, w - 1)
     u = (((np.arange(gw) + 0.5) * (w / gw) - 0.5 - (w - 1) / 2) / radius)[None, :]
@@ -123,38 +168,45 @@ def _render_background(spec, rng):
     r2 = u * u + v * v
 
     # Zernike-like aberrations, radians: defocus, 2x astigmatism, 2x coma, spherical.
-    c = rng.normal(0.0, [4.0, 1.5, 1.5, 1.0, 1.0, 1.0])
+    c = rng.normal(0.0, _ABERRATION_STD) * factors["aberration"]
     aberration = (c[0] * (2 * r2 - 1) + c[1] * (u * u - v * v) + c[2] * 2 * u * v
                   + (3 * r2 - 2) * (c[3] * u + c[4] * v) + c[5] * (6 * r2 * r2 - 6 * r2 + 1))
 
+    # Gaussian beams losing `falloff` of their intensity one half-diagonal from their centre.
+    steepness = np.float32(-math.log1p(-factors["falloff"]))
+
     def beam():
-        cu, cv = rng.normal(0.0, 0.2, 2)
-        return np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / rng.uniform(1.2, 2.5) ** 2)
+        cu, cv = rng.normal(0.0, 0.1, 2)
+        return np.exp(-steepness * ((u - cu) ** 2 + (v - cv) ** 2))
 
     reference = beam() * rng.uniform(0.6, 1.4)
     ripple = sum(a * np.cos(kx * u + ky * v + p) for a, kx, ky, p in zip(
         rng.uniform(0.0, 0.04, 3), rng.normal(0.0, 4.0, 3), rng.normal(0.0, 4.0, 3),
         rng.uniform(0.0, 2 * np.pi, 3)))
     obj = beam() * (1.0 + ripple)
-    vignette = (1.0 + r2 / rng.uniform(2.0, 4.0) ** 2) ** -2
-    visibility = rng.uniform(0.55, 0.9)
+    # Vignetting: a transmission (1 + a r^2)^-2 that is 1 - vignetting at the corners.
+    vignette = (1.0 + r2 * np.float32((1.0 - factors["vignetting"]) ** -0.5 - 1.0)) ** -2
+    visibility = factors["visibility"]
 
     offset = _upsample(vignette * (reference + obj), h, w)
     modulation = _upsample(2 * visibility * vignette * np.sqrt(reference * obj), h, w)
     object_beam = _upsample(vignette * obj, h, w)
 
-    k = 2 * np.pi * spec.fringes / min(h, w)
-    tilt = rng.uniform(0.0, np.pi)
+    k = 2 * np.pi * factors["fringes"] / min(h, w)
+    tilt = math.radians(factors["fringe_angle"])
     phase = _upsample(aberration + rng.uniform(0.0, 2 * np.pi), h, w)
     phase += (np.float32(k * math.cos(tilt)) * np.arange(w, dtype=np.float32))[None, :]
     phase += (np.float32(k * math.sin(tilt)) * np.arange(h, dtype=np.float32))[:, None]
 
-    # Exposure: the brightest fringe of the dust-free background at 90..100 % of full scale.
-    scale = np.float32(rng.uniform(0.9, 1.0) / (offset + modulation).max())
+    # Exposure: the brightest pixel of the dust-free background at `exposure` x full scale.
+    brightest = np.cos(phase)
+    brightest *= modulation
+    brightest += offset
+    scale = np.float32(factors["exposure"] / brightest.max())
     for field in (offset, modulation, object_beam):
         field *= scale
-    for _ in range(spec.dust):
-        _add_dust((offset, modulation, object_beam), rng)
+    for _ in range(factors["dust"]):
+        _add_dust((offset, modulation, object_beam), dust_rng)
     return _Background(phase, offset, modulation, object_beam)
 
 
@@ -209,17 +261,25 @@ def generate_sequence(
         raise ValueError(f"spec must be a SyntheticSpec, got {type(spec).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    background_rng, sample_rng, noise_rng = np.random.default_rng(seed).spawn(3)
+    factor_rng, background_rng, sample_rng, noise_rng, pattern_rng, dust_rng = (
+        np.random.default_rng(seed).spawn(6))
     h, w, n_frames = spec.height, spec.width, spec.frames_per_sequence
+    factors = _draw_factors(spec, factor_rng)
 
-    background = _render_background(spec, background_rng)
+    background = _render_background(spec, factors, background_rng, dust_rng)
     # Vibration: jitter plus a slow, bounded wander of the same amplitude.
     wander = np.sin(2 * np.pi * np.arange(n_frames) / background_rng.uniform(20.0, 200.0)
                     + background_rng.uniform(0.0, 2 * np.pi))
-    drift = spec.vibration * (background_rng.standard_normal(n_frames) + wander)
-    gain = 1.0 + _FLICKER * background_rng.standard_normal(n_frames)
-    n_samples = int(sample_rng.integers(1, spec.max_samples + 1)) if spec.max_samples else 0
-    samples = [_Sample(spec, sample_rng) for _ in range(n_samples)]
+    drift = factors["vibration"] * (background_rng.standard_normal(n_frames) + wander)
+    gain = 1.0 + factors["flicker"] * background_rng.standard_normal(n_frames)
+    samples = _samples(spec, sample_rng, empty=factors["empty"])
+    # Photo-response non-uniformity: one per-pixel gain map for the sequence.
+    pattern = (1.0 + np.float32(factors["fixed_pattern"])
+               * pattern_rng.standard_normal((h, w), dtype=np.float32)
+               if factors["fixed_pattern"] else None)
+    blur = factors["blur"]
+    read2 = np.float32(factors["read_noise"] ** 2)
+    shot2 = np.float32(factors["shot_noise"] ** 2)
 
     dtype = np.uint8 if spec.bit_depth == 8 else np.uint16
     full_scale = np.float32(2**spec.bit_depth - 1)
@@ -227,6 +287,7 @@ def generate_sequence(
     all_boxes = []
     image = np.empty((h, w), np.float32)
     noise = np.empty((h, w), np.float32)
+    spread = np.empty((h, w), np.float32)
     for t in range(n_frames):
         np.add(background.phase, np.float32(drift[t]), out=image)
         hits, boxes = [], []
@@ -249,16 +310,40 @@ def generate_sequence(
             region, values = absorbed
             image[region] = values
         image *= np.float32(gain[t])
-        if spec.noise:
-            # Read noise `noise` plus shot noise `noise * sqrt(I)` (I in full-scale units).
+        if blur > 0:  # defocus: the optics blur the intensity the camera records
+            cv2.GaussianBlur(image, (0, 0), blur, dst=image, borderType=cv2.BORDER_REFLECT)
+        if pattern is not None:
+            image *= pattern
+        if read2 or shot2:
+            # Read noise std `read_noise`, shot noise std `shot_noise * sqrt(I)` (I in
+            # full-scale units).
             noise_rng.standard_normal(dtype=np.float32, out=noise)
-            noise *= np.sqrt(image + 1.0) * np.float32(spec.noise)
+            np.maximum(image, 0.0, out=spread)
+            spread *= shot2
+            spread += read2
+            np.sqrt(spread, out=spread)
+            noise *= spread
             image += noise
         image *= full_scale
         np.rint(image, out=image)
         np.clip(image, 0, full_scale, out=image)
         frames[t] = image
     return frames, all_boxes
+
+
+def _samples(spec, rng, *, empty):
+    """The sequence's samples: 1..max_samples of them unless `empty`, some in clusters."""
+    count = int(rng.integers(1, spec.max_samples + 1)) if spec.max_samples else 0
+    if empty:
+        return []
+    samples = []
+    while len(samples) < count:
+        leader = _Sample(spec, rng)
+        samples.append(leader)
+        if rng.random() < spec.cluster_probability:
+            neighbours = min(int(rng.integers(1, 3)), count - len(samples))
+            samples.extend(_Sample(spec, rng, leader) for _ in range(neighbours))
+    return samples
 
 
 def _absorbed_patch(background, cos_phase, hits):
