@@ -83,12 +83,17 @@ def test_cells_cover_every_axis_of_the_generator_and_hold_the_others_at_training
                else cell.spec.fringes[1] <= 16 for cell in cells)
 
 
-def test_the_independent_spec_fits_small_frames():
+def test_the_independent_spec_fits_the_frames_and_the_network():
     spec = robustness.independent_spec(SyntheticSpec(height=32, width=32, max_samples=2,
                                                      frames_per_sequence=3, fringes=6.0))
     assert (spec.height, spec.width, spec.frames_per_sequence, spec.samples) == (32, 32, 3,
                                                                                  (0, 2))
-    assert spec.fringes[1] <= 8
+    assert spec.fringes == (3.0, 5.0) and spec.pixel_size == pytest.approx(50 / 128)
+    # 512x512 frames for a 256x256 network: 24-40 fringes, samples 16 % to 31 % of the frame.
+    spec = robustness.independent_spec(SyntheticSpec(height=512, width=512, fringes=20.0),
+                                       (256, 256))
+    assert spec.fringes == (24.0, 40.0) and spec.sample_diameter == (32.0, 64.0)
+    assert spec.field_of_view == 200.0
 
 
 def fake_rows():
@@ -120,11 +125,18 @@ def test_plot_has_a_panel_per_axis_and_a_summary():
     assert (image != 255).any()
 
 
-def test_runs_the_scorecard_does_not_apply_to_are_refused():
+def test_runs_of_other_tasks_are_refused_and_folder_runs_noted():
     config = from_dict(Config, {**TINY_CONFIG, "data": {
         **TINY_CONFIG["data"], "source": "interferograms", "path": "x"}}, source="test")
-    with pytest.raises(robustness.TfsegError, match="data.source is 'interferograms'"):
-        robustness.check_run(config)
+    assert "data.source 'interferograms'" in robustness.check_run(config)
+    assert robustness.check_run(from_dict(Config, TINY_CONFIG, source="test")) is None
+    three = from_dict(Config, {**TINY_CONFIG, "model": {**TINY_CONFIG["model"],
+                                                         "num_classes": 3},
+                               "data": {**TINY_CONFIG["data"],
+                                        "class_names": ["background", "a", "b"]}},
+                      source="test")
+    with pytest.raises(robustness.TfsegError, match="two classes"):
+        robustness.check_run(three)
 
 
 def test_robustness_arguments_are_checked_before_tensorflow(tmp_path, capsys):

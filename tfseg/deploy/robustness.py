@@ -11,11 +11,13 @@ width, a quarter of the value when the range is one value), or a factor `step` a
 validation) with that one field fixed at the level and every other factor at its training
 range, so the cells of an axis differ in that factor only. Levels the generator refuses (a
 negative noise, too many fringes for the frame) are left out with a note, as are axes whose
-field the generator does not have.
+field the generator does not have. A run trained on folders of frames is scored around its
+config's `data.synthetic` (`--set data.synthetic.KEY=VALUE` to the values its frames were
+made with), with a note saying so.
 
 The independent set is rendered by `tfseg.data.holography` (an off-axis holography forward
 model sharing no code with the training generator), at the run's synthetic frame size and
-sequence length, written as sequence folders with rois.json (`tfseg.data.synthetic_folders`)
+sequence length (`independent_spec`), written as sequence folders with rois.json (`tfseg.data.synthetic_folders`)
 and read back as `data.source: interferograms` reads a user's data.
 
 Every cell is scored by `tfseg.deploy.evaluation.score`, the validation of training runs and
@@ -180,14 +182,22 @@ def cells_of(spec, axes=AXES):
     return cells, notes
 
 
-def independent_spec(spec):
-    """The independent renderer's spec for a run whose frames are `spec`: its frame size,
-    sequence length and sample count, the renderer's own defaults otherwise (its carrier of
-    12-20 fringes scaled down for frames under 80 pixels, which cannot hold 20)."""
-    scale = min(1.0, min(spec.height, spec.width) / 4 / 20.0)
+def independent_spec(spec, network_size=None):
+    """The independent renderer's spec for a run whose frames are `spec` and whose network
+    takes `network_size` (H, W; default the frames' size): the frames' size, sequence length
+    and sample count; the renderer's own optics otherwise, scaled with the frame so a pixel
+    stays 0.39 um and a sample the same fraction of the frame as at 128x128, and its 12-20
+    carrier fringes per 128 network pixels (at most a quarter of the frame's pixels)."""
+    short = min(spec.height, spec.width)
+    network = min(network_size) if network_size else short
+    scale = short / 128
+    fringes = tuple(min(short / 4, value * network / 128) for value in (12.0, 20.0))
     return HolographySpec(height=spec.height, width=spec.width,
                           frames_per_sequence=spec.frames_per_sequence,
-                          samples=(0, spec.max_samples), fringes=(12.0 * scale, 20.0 * scale))
+                          samples=(0, spec.max_samples), fringes=fringes,
+                          field_of_view=50.0 * scale, sample_diameter=(8.0 * scale,
+                                                                       16.0 * scale),
+                          supersample=2 if short <= 512 else 1)
 
 
 def _row(cell, report):
@@ -223,12 +233,14 @@ def scorecard(runtime, config, *, sequences, folder, progress=print):
     """
     spec = config.data.synthetic
     cells, notes = cells_of(spec)
-    jobs = [(cell, _with_data(config, synthetic=cell.spec, val_sequences=sequences,
-                              val_frame_stride=1, cache="none")) for cell in cells]
+    jobs = [(cell, _with_data(config, source="synthetic", synthetic=cell.spec,
+                              val_sequences=sequences, val_frame_stride=1, cache="none"))
+            for cell in cells]
     if folder.exists():
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    write_sequences(folder, independent_spec(spec), sequences=sequences,
+    write_sequences(folder, independent_spec(spec, (config.data.height, config.data.width)),
+                    sequences=sequences,
                     seed=config.data.val_seed, render=render_sequence)
     independent = Cell(INDEPENDENT, "", "", "", False, None)
     jobs.append((independent, _with_data(
@@ -327,7 +339,7 @@ def _axis_panel(name, rows, baseline):
 
 
 def _summary_panel(rows):
-    image, (left, top, bottom, right) = _frame("foreground IoU: training vs independent")
+    image, (left, top, bottom, right) = _frame("training vs independent set")
     bars = [row for row in rows if row["axis"] in (TRAINING, INDEPENDENT)]
     width = (right - left) // max(1, 2 * len(bars))
     for i, row in enumerate(bars):
@@ -346,16 +358,17 @@ def _summary_panel(rows):
 
 
 def check_run(config):
-    """TfsegError unless `config` is a run the scorecard applies to: segmentation trained on
-    the synthetic interferogram generator."""
+    """TfsegError unless `config` is a run the scorecard applies to (a two-class background /
+    sample segmentation); a note when its training ranges are not its data's."""
     if config.model.task != "segmentation" or config.model.num_classes != 2:
         raise TfsegError("--robustness scores background / sample segmentation runs (two "
                          f"classes); this is a {config.model.task} model of "
                          f"{config.model.num_classes} classes")
     if config.data.source != "synthetic":
-        raise TfsegError(f"--robustness varies the synthetic generator's factors around the "
-                         f"run's training ranges; this run's data.source is "
-                         f"{config.data.source!r}, not 'synthetic'")
+        return (f"the run trained on data.source {config.data.source!r}: the training ranges "
+                f"are its config's data.synthetic (set them with --set data.synthetic.KEY="
+                f"VALUE to those its frames were made with)")
+    return None
 
 
 def robustness_to_folder(*, run_dir=None, model_path=None, config_path=None, runtime_name=None,
@@ -367,7 +380,7 @@ def robustness_to_folder(*, run_dir=None, model_path=None, config_path=None, run
     config, runtime, source = open_model(run_dir=run_dir, model_path=model_path,
                                          config_path=config_path, runtime_name=runtime_name,
                                          overrides=overrides)
-    check_run(config)
+    source_note = check_run(config)
     output = output or run_dir or model_path.parent
     output.mkdir(parents=True, exist_ok=True)
     with runtime:
@@ -377,13 +390,15 @@ def robustness_to_folder(*, run_dir=None, model_path=None, config_path=None, run
               f"per cell")
         rows, notes = scorecard(runtime, config, sequences=sequences,
                                 folder=output / "independent_set")
+    notes = ([source_note] if source_note else []) + notes
     for note in notes:
         print(f"note: {note}")
     write_csv([{key: row[key] for key in COLUMNS} for row in rows], output / "robustness.csv")
     write_text_atomic(output / "robustness.md", markdown_table(rows))
     write_json({"model": source, "runtime": runtime.name, "runtime_version": runtime.version,
                 "sequences_per_cell": sequences, "independent_spec": dataclasses.asdict(
-                    independent_spec(config.data.synthetic)),
+                    independent_spec(config.data.synthetic,
+                                     (config.data.height, config.data.width))),
                 "rows": rows, "notes": notes}, output / "robustness.json")
     write_png(output / "robustness.png", plot(rows))
     print(f"written to {output / 'robustness.csv'}, robustness.md, robustness.json, "
