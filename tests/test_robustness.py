@@ -60,7 +60,9 @@ def test_cells_cover_every_axis_of_the_generator_and_hold_the_others_at_training
     cells, notes = cells_of(spec)
     assert cells[0].axis == TRAINING and cells[0].spec == spec
     present = [axis for axis in AXES if axis.field in SPEC_FIELDS]
-    assert len(present) >= 5   # fringes, sample size and phase, dust, vibration at least
+    # Every factor of the generator is an axis.
+    assert {axis.field for axis in present} == SPEC_FIELDS - {
+        "height", "width", "frames_per_sequence", "max_samples"}
     assert [axis.label for axis in present] == list(dict.fromkeys(
         cell.axis for cell in cells[1:]))
     for axis in AXES:

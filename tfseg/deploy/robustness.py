@@ -75,7 +75,6 @@ AXES = (
     Axis("vignetting", "vignetting"),
     Axis("visibility", "fringe visibility", step=0.1),
     Axis("exposure", "exposure"),
-    Axis("noise", "camera noise"),          # the generator before per-kind noise ranges
     Axis("read_noise", "read noise"),
     Axis("shot_noise", "shot noise"),
     Axis("fixed_pattern", "fixed-pattern noise"),
@@ -87,6 +86,7 @@ AXES = (
     Axis("cluster_probability", "cluster probability", levels=(0.0, 1.0)),
     Axis("empty_probability", "empty-sequence probability", levels=(0.0, 0.5)),
     Axis("vibration", "vibration (rad)"),
+    Axis("flicker", "laser flicker"),
     Axis("bit_depth", "bit depth", levels=(8, 16)),
 )
 TRAINING = "training ranges"
@@ -248,7 +248,8 @@ def scorecard(runtime, config, *, sequences, folder, progress=print):
         labels="rois", cache="none")))
     rows, runtime_notes = [], set()
     for cell, cell_config in jobs:
-        report = score(runtime, cell_config, evaluation_batches(cell_config, "validation"))
+        report = score(runtime, cell_config,
+                       evaluation_batches(cell_config, "validation", runtime))
         runtime_notes.update(report["notes"])
         rows.append(_row(cell, report))
         row = rows[-1]
