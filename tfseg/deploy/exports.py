@@ -32,7 +32,7 @@ from tfseg.deploy.runtimes import EXPORT_RUNTIMES
 from tfseg.models.from_config import build_model
 from tfseg.runs.restore import load_run
 from tfseg.utils.errors import TfsegError
-from tfseg.utils.files import replacing_folder, write_text_atomic
+from tfseg.utils.files import replacing_folder, write_failure, write_text_atomic
 from tfseg.utils.processes import run_child
 
 
@@ -48,7 +48,10 @@ def export_saved_model(model, directory, metadata=None):
                          input_signature=[spec])
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    archive.write_out(str(partial), verbose=False)
+    try:
+        archive.write_out(str(partial), verbose=False)
+    except tf.errors.OpError as error:   # TensorFlow's writer, on a full or read-only disk
+        raise OSError(write_failure(error)) from None
     if metadata is not None:
         write_saved_model_metadata(partial, {**metadata, "layout": "NHWC"})
     shutil.rmtree(directory, ignore_errors=True)
@@ -158,7 +161,7 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
                 raise ParityError(f"{str(error).replace(str(build), str(rejected))}; "
                                   f"{export_dir} is unchanged") from None
     except OSError as error:
-        raise TfsegError(f"{export_dir}: cannot write the export ({error.strerror or error}); "
+        raise TfsegError(f"{export_dir}: cannot write the export ({write_failure(error)}); "
                          f"the previous export is unchanged") from None
     shutil.rmtree(rejected, ignore_errors=True)
     return {key: ([export_dir / path.name for path in value] if key == "onnx" else

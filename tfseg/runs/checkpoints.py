@@ -19,7 +19,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfseg.utils.errors import TfsegError
-from tfseg.utils.files import write_text_atomic
+from tfseg.utils.files import write_failure, write_text_atomic
 
 INDEX_NAME = "checkpoint"
 # The lines of a `checkpoint` list (a CheckpointState text proto) as TensorFlow writes them.
@@ -55,19 +55,35 @@ class RunCheckpoints:
         """Saves checkpoint `step` with the loop `state` (a JSON-able dict).
 
         Raises:
-            TfsegError: the disk has no room for it (the earlier checkpoints stay intact).
+            TfsegError: the disk has no room for it, checked before or refused while writing
+                (the earlier checkpoints stay intact).
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         self._check_free_space()
-        self._write_state(self.directory, step, state)
-        self.manager.save(checkpoint_number=step)
-        self._prune_states(self.directory, self.manager.checkpoints)
+        self._save(self.manager, self.directory, step, state)
 
     def save_best(self, step, state):
-        """Keeps the model of step `step` as the best so far."""
-        self._write_state(self.directory / "best", step, state)
-        self.best.save(checkpoint_number=step)
-        self._prune_states(self.directory / "best", self.best.checkpoints)
+        """Keeps the model of step `step` as the best so far (TfsegError as `save`)."""
+        self._save(self.best, self.directory / "best", step, state)
+
+    def _save(self, manager, directory, step, state):
+        """State file, then checkpoint: both, or neither and a TfsegError if the disk
+        refuses a write (a full or read-only disk), the earlier checkpoints as they were."""
+        self._write_state(directory, step, state)
+        try:
+            manager.save(checkpoint_number=step)
+        except tf.errors.OpError as error:
+            for path in directory.glob(f"ckpt-{step}[._]*"):   # its files and _temp folder
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            (directory / f"state-{step}.json").unlink(missing_ok=True)
+            raise TfsegError(f"{directory}: cannot write checkpoint ckpt-{step} "
+                             f"({write_failure(error)}); the earlier checkpoints are intact: "
+                             f"free space, then continue with --resume "
+                             f"{self.directory.parent}") from None
+        self._prune_states(directory, manager.checkpoints)
 
     def restore_latest(self):
         """Restores the newest checkpoint that verifies and returns its state; None if the run

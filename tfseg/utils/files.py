@@ -5,6 +5,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def write_bytes_atomic(path, data):
         raise TfsegError(f"{path}: cannot write ({error.strerror or error})") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_failure(error):
+    """Why a write failed, in a few words: an OSError's strerror, or the end of a TensorFlow
+    file-system error ("<file>; No space left on device [Op:SaveV2]")."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.sub(r"\s*\[Op:\w+\]$", "", text).rsplit("; ", 1)[-1]
 
 
 def write_json(data, path):
