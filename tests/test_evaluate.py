@@ -5,14 +5,13 @@ import csv
 import json
 
 import cv2
-import keras
 import numpy as np
 import pytest
 import yaml
 from conftest import run_module
 from test_export import trained_run_dir
 
-from tfseg import evaluate, models
+from tfseg import evaluate
 from tfseg.cli import run_cli
 from tfseg.deploy import runtimes
 from tfseg.deploy.evaluation import predict
@@ -74,16 +73,20 @@ def test_set_scores_the_run_on_other_data(run_dir, tmp_path, capsys):
     assert "data.val_sequences" in capsys.readouterr().err   # the closest valid key
 
 
-def test_frames_of_another_size_are_resized_with_a_note():
-    keras.utils.set_random_seed(0)
-    model = models.build("linknet", num_classes=2, input_shape=(32, 32), input_channels=1,
-                         mean=[12.0], std=[12.0])
+def test_logits_of_a_model_of_another_size_are_resized_to_the_labels_with_a_note():
+    runtime = runtimes.Runtime("keras", lambda pixels: np.concatenate([pixels, -pixels], -1),
+                               version="test", metadata={}, input_size=(32, 32), channels=1)
+    images = np.random.default_rng(0).uniform(0, 24, (2, 32, 32, 1)).astype(np.float32)
     notes = set()
-    logits = predict(runtimes.from_keras(model), np.ones((2, 48, 40, 1), np.float32),
-                              notes)
+    logits = predict(runtime, images, (48, 40), notes)
     assert logits.shape == (2, 48, 40, 2)
-    assert notes == {("frames are 48x40 but the model takes 32x32: frames resized to the "
-                      "model's size and logits back to the frame size")}
+    np.testing.assert_allclose(logits[..., 0], -logits[..., 1])   # resized, not recomputed
+    assert logits[..., 0].min() >= images.min() and logits[..., 0].max() <= images.max()
+    assert notes == {("the model takes 32x32 frames: frames preprocessed at that size (as "
+                      "tfseg.predict does) and logits resized to the 48x40 labels")}
+    same_size = predict(runtime, images, (32, 32), notes)
+    np.testing.assert_array_equal(same_size, runtime(images))
+    assert len(notes) == 1
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys):

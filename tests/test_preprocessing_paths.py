@@ -1,27 +1,43 @@
 """One preprocessing for every path to the network: the same raw frames reach the network
 identically (bit for bit) through the training data pipeline, `python -m tfseg.evaluate`,
 `python -m tfseg.predict` and tools/opencv_segment.py, each following the description the
-recipe gives and the export carries."""
+recipe gives and the export carries; an export made at another size gets the same inputs from
+evaluate as from predict (frames preprocessed at its size; SR ones tiled alike)."""
 
 import dataclasses
 import json
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from test_opencv_segment import load_tool
-from test_predict import MODEL_SIZE, make_frames, make_segmentation_export, write_frames
+from test_predict import (
+    FRAME_SIZE,
+    MODEL_SIZE,
+    make_frames,
+    make_segmentation_export,
+    segmentation_config,
+    write_frames,
+)
 
 from tfseg.config import PreprocessConfig, TrainConfig, load_config, save_config
 from tfseg.config.recipes import recipe_path
+from tfseg.data.interferograms import prepare_sequence
 from tfseg.data.labels import write_roi_json
 from tfseg.data.pipeline import make_datasets
 from tfseg.data.preprocess import Preprocessing
 from tfseg.data.sequences import Sequence, read_frame
 from tfseg.deploy import runtimes
-from tfseg.deploy.evaluation import evaluate_to_folder
-from tfseg.deploy.inference import predict_files
-from tfseg.deploy.metadata import check_preprocessing, metadata_for, read_onnx_metadata
+from tfseg.deploy.evaluation import evaluate_to_folder, predict_whole_images
+from tfseg.deploy.inference import choose_tile, predict_files, run_model
+from tfseg.deploy.metadata import (
+    check_preprocessing,
+    encode_metadata,
+    metadata_at_size,
+    metadata_for,
+    read_onnx_metadata,
+)
 from tfseg.utils.errors import TfsegError
 
 
@@ -85,17 +101,106 @@ def test_training_evaluate_predict_and_opencv_tool_feed_identical_inputs(
     predict_files(exported.onnx, [folder], tmp_path / "predictions")
     prediction = np.concatenate(network_inputs)
 
-    tool = load_tool()
-    tool_steps = tool.preprocessing_steps(tool.read_onnx_metadata(exported.onnx), exported.onnx)
-    paths = sorted(folder.glob("*.png"))
-    background = tool.background_of(paths, tool_steps)
-    blobs = [tool.network_input(tool.prepare(tool.read_frame(path, tool_steps), background,
-                                             tool_steps)) for path in paths]
-    opencv = np.concatenate(blobs).transpose(0, 2, 3, 1)   # NCHW -> NHWC
-
     for name, inputs in (("evaluate", evaluation), ("predict", prediction),
-                         ("tools/opencv_segment.py", opencv)):
+                         ("tools/opencv_segment.py", opencv_tool_inputs(exported.onnx, folder))):
         np.testing.assert_array_equal(inputs, training, err_msg=name)
+
+
+def opencv_tool_inputs(onnx_path, folder):
+    """NHWC network inputs tools/opencv_segment.py prepares from the frames of `folder` for
+    the export `onnx_path`."""
+    tool = load_tool()
+    steps, _, _ = tool.export_facts(tool.read_onnx_metadata(onnx_path), onnx_path)
+    paths = sorted(folder.glob("*.png"))
+    background = tool.background_of(paths, steps)
+    blobs = [tool.network_input(tool.prepare(tool.read_frame(path, steps), background, steps))
+             for path in paths]
+    return np.concatenate(blobs).transpose(0, 2, 3, 1)   # NCHW -> NHWC
+
+
+def write_threshold_onnx(path, metadata):
+    """A segmentation export in all but its network: a 1x1 convolution (class 1 where a pixel
+    exceeds 90) at the static NCHW size of the tfseg `metadata` it carries; built in
+    milliseconds, where a converted network takes seconds."""
+    height, width = metadata["input_size"]
+    initializers = [onnx.numpy_helper.from_array(np.array([-1.0, 1.0], np.float32).reshape(
+                        2, 1, 1, 1), "weights"),
+                    onnx.numpy_helper.from_array(np.array([90.0, -90.0], np.float32), "bias")]
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["pixels", "weights", "bias"], ["logits"])], "threshold",
+        [onnx.helper.make_tensor_value_info("pixels", onnx.TensorProto.FLOAT,
+                                            [1, 1, height, width])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT,
+                                            [1, 2, height, width])], initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, encode_metadata(metadata))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_export_at_another_size_gets_the_inputs_of_predict_and_training_at_its_size(
+        network_inputs, tmp_path):
+    # `python -m tfseg.export --size 24x40`: evaluate feeds it the raw frames preprocessed at
+    # 24x40 (not the 32x48 training inputs resized), as predict, the OpenCV tool and
+    # training at 24x40 do, and scores its logits on the config's 32x48 masks.
+    size, frames = (24, 40), make_frames(4, FRAME_SIZE)
+    folder = labelled_copy(frames, tmp_path / "sequence")
+    config = segmentation_config(mean=[90.0], std=[40.0])
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, path=str(folder), val_path=str(folder),
+                                         shuffle_frames=1),
+        train=TrainConfig(batch_size=2, epochs=1, steps_per_epoch=2))
+    save_config(config, tmp_path / "config.yaml")
+    exported = write_threshold_onnx(tmp_path / "model_24x40.onnx", metadata_at_size(
+        metadata_for(config, "NCHW"), size))
+
+    evaluate_to_folder(model_path=exported, config_path=tmp_path / "config.yaml",
+                       runtime_name="onnxruntime", output=tmp_path / "evaluation", samples=2)
+    evaluation = np.concatenate(network_inputs)
+    network_inputs.clear()
+    predict_files(exported, [folder], tmp_path / "predictions")
+    prediction = np.concatenate(network_inputs)
+    # The training pipeline's frames at 24x40 (its tf.data wrapping is held to this by the
+    # test above).
+    at_size = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, height=size[0], width=size[1]))
+    training, _ = prepare_sequence(frames, [[] for _ in frames],
+                                   Preprocessing.from_config(at_size))
+
+    assert training.shape == (4, *size, 1)
+    for name, inputs in (("evaluate", evaluation), ("predict", prediction),
+                         ("tools/opencv_segment.py", opencv_tool_inputs(exported, folder))):
+        np.testing.assert_array_equal(inputs, training, err_msg=name)
+    report = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    assert report["frames"] == 4
+    assert np.sum(report["confusion_matrix"]) == 4 * MODEL_SIZE[0] * MODEL_SIZE[1]
+    assert report["notes"] == ["the model takes 24x40 frames: frames preprocessed at that "
+                               "size (as tfseg.predict does) and logits resized to the 32x48 "
+                               "labels"]
+
+
+def test_a_super_resolution_export_at_another_size_gets_the_tiles_predict_gives_it():
+    # SR preprocessing resizes nothing at any size: a static export of another size runs
+    # whole LR images tile by tile in evaluate exactly as predict runs a frame.
+    image = np.random.default_rng(0).uniform(0, 255, (20, 30, 3)).astype(np.float32)
+    calls = {"evaluate": [], "predict": []}
+
+    def recording(name):
+        def upscale(pixels):
+            calls[name].append(pixels.copy())
+            return pixels.repeat(2, axis=1).repeat(2, axis=2)
+
+        return runtimes.Runtime("onnxruntime", upscale, version="test", metadata={},
+                                input_size=(12, 16), channels=3)
+
+    evaluated = predict_whole_images(recording("evaluate"), image[None], set())[0]
+    model = recording("predict")
+    predicted = run_model(model, image, choose_tile(model, None, None))
+    assert len(calls["evaluate"]) == 1 and calls["evaluate"][0].shape[0] > 1   # tiles
+    for got, expected in zip(calls["evaluate"], calls["predict"], strict=True):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(evaluated, predicted)
 
 
 def rgb_frames(count, size, seed):

@@ -27,9 +27,10 @@ Frames are preprocessed as the config's data says (`tfseg.data.preprocess`, as i
 an export whose metadata describes another preprocessing (but for its size) is refused with
 the step that differs, so an export is scored on the inputs `python -m tfseg.predict` gives it.
 
-Frames whose size differs from a static model's input size (an ONNX file exported at another
-`--size`) are resized (bilinear) to the model's size, and the logits resized back (bilinear)
-to the frame size, so scores are always counted on the data's own masks; a note says so.
+A static model of another size than the config's (an ONNX file exported at another `--size`)
+is fed the raw frames preprocessed at its size, as `python -m tfseg.predict` feeds it (and as
+training at that size would), and its logits are resized (bilinear) to the config's size, so
+scores are always counted on the data's own masks; a note says so.
 
 Super-resolution models are scored on whole validation images (Set5 in the recipes): PSNR
 and SSIM on Y with the scale's border shaved, per image and on average, next to bicubic

@@ -97,6 +97,22 @@ def test_resize_follows_the_description_and_keeps_mask_ids_on_their_pixels(inter
     np.testing.assert_array_equal(small, mask[1::2, 1::2])
 
 
+def test_for_network_at_resizes_frames_to_the_network_and_masks_to_the_labels():
+    image = np.random.default_rng(0).uniform(0, 255, (30, 40)).astype(np.float32)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[6:20, 10:30] = 1
+    labels = Preprocessing(steps=PreprocessConfig(**OFF, crop=[0, 2, 40, 28]),
+                           resize_to=[14, 20])
+    network = labels.for_network_at((7, 12))
+    np.testing.assert_array_equal(network.image(image), labels.at_size((7, 12)).image(image))
+    np.testing.assert_array_equal(network.mask(mask), labels.mask(mask))
+    assert network.mask_size == (14, 20) and network.to_metadata() == labels.at_size(
+        (7, 12)).to_metadata()   # the description an export at 7x12 carries
+    assert labels.for_network_at((14, 20)) is labels
+    unresized = Preprocessing()   # super-resolution: nothing resized at any size
+    assert unresized.for_network_at((7, 12)) is unresized
+
+
 def recipe(name):
     return load_config(recipe_path(name))
 

@@ -148,8 +148,8 @@ def folder_frames(frames, backgrounds, preprocessing, *, skipped=None):
     A bad frame fails the pipeline with an error naming the file; `data_error` turns it into
     a `TfsegError` where the data set is consumed.
     """
-    height, width = preprocessing.resize_to
-    channels = preprocessing.channels
+    image_shape = (*preprocessing.resize_to, preprocessing.channels)
+    mask_shape = preprocessing.mask_size
 
     def load(index):
         frame = frames[int(index)]
@@ -163,15 +163,15 @@ def folder_frames(frames, backgrounds, preprocessing, *, skipped=None):
                 raise ValueError(_BAD_FRAME + message) from None
             log.warning("tfseg: skipping a bad frame: %s", message)
             skipped.append(str(frame.path))
-            return np.zeros((height, width, channels), np.float32), np.zeros(
-                (height, width), np.uint8), False
+            return (np.zeros(image_shape, np.float32), np.zeros(mask_shape, np.uint8),
+                    False)
         return image, mask, True
 
     def load_tensors(index):
         image, mask, good = tf.numpy_function(load, [index], (tf.float32, tf.uint8, tf.bool),
                                               stateful=False)
-        return (tf.ensure_shape(image, (height, width, channels)),
-                tf.ensure_shape(mask, (height, width)), good)
+        return (tf.ensure_shape(image, image_shape), tf.ensure_shape(mask, mask_shape),
+                good)
 
     dataset = tf.data.Dataset.range(len(frames)).map(
         load_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -203,8 +203,8 @@ def prepare_sequence(frames, boxes, preprocessing):
         preprocessing: `tfseg.data.preprocess.Preprocessing`.
 
     Returns:
-        images (T, height, width, C) float32 and masks (T, height, width) uint8, at the
-        network input size.
+        images (T, height, width, C) float32 at the network input size and masks (T, ...)
+        uint8 at the preprocessing's `mask_size`.
     """
     every = preprocessing.steps.background_every
     background = (preprocessing.background(
@@ -227,7 +227,7 @@ def synthetic_frames(spec, preprocessing, *, seed, split, num_sequences):
     Sequence i of `split` is rendered from `sequence_seed(seed, split, i)`, so the stream is
     reproducible and the validation split never overlaps training.
     """
-    shape = (spec.frames_per_sequence, *preprocessing.resize_to)
+    count = spec.frames_per_sequence
 
     def render(index):
         frames, boxes = generate_sequence(spec, sequence_seed(seed, split, int(index)))
@@ -236,8 +236,9 @@ def synthetic_frames(spec, preprocessing, *, seed, split, num_sequences):
     def render_tensors(index):
         images, masks = tf.numpy_function(render, [index], (tf.float32, tf.uint8),
                                           stateful=False)
-        return (tf.ensure_shape(images, shape + (preprocessing.channels,)),
-                tf.ensure_shape(masks, shape))
+        return (tf.ensure_shape(images, (count, *preprocessing.resize_to,
+                                         preprocessing.channels)),
+                tf.ensure_shape(masks, (count, *preprocessing.mask_size)))
 
     sequences = tf.data.Dataset.range(num_sequences).map(
         render_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

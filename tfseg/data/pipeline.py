@@ -5,6 +5,7 @@ shuffles, batches and prefetches them. Random augmentation is not here: it runs 
 training step (`tfseg.data.augment`), on the accelerator.
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -29,15 +30,25 @@ class Datasets:
     skipped: list = field(default_factory=list)
 
 
-def make_datasets(config):
+def make_datasets(config, input_size=None):
     """Both pipelines of `config`; folder sources are listed and checked here, up front, and
     a TFDS data set is opened and checked against the config (`tfds_source`).
+
+    `input_size` (H, W), of a network made at another size than the config's (an export made
+    with `--size`), preprocesses segmentation frames at that size, as `python -m
+    tfseg.predict` does for it, and keeps the masks at the config's size
+    (`Preprocessing.for_network_at`).
 
     Raises:
         TfsegError: a data folder is missing, empty or holds badly labelled frames, or a TFDS
             data set is missing or does not fit the config.
     """
-    preprocessing = Preprocessing.from_config(config)   # of every frame a network sees
+    configured = Preprocessing.from_config(config)   # of every frame a network sees
+    preprocessing = configured.for_network_at(input_size) if input_size else configured
+    if preprocessing is not configured:
+        # The config's data.cache files hold frames at the config's size: not these.
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                      cache="none"))
     if config.data.source == "synthetic":
         return Datasets(_synthetic_train(config, preprocessing),
                         _synthetic_validation(config, preprocessing))
@@ -86,9 +97,8 @@ def _frame_of_size(image, mask, preprocessing):
     image, mask = tf.numpy_function(
         lambda image, mask: (preprocessing.image(image), preprocessing.mask(mask)),
         [image, mask], (tf.float32, mask.dtype), stateful=False)
-    shape = tuple(preprocessing.resize_to)
-    return (tf.ensure_shape(image, (*shape, preprocessing.channels)),
-            tf.ensure_shape(mask, shape))
+    return (tf.ensure_shape(image, (*preprocessing.resize_to, preprocessing.channels)),
+            tf.ensure_shape(mask, preprocessing.mask_size))
 
 
 def split_interferograms(data, preprocessing, skipped=None):

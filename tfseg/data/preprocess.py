@@ -74,6 +74,21 @@ class Preprocessing:
         return dataclasses.replace(self, resize_to=[int(v) for v in size]) if (
             self.resize_to) else self
 
+    @property
+    def mask_size(self):
+        """(H, W) the masks are resized to, as the frames are; () keeps their size."""
+        return tuple(self.resize_to)
+
+    def for_network_at(self, size):
+        """Frames preprocessed for a network of input `size` (H, W), as `at_size` does, and
+        masks kept at this preprocessing's size: an export made at another size, fed what
+        `python -m tfseg.predict` feeds it, scored on the config's labels."""
+        if not self.resize_to or tuple(size) == self.mask_size:
+            return self
+        fields = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        return LabelsAtOtherSize(**{**fields, "resize_to": [int(v) for v in size]},
+                                 label_size=list(self.resize_to))
+
     def to_metadata(self):
         """The flat mapping an export's metadata stores as "preprocessing" (JSON values)."""
         return {**dataclasses.asdict(self.steps), "colour": self.colour,
@@ -151,12 +166,14 @@ class Preprocessing:
             max_value = np.iinfo(blurred.dtype).max
             image = np.stack([self._equalized(image[..., c], max_value)
                               for c in range(image.shape[-1])], axis=-1)
-        image = self._resized(crop(image, self.steps.crop), INTERPOLATIONS[self.interpolation])
+        image = _resized(crop(image, self.steps.crop), self.resize_to,
+                         INTERPOLATIONS[self.interpolation])
         return image.reshape(*image.shape[:2], -1)
 
     def mask(self, mask):
-        """A raw frame's (H, W) class ids, cropped and resized as `image` does the frame."""
-        return self._resized(crop(mask, self.steps.crop), MASK_INTERPOLATION)
+        """A raw frame's (H, W) class ids, cropped as `image` crops the frame and resized to
+        `mask_size`."""
+        return _resized(crop(mask, self.steps.crop), self.mask_size, MASK_INTERPOLATION)
 
     def _reduced(self, frame):
         if self.eight_bit and frame.dtype == np.uint16:
@@ -177,11 +194,27 @@ class Preprocessing:
             np.uint8 if max_value <= 255 else np.uint16)
         return clahe.apply(rounded).astype(np.float32)
 
-    def _resized(self, array, interpolation):
-        if not self.resize_to or array.shape[:2] == tuple(self.resize_to):
-            return array
-        height, width = self.resize_to
-        return cv2.resize(array, (width, height), interpolation=interpolation)
+
+
+@dataclass(frozen=True)
+class LabelsAtOtherSize(Preprocessing):
+    """A `Preprocessing` whose masks keep the `label_size` (H, W) while frames are resized to
+    another network's size (`Preprocessing.for_network_at`). Not a description an export
+    carries: labels never reach the network."""
+
+    label_size: list[int] = bounded([], 1)
+
+    @property
+    def mask_size(self):
+        return tuple(self.label_size)
+
+
+def _resized(array, size, interpolation):
+    """`array` resized to `size` (H, W); () or its own size: unchanged."""
+    if not size or array.shape[:2] == tuple(size):
+        return array
+    height, width = size
+    return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
 def crop(array, region):

@@ -44,16 +44,16 @@ def open_model(*, run_dir=None, model_path=None, config_path=None, runtime_name=
     return config, runtimes.load(path, runtime_name), str(path)
 
 
-def predict(runtime, images, notes):
-    """Logits of `runtime` for NHWC `images`, at the images' size (see `tfseg.evaluate` on
-    resizing); `notes` (a set) collects the resize note once."""
-    size = tuple(images.shape[1:3])
-    if runtime.input_size is None or runtime.input_size == size:
-        return runtime(images)
-    notes.add(f"frames are {size[0]}x{size[1]} but the model takes "
-              f"{runtime.input_size[0]}x{runtime.input_size[1]}: frames resized to the "
-              f"model's size and logits back to the frame size")
-    logits = runtime(tf.image.resize(images, runtime.input_size).numpy())
+def predict(runtime, images, size, notes):
+    """Logits of `runtime` for NHWC `images`, resized (bilinear) to the labels' `size` (H, W)
+    where the model takes another (see `tfseg.evaluate`); `notes` (a set) collects a note
+    saying so, once."""
+    logits = runtime(images)
+    if tuple(logits.shape[1:3]) == tuple(size):
+        return logits
+    notes.add(f"the model takes {images.shape[1]}x{images.shape[2]} frames: frames "
+              f"preprocessed at that size (as tfseg.predict does) and logits resized to the "
+              f"{size[0]}x{size[1]} labels")
     return tf.image.resize(logits, size).numpy()
 
 
@@ -77,9 +77,10 @@ def score(runtime, config, batches, samples=0):
         LR | bicubic | SR | HR).
     """
     notes, segmentation = set(), config.model.task == "segmentation"
-    predictor = predict if segmentation else predict_whole_images
-    report = validate(make_task(config), lambda images: predictor(runtime, images, notes),
-                      batches, samples=samples)
+    labels = (config.data.height, config.data.width)
+    report = validate(make_task(config), lambda images: (
+        predict(runtime, images, labels, notes) if segmentation
+        else predict_whole_images(runtime, images, notes)), batches, samples=samples)
     if segmentation:
         report["per_class"] = per_class_rows(np.asarray(report["confusion_matrix"]), report)
     report["notes"] = sorted(notes)
@@ -165,10 +166,11 @@ def confusion_image(matrix, class_names, cell=64, margin=140):
     return image
 
 
-def evaluation_batches(config, split):
+def evaluation_batches(config, split, runtime):
     """The validation batches, or one epoch (`train.steps_per_epoch` batches) of training
-    batches."""
-    datasets = make_datasets(config)
+    batches, for `runtime`: segmentation frames preprocessed at its input size where it takes
+    another than the config's (`make_datasets`), masks at the config's."""
+    datasets = make_datasets(config, runtime.input_size)
     if split == "train":
         return datasets.train.take(config.train.steps_per_epoch)
     return datasets.validation
@@ -189,7 +191,7 @@ def evaluate_to_folder(*, run_dir=None, model_path=None, config_path=None, runti
         if super_resolution and split != "validation":
             raise TfsegError("--split train: super-resolution models are scored on whole "
                              "validation images only")
-        report = score(runtime, config, evaluation_batches(config, split), samples)
+        report = score(runtime, config, evaluation_batches(config, split, runtime), samples)
     output = output or run_dir or model_path.parent
     output.mkdir(parents=True, exist_ok=True)
     panels = report.pop("panels", None)

@@ -1,6 +1,7 @@
 """Prediction panels (segmentation: input | ground truth | prediction; super-resolution:
 LR | bicubic | SR | HR) and the class colours they, overlays and exports use."""
 
+import cv2
 import numpy as np
 
 from tfseg.utils.images import stretch_to_8bit
@@ -38,12 +39,17 @@ def segmentation_panels(images, masks, predictions, *, colours, ignore_label):
     """uint8 (N, H, 3W, 3) panels: input (`stretch_to_8bit`) | ground truth | prediction.
 
     Args:
-        images: (N, H, W, C) input pixels, C = 1 or 3.
+        images: (N, h, w, C) input pixels, C = 1 or 3; shown resized (bilinear) to the
+            masks' size where a network of another size took them.
         masks: (N, H, W) ground-truth ids.
         predictions: (N, H, W) predicted ids.
         colours: uint8 (K, 3) RGB per class id (`class_colours`).
     """
-    return np.concatenate([stretch_to_8bit(images), colourize(masks, colours, ignore_label),
+    shown, (height, width) = stretch_to_8bit(images), np.shape(masks)[1:3]
+    if shown.shape[1:3] != (height, width):
+        shown = np.stack([cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+                          for image in shown])
+    return np.concatenate([shown, colourize(masks, colours, ignore_label),
                            colourize(predictions, colours, ignore_label)], axis=2)
 
 
