@@ -35,8 +35,8 @@ def check_exists(path, what):
 
 
 def check_in_range(option, value, low, high=None, why=""):
-    """TfsegError naming `option` unless low <= `value` (<= high)."""
-    if value < low or (high is not None and value > high):
+    """TfsegError naming `option` unless low <= `value` (<= high); NaN is refused too."""
+    if not (value >= low and (high is None or value <= high)):
         expected = f"{low}..{high}" if high is not None else f"at least {low}"
         raise TfsegError(f"{option} {value}: expected {expected}{why}")
 

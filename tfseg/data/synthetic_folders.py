@@ -8,7 +8,6 @@ writes its 3072x3072 frames with it, and the robustness scorecard (`tfseg.deploy
 the independent renderer's set (`tfseg.data.holography`).
 """
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ from tfseg.data.interferograms import sequence_seed
 from tfseg.data.labels import write_roi_json, write_yolo
 from tfseg.data.synthetic import generate_sequence
 from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import replacing_folder
 
 
 def write_sequences(out, spec, *, sequences, seed=0, render=generate_sequence):
@@ -24,8 +24,8 @@ def write_sequences(out, spec, *, sequences, seed=0, render=generate_sequence):
 
     Sequence i is the one the synthetic source renders as training sequence i for `seed`
     (`tfseg.data.interferograms.sequence_seed`), so the set is the same on every run. The
-    folder is written as `<out>.partial` (one left by an interrupted run is replaced) and
-    renamed when complete.
+    folder is built under a temporary name and renamed when complete
+    (`tfseg.utils.files.replacing_folder`): a failed or killed run leaves no `out`.
 
     Args:
         out: path. The folder to write; it must not exist.
@@ -38,7 +38,7 @@ def write_sequences(out, spec, *, sequences, seed=0, render=generate_sequence):
             `tfseg.data.holography.render_sequence` (with its own spec).
 
     Raises:
-        TfsegError: `out` exists.
+        TfsegError: `out` exists, or cannot be written (a file in the way, a full disk).
         ValueError: `sequences` is below 1.
     """
     out = Path(out)
@@ -47,17 +47,24 @@ def write_sequences(out, spec, *, sequences, seed=0, render=generate_sequence):
     if sequences < 1:
         raise ValueError(f"sequences must be >= 1; received {sequences!r}")
     suffix = ".bmp" if spec.bit_depth == 8 else ".png"
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    for sequence in range(sequences):
-        folder = partial / f"sequence_{sequence:03d}"
-        folder.mkdir(parents=True)
-        frames, boxes = render(spec, sequence_seed(seed, "train", sequence))
-        entries = []
-        for index, (frame, frame_boxes) in enumerate(zip(frames, boxes)):
-            name = f"frame_{index:04d}{suffix}"
-            cv2.imwrite(str(folder / name), frame)
-            write_yolo(folder / f"frame_{index:04d}.txt", frame_boxes, *frame.shape)
-            entries.append((name, frame_boxes))
-        write_roi_json(folder / "rois.json", entries)
-    partial.rename(out)
+    try:
+        with replacing_folder(out) as partial:
+            for sequence in range(sequences):
+                frames, boxes = render(spec, sequence_seed(seed, "train", sequence))
+                _write_sequence(partial / f"sequence_{sequence:03d}", frames, boxes, suffix)
+    except OSError as error:
+        raise TfsegError(f"{out}: cannot write the data set there "
+                         f"({error.strerror or error})") from None
+
+
+def _write_sequence(folder, frames, boxes, suffix):
+    """One sequence folder: its frames, a YOLO file beside each and rois.json."""
+    folder.mkdir()
+    entries = []
+    for index, (frame, frame_boxes) in enumerate(zip(frames, boxes)):
+        name = f"frame_{index:04d}{suffix}"
+        if not cv2.imwrite(str(folder / name), frame):
+            raise OSError(f"OpenCV could not write {name}")
+        write_yolo(folder / f"frame_{index:04d}.txt", frame_boxes, *frame.shape)
+        entries.append((name, frame_boxes))
+    write_roi_json(folder / "rois.json", entries)
