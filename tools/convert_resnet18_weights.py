@@ -19,11 +19,16 @@ epsilon 1e-5). The classifier (fc.*) and num_batches_tracked are not used. Examp
 import argparse
 import re
 import sys
+import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from tfseg.models.backbones.resnet import build_resnet_backbone
+from tfseg.cli import check_exists, run_cli
+from tfseg.utils.errors import TfsegError
+from tfseg.utils.files import check_regular_file, check_writable_folder, write_bytes_atomic
 
 UNUSED_KEYS = re.compile(r"fc\.(weight|bias)|.*\.num_batches_tracked")
 
@@ -41,18 +46,26 @@ def torchvision_names(unit):
 
 
 def convert(npz_path, weights_path):
-    """Writes `weights_path` (a .weights.h5 file) from the torchvision state_dict `npz_path`.
+    """Writes `weights_path` (a new .weights.h5 file) from the torchvision state_dict `npz_path`,
+    complete or not at all.
 
     Raises:
-        ValueError: the output name does not end in .weights.h5, or the .npz is not a
+        TfsegError: the output name does not end in .weights.h5, exists or cannot be written;
+            the input is not an .npz archive of finite floating-point arrays, or not a
             torchvision ResNet18 state_dict (missing or extra keys, such as a deeper ResNet's,
             or arrays of other shapes).
     """
-    if not str(weights_path).endswith(".weights.h5"):
-        raise ValueError(f"{weights_path}: the output name must end in .weights.h5 (the Keras "
+    weights_path = Path(weights_path)
+    if not weights_path.name.endswith(".weights.h5"):
+        raise TfsegError(f"{weights_path}: the output name must end in .weights.h5 (the Keras "
                          f"weights format)")
-    with np.load(npz_path) as archive:
-        state = {key: archive[key] for key in archive.files}
+    if weights_path.exists():
+        raise TfsegError(f"{weights_path}: already exists; remove it or choose another name")
+    check_writable_folder(weights_path.parent, "weights file")
+    state = read_state_dict(npz_path)
+    # Deferred: TensorFlow takes seconds to load, and the checks above need none of it.
+    from tfseg.models.backbones.resnet import build_resnet_backbone
+
     model = build_resnet_backbone(depth=18)
     assignments = {}
     for layer in model.layers:
@@ -66,20 +79,49 @@ def convert(npz_path, weights_path):
             assignments[layer.name] = (layer, [(f"{bn}.{field}", None) for field in
                                                ("weight", "bias", "running_mean", "running_var")])
     expected = {key for _, sources in assignments.values() for key, _ in sources}
-    given = {key for key in state if not UNUSED_KEYS.fullmatch(key)}
-    if given != expected:
-        raise ValueError(f"{npz_path}: not a torchvision ResNet18 state_dict; missing keys "
-                         f"{sorted(expected - given)[:6]}, unexpected keys "
-                         f"{sorted(given - expected)[:6]} (a ResNet of another depth?)")
+    if set(state) != expected:
+        raise TfsegError(f"{npz_path}: not a torchvision ResNet18 state_dict; missing keys "
+                         f"{sorted(expected - set(state))[:6]}, unexpected keys "
+                         f"{sorted(set(state) - expected)[:6]} (a ResNet of another depth?)")
     for layer, sources in assignments.values():
         values = [state[key].transpose(axes) if axes else state[key] for key, axes in sources]
         for (key, _), value, weight in zip(sources, values, layer.weights):
             if value.shape != tuple(weight.shape):
-                raise ValueError(f"{npz_path}: {key} converts to shape {value.shape}, but "
+                raise TfsegError(f"{npz_path}: {key} converts to shape {value.shape}, but "
                                  f"ResNet18 layer {layer.name} needs {tuple(weight.shape)}")
         layer.set_weights(values)
-    model.save_weights(str(weights_path))
-    return Path(weights_path)
+    with tempfile.TemporaryDirectory() as folder:
+        temporary = Path(folder) / weights_path.name
+        try:
+            model.save_weights(str(temporary))
+            data = temporary.read_bytes()
+        except OSError as error:
+            raise TfsegError(f"{weights_path}: cannot write ({error.strerror or error})") from None
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(weights_path, data)
+    return weights_path
+
+
+def read_state_dict(npz_path):
+    """{torchvision name: array} of the arrays in the .npz at `npz_path` that ResNet18 uses
+    (fc.* and num_batches_tracked are left out); TfsegError naming the file unless it is an
+    .npz archive of finite floating-point arrays."""
+    check_exists(npz_path, "file")
+    check_regular_file(npz_path, "a torchvision state_dict saved as .npz")
+    if not zipfile.is_zipfile(npz_path):   # np.load would read an .npy or a pickle instead
+        raise TfsegError(f"{npz_path}: not an .npz archive (numpy.savez's zip of arrays)")
+    try:
+        with np.load(npz_path, allow_pickle=False) as archive:
+            state = {key: archive[key] for key in archive.files if not UNUSED_KEYS.fullmatch(key)}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise TfsegError(f"{npz_path}: not a readable .npz archive ({error})") from None
+    for key, value in state.items():
+        if not np.issubdtype(value.dtype, np.floating):
+            raise TfsegError(f"{npz_path}: {key} holds {value.dtype} values; expected floating "
+                             f"point weights")
+        if not np.isfinite(value).all():
+            raise TfsegError(f"{npz_path}: {key} holds NaN or infinite values")
+    return state
 
 
 def main(argv=None):
@@ -87,14 +129,10 @@ def main(argv=None):
     parser.add_argument("npz", type=Path, help="torchvision resnet18 state_dict as .npz")
     parser.add_argument("output", type=Path, help="Keras weights file to write (.weights.h5)")
     args = parser.parse_args(argv)
-    try:
-        convert(args.npz, args.output)
-    except (ValueError, OSError) as error:
-        print(f"convert_resnet18_weights: {error}", file=sys.stderr)
-        return 1
+    convert(args.npz, args.output)
     print(f"wrote {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
 
 from tfseg.models.backbones.resnet import build_resnet_backbone
+from tfseg.utils.errors import TfsegError
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_resnet18_weights.py"
 APPLICATIONS_FEATURES = {"P1": "conv1_relu", "P2_in": "pool1_pool", "P2": "conv2_block3_out",
@@ -249,7 +250,7 @@ def test_weights_of_another_width_are_refused(keras_applications_file):
 def test_converter_refuses_a_deeper_resnet(converter, tmp_path):
     npz = tmp_path / "resnet34.npz"
     np.savez(npz, **random_torchvision_state(np.random.default_rng(4), blocks=(3, 4, 6, 3)))
-    with pytest.raises(ValueError, match=r"not a torchvision ResNet18 state_dict; missing keys "
+    with pytest.raises(TfsegError, match=r"not a torchvision ResNet18 state_dict; missing keys "
                                          r"\[\], unexpected keys \['layer1.2.bn1.bias'"):
         converter.convert(npz, tmp_path / "out.weights.h5")
 
@@ -259,11 +260,11 @@ def test_converter_refuses_wrong_shapes_and_names(converter, torchvision_npz, tm
     state["layer3.0.conv2.weight"] = state["layer3.0.conv2.weight"][:, :128]
     npz = tmp_path / "bad.npz"
     np.savez(npz, **state)
-    with pytest.raises(ValueError, match=r"layer3.0.conv2.weight converts to shape "
+    with pytest.raises(TfsegError, match=r"layer3.0.conv2.weight converts to shape "
                                          r"\(3, 3, 128, 256\), but ResNet18 layer "
                                          r"resnet18_stage3_block1_2_conv needs \(3, 3, 256, 256\)"):
         converter.convert(npz, tmp_path / "out.weights.h5")
-    with pytest.raises(ValueError, match="must end in .weights.h5"):
+    with pytest.raises(TfsegError, match="must end in .weights.h5"):
         converter.convert(torchvision_npz[0], tmp_path / "out.h5")
 
 
