@@ -8,13 +8,16 @@ blur, background subtraction, CLAHE, crop, resize; tfseg.data.preprocess writes 
 prepares training frames by it); this script reads it with a few lines of protobuf parsing,
 prepares each frame exactly so (a tfseg test holds its network inputs equal to tfseg's),
 runs the network in OpenCV DNN, and writes `<stem>_mask.png` (class ids, uint8) and
-`<stem>_overlay.png` (class colours on the prepared frame). The frames given form one
-sequence: with `background_every` = k their background is the mean of every k-th of them.
-The network normalises its input itself: feed raw pixel values, as prepared.
+`<stem>_overlay.png` (class colours on the prepared frame), each complete or not at all
+(those of an earlier run are replaced). The frames given form one sequence, of one size: with
+`background_every` = k their background is the mean of every k-th of them. A crop reaching
+outside a frame is refused, as in training. The network normalises its input itself: feed
+raw pixel values, as prepared.
 """
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -133,6 +136,8 @@ def read_frame(path, steps):
     frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if frame is None:
         raise SystemExit(f"error: {path}: unreadable image")
+    if frame.dtype not in (np.uint8, np.uint16):
+        raise SystemExit(f"error: {path}: {frame.dtype} pixels; expected an 8- or 16-bit image")
     colour = steps["colour"]
     if frame.ndim == 2:
         frame = frame if colour == "gray" else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
@@ -159,6 +164,23 @@ def background_of(paths, steps):
         blurred = blur(read_frame(path, steps), steps["blur"]).astype(np.float32)
         total = blurred if total is None else total + blurred
     return total / len(paths[::every])
+
+
+def check_frames(paths, steps):
+    """Exits with one line, before any output is written, for a frame that cannot be read, is
+    not the size of the first, or that the export's crop reaches outside of: training refuses
+    such a crop (clamping it would feed the network another region, resized)."""
+    height, width = read_frame(paths[0], steps).shape[:2]
+    x, y, w, h = steps["crop"] or (0, 0, width, height)
+    if x + w > width or y + h > height:
+        raise SystemExit(f"error: {paths[0]}: the export's crop (x, y, w, h) = {(x, y, w, h)} "
+                         f"reaches outside the {height}x{width} (HxW) frame")
+    for path in paths[1:]:
+        size = read_frame(path, steps).shape[:2]
+        if size != (height, width):
+            raise SystemExit(f"error: {path}: {size[0]}x{size[1]} frame, {paths[0]} is "
+                             f"{height}x{width}; expected the frames of one sequence, of one "
+                             f"size")
 
 
 def prepare(frame, background, steps):
@@ -217,13 +239,45 @@ def load_network(path):
     return net
 
 
-def main():
+def check_inputs(model, frames):
+    """Exits with one line for a model or frame that is not a regular file (a FIFO would block
+    its reader) or two frames whose outputs would overwrite each other."""
+    for path in (model, *frames):
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise SystemExit(f"error: {path}: not a regular file (a FIFO, device, socket or "
+                             f"folder)")
+    stems = {}
+    for path in frames:
+        if not path.exists():
+            raise SystemExit(f"error: {path}: no such frame")
+        if path.stem in stems:
+            raise SystemExit(f"error: {path}: its outputs would overwrite those of "
+                             f"{stems[path.stem]} (same name {path.stem!r})")
+        stems[path.stem] = path
+
+
+def write_png(path, picture):
+    """Writes `picture` as PNG under a temporary name, then renames it: complete or absent."""
+    ok, encoded = cv2.imencode(".png", picture)
+    if not ok:
+        raise SystemExit(f"error: {path}: OpenCV could not encode the picture")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(encoded.tobytes())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a tfseg segmentation export (.onnx, NCHW)")
-    parser.add_argument("frames", nargs="+", help="frames of one sequence, in order")
+    parser.add_argument("frames", nargs="+", type=Path,
+                        help="frames of one sequence, in order")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
+    check_inputs(args.model, args.frames)
     try:
         metadata = read_onnx_metadata(args.model)
     except (OSError, ValueError, IndexError, KeyError) as error:
@@ -232,11 +286,11 @@ def main():
     steps, colours, input_size = export_facts(metadata, args.model)
 
     net = load_network(args.model)
-    frames = [Path(path) for path in args.frames]
     try:
-        background = background_of(frames, steps)
+        check_frames(args.frames, steps)
+        background = background_of(args.frames, steps)
         args.output.mkdir(parents=True, exist_ok=True)
-        for path in frames:
+        for path in args.frames:
             segment(net, path, background, steps, colours, input_size, args)
     except cv2.error as error:
         raise SystemExit(f"error: OpenCV failed: {str(error).strip().splitlines()[-1]}") from None
@@ -260,9 +314,7 @@ def segment(net, path, background, steps, colours, input_size, args):
                          f"{input_size[1]}) (one score per class and pixel)")
     mask = output[0].argmax(0).astype(np.uint8)
     for name, picture in (("mask", mask), ("overlay", overlay(image, mask, colours))):
-        if not cv2.imwrite(str(args.output / f"{path.stem}_{name}.png"), picture):
-            raise SystemExit(f"error: {args.output}: cannot write {path.stem}_{name}.png "
-                             f"there")
+        write_png(args.output / f"{path.stem}_{name}.png", picture)
 
 
 if __name__ == "__main__":
