@@ -7,6 +7,7 @@ import traceback
 from pathlib import Path
 
 import tfseg
+from tfseg.runs.presets import find_preset, is_preset
 from tfseg.utils.errors import TfsegError
 
 
@@ -32,6 +33,15 @@ def check_exists(path, what):
     """TfsegError unless `path` exists."""
     if not Path(path).exists():
         raise TfsegError(f"{path}: no such {what}")
+
+
+def check_model_exists(path, what):
+    """TfsegError unless `path` exists, or names a preset that does (`preset:NAME`: the
+    message lists the presets)."""
+    if is_preset(path):
+        find_preset(path)
+    else:
+        check_exists(path, what)
 
 
 def check_in_range(option, value, low, high=None, why=""):

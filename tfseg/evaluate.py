@@ -5,6 +5,8 @@
     python -m tfseg.evaluate --model FILE --config FILE [--runtime opencv]
     python -m tfseg.evaluate --run-dir DIR --set data.val_path=FOLDER    # other held-out data
     python -m tfseg.evaluate --run-dir DIR --robustness    # the out-of-distribution scorecard
+    python -m tfseg.evaluate --model preset:NAME --output DIR [--set data.path=FOLDER]
+    python -m tfseg.evaluate --model preset:NAME --output DIR [--set data.path=FOLDER]
 
 The model runs in any runtime of `tfseg.deploy.runtimes` (with `--run-dir`: keras = the
 latest checkpoint, savedmodel = `export/saved_model`, onnxruntime and the OpenCV DNN engines
@@ -53,6 +55,9 @@ from pathlib import Path
 
 from tfseg.cli import check_exists, check_in_range, check_run_dir, run_cli
 from tfseg.deploy.runtimes import RUN_RUNTIMES
+from tfseg.runs.presets import find_preset, is_preset
+from tfseg.utils.errors import TfsegError
+from tfseg.runs.presets import find_preset, is_preset
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import check_writable_folder
 
@@ -64,7 +69,9 @@ def parse_args(argv):
     parser.add_argument("--run-dir", type=Path, help="a tfseg.train run")
     parser.add_argument("--model", type=Path,
                         help="a SavedModel directory, .onnx or .keras file (instead of the "
-                             "run's latest checkpoint)")
+                             "run's latest checkpoint), or preset:NAME (python -m "
+                             "tfseg.presets lists them; its config.yaml is the default "
+                             "--config)")
     parser.add_argument("--config", type=Path,
                         help="the recipe whose data to score on (default: the run's "
                              "config.yaml)")
@@ -85,8 +92,9 @@ def parse_args(argv):
     parser.add_argument("--robustness-sequences", type=int, default=8, metavar="N",
                         help="held-out sequences per scorecard cell (default 8)")
     args = parser.parse_args(argv)
-    if args.run_dir is None and (args.model is None or args.config is None):
-        parser.error("give --run-dir, or --model with --config")
+    if args.run_dir is None and (args.model is None or (args.config is None
+                                                        and not is_preset(args.model))):
+        parser.error("give --run-dir, --model preset:NAME, or --model with --config")
     return args
 
 
@@ -95,7 +103,16 @@ def check_args(args):
     scoring (an output folder that cannot be written included)."""
     if args.run_dir is not None:
         check_run_dir(args.run_dir)
-    if args.model is not None:
+    if args.model is not None and is_preset(args.model):
+        find_preset(args.model)
+        if args.output is None:
+            raise TfsegError(f"--model {args.model}: give --output, the folder for the "
+                             f"evaluation files")
+        if args.runtime not in (None, "keras"):
+            raise TfsegError(f"--runtime {args.runtime}: a preset runs in keras; export it "
+                             f"first (python -m tfseg.export --model {args.model} --output "
+                             f"DIR) and evaluate DIR's model")
+    elif args.model is not None:
         check_exists(args.model, "model file or SavedModel folder")
     if args.config is not None:
         check_exists(args.config, "config file")

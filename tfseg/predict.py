@@ -1,5 +1,6 @@
 """`python -m tfseg.predict`: segment or upscale images, folders of images and videos with an
-exported tfseg model, each frame preprocessed as the export's metadata says.
+exported tfseg model, each frame preprocessed as the export's metadata says; or with a preset
+(`--model preset:NAME`, run in Keras, its metadata that of its export).
 
     python -m tfseg.predict --model runs/<run>/export/model.onnx --input frames/ clip.avi \\
         --output predictions/ [--boxes] [--runtime opencv] [--tile 128x128] [--overlap 32]
@@ -47,7 +48,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfseg.cli import check_exists, parse_size, run_cli
+from tfseg.cli import check_model_exists, parse_size, run_cli
 from tfseg.deploy.inference import predict_files
 from tfseg.deploy.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
 from tfseg.utils.files import check_writable_folder
@@ -58,7 +59,9 @@ def parse_args(argv):
         prog="python -m tfseg.predict", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, type=Path,
-                        help="exported model: a .onnx file or a SavedModel directory")
+                        help="exported model: a .onnx file or a SavedModel directory; or "
+                        "preset:NAME, a preset run in Keras (python -m tfseg.presets lists "
+                        "them)")
     parser.add_argument("--input", required=True, nargs="+",
                         help="images, folders of images and videos")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
@@ -78,7 +81,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    check_exists(args.model, "exported model (.onnx file or SavedModel folder)")
+    check_model_exists(args.model, "exported model (.onnx file or SavedModel folder)")
     check_writable_folder(args.output, "predictions")
     predict_files(args.model, args.input, args.output, runtime=args.runtime, tile=args.tile,
                   overlap=args.overlap, match_histogram=args.match_histogram,

@@ -271,8 +271,9 @@ class TrainConfig:
     # hardware (tfseg.utils.hardware): bfloat16 where native, float16 on older GPUs, else float32.
     mixed_precision: Literal["auto", "none", "mixed_bfloat16", "mixed_float16"] = "auto"
     seed: int = bounded(0, 0, 2**31 - 1)
-    # A run directory whose latest weights the model starts from (same architecture), with a
-    # fresh optimizer and schedule: fine-tuning, or another schedule after a run. "" = random.
+    # A run directory whose latest weights the model starts from (same architecture), or
+    # "preset:NAME", a preset's weights (tfseg.runs.presets), with a fresh optimizer and
+    # schedule: fine-tuning, or another schedule after a run. "" = random.
     init_from: str = ""
     log_images: int = bounded(4, 1)   # validation panels written to TensorBoard each epoch
     checkpoints_to_keep: int = bounded(3, 1)

@@ -13,6 +13,7 @@ from tfseg.data.pipeline import make_datasets
 from tfseg.deploy import runtimes
 from tfseg.deploy.metadata import check_preprocessing, metadata_for
 from tfseg.deploy.tiling import predict_tiled
+from tfseg.runs.presets import find_preset, is_preset
 from tfseg.runs.restore import load_run
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.samples import format_sample_scores
@@ -29,8 +30,11 @@ def open_model(*, run_dir=None, model_path=None, config_path=None, runtime_name=
                overrides=()):
     """(config, runtime, what was loaded) for `python -m tfseg.evaluate`'s arguments: the
     latest checkpoint of `run_dir` (runtime keras) or its export in `runtime_name`, or the
-    file `model_path`; the data of `config_path` (default: the run's config.yaml) with
-    `overrides`."""
+    file `model_path` (or preset, `preset:NAME`, in keras); the data of `config_path`
+    (default: the run's or the preset's config.yaml) with `overrides`."""
+    if model_path is not None and is_preset(model_path):
+        config = load_config(config_path or find_preset(model_path).config_path, overrides)
+        return config, runtimes.load(str(model_path), runtime_name), str(model_path)
     path = config_path or run_dir / "config.yaml"
     if model_path is None and runtime_name in (None, "keras"):
         _, model = load_run(run_dir)

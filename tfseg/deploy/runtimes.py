@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tfseg.deploy.metadata import read_onnx_metadata, read_saved_model_metadata
+from tfseg.deploy.metadata import metadata_for, read_onnx_metadata, read_saved_model_metadata
 from tfseg.deploy.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
 from tfseg.deploy.opencv_dnn import EngineUnavailable, OpenCVError, OpenCVWorker
+from tfseg.runs.presets import is_preset
 from tfseg.utils.errors import TfsegError
 
 RUNTIMES = ("keras", "savedmodel", "onnxruntime", *OPENCV_RUNTIMES)
@@ -88,8 +89,9 @@ def load(path, runtime=None):
     Args:
         path: str or Path. A SavedModel directory ("savedmodel"), a `.onnx` file
             ("onnxruntime", or an OpenCV DNN engine: "opencv", "opencv_classic",
-            "opencv_ort", see `tfseg.deploy.opencv_dnn`) or a `.keras` file ("keras";
-            such files carry no tfseg metadata, so `metadata` is empty).
+            "opencv_ort", see `tfseg.deploy.opencv_dnn`), a `.keras` file ("keras";
+            such files carry no tfseg metadata, so `metadata` is empty) or a preset,
+            `preset:NAME` ("keras", with the metadata its export would carry).
         runtime: str. One of `RUNTIMES`, or None for the file's natural one.
 
     Raises:
@@ -97,6 +99,8 @@ def load(path, runtime=None):
         TfsegError: missing path, not a model, not a tfseg export, or a runtime that does not
             run this kind of file.
     """
+    if is_preset(path):
+        return _load_preset(str(path), runtime)
     path = Path(path)
     if not path.exists():
         raise TfsegError(f"{path}: no such file or directory; expected a SavedModel "
@@ -158,6 +162,18 @@ def _load_keras(path, runtime):
         raise TfsegError(f"{path}: not a Keras model file "
                          f"({str(error).splitlines()[0]})") from None
     return from_keras(model)
+
+
+def _load_preset(reference, runtime):
+    """The preset `reference` in memory ("keras"), with the metadata of its NHWC export."""
+    if runtime not in (None, "keras"):
+        raise TfsegError(f"{reference}: a preset runs in keras; to run it in {runtime}, "
+                         f"export it first (python -m tfseg.export --model {reference} "
+                         f"--output DIR) and give DIR's model")
+    from tfseg.runs.presets import load_preset   # loads Keras and TensorFlow
+
+    _, config, model = load_preset(reference)
+    return from_keras(model, metadata_for(config, "NHWC"))
 
 
 def _load_saved_model(path, runtime):

@@ -1,12 +1,14 @@
 """What a training run checks before it writes its folder (and before TensorFlow loads), so a
-mistake costs no half-written run: the `data.cache` path, and the memory the frame size needs
-(`check_size_memory` bounds the sizes of exports and their metadata alike).
+mistake costs no half-written run: the `data.cache` path, the memory the frame size needs
+(`check_size_memory` bounds the sizes of exports and their metadata alike), and that a
+`train.init_from` preset exists.
 """
 
 import os
 import shutil
 from pathlib import Path
 
+from tfseg.runs.presets import find_preset, is_preset
 from tfseg.utils.errors import ConfigError, TfsegError
 from tfseg.utils.files import existing_ancestor
 
@@ -17,9 +19,12 @@ VALUES_PER_PIXEL = 64
 
 
 def check_before_writing(config):
-    """ConfigError naming the key if `config` cannot run on this machine."""
+    """ConfigError naming the key if `config` cannot run on this machine (TfsegError for a
+    `train.init_from` preset that does not exist)."""
     check_cache_path(config.data.cache)
     check_frame_memory(config, available_memory())
+    if is_preset(config.train.init_from):
+        find_preset(config.train.init_from)
 
 
 def check_cache_path(cache):

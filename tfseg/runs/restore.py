@@ -15,11 +15,13 @@ from tfseg.runs.checkpoints import verified_checkpoints
 from tfseg.utils.errors import TfsegError
 
 
-def load_run(run_dir):
+def load_run(run_dir, checkpoint="latest"):
     """The config of `run_dir` and its float32 inference model at the latest checkpoint.
 
     Args:
         run_dir: str or Path. A `python -m tfseg.train` run directory.
+        checkpoint: "latest", or "best": the checkpoint kept for the best validation score
+            (`checkpoints/best`).
 
     Returns:
         (config, model): the run's `Config` and a `keras.Model` from raw pixels to logits
@@ -38,7 +40,7 @@ def load_run(run_dir):
     # size); the inference model takes whole frames and returns the full-size output only.
     crop = tuple(config.data.augment.crop) or None
     trained = build_model(config, training_input_shape(config), for_training=True)
-    restore_weights(run_dir, trained, f"the model of {config_path}")
+    restore_weights(run_dir, trained, f"the model of {config_path}", checkpoint)
     if not crop and not uses_cascade(config):
         return config, trained
     model = build_model(config)
@@ -46,9 +48,10 @@ def load_run(run_dir):
     return config, model
 
 
-def restore_weights(run_dir, model, described):
-    """Loads the latest checkpoint of run `run_dir` into `model` (a training model, as
-    `tfseg.models.from_config.build_model(..., for_training=True)` builds it) and returns its path.
+def restore_weights(run_dir, model, described, checkpoint="latest"):
+    """Loads the latest checkpoint of run `run_dir` (`checkpoint` "best": the best one's)
+    into `model` (a training model, as `tfseg.models.from_config.build_model(...,
+    for_training=True)` builds it) and returns its path.
 
     Every variable of `model` must come from the checkpoint, so a checkpoint of another
     architecture is refused, not half-loaded.
@@ -57,7 +60,7 @@ def restore_weights(run_dir, model, described):
         TfsegError: no checkpoint that verifies (`verified_checkpoints`), or one that does
             not fit `model` (`described` names it).
     """
-    directory = Path(run_dir) / "checkpoints"
+    directory = Path(run_dir) / "checkpoints" / ("best" if checkpoint == "best" else "")
     verified, skipped = verified_checkpoints(directory, with_state=False)
     if not verified:
         raise TfsegError(f"{directory}: no checkpoint verifies ({'; '.join(skipped)})"

@@ -26,6 +26,7 @@ from tfseg.models.from_config import float32_copy
 from tfseg.runs.checkpoints import RunCheckpoints, variables_bytes
 from tfseg.runs.folder import prepare_run_dir, refuse_existing_run
 from tfseg.runs.preflight import check_free_disk
+from tfseg.runs.presets import init_from_preset, is_preset
 from tfseg.runs.restore import restore_weights
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.losses import class_pixel_counts, linknet_class_weights
@@ -36,6 +37,7 @@ from tfseg.training.state import LoopState
 from tfseg.training.tensorboard import TensorBoardLog
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_json
+from tfseg.utils.hardware import cpu_info
 
 
 class NonFiniteLoss(TfsegError):
@@ -100,9 +102,7 @@ def _train(config, run_dir, *, resume, profile):
                                                   data.validation)
     # Restored before anything is written, so a bad train.init_from leaves no run behind (a
     # resumed run's own checkpoint then replaces these weights).
-    initial_weights = restore_weights(
-        config.train.init_from, model,
-        "the model of this config (train.init_from)") if config.train.init_from else None
+    initial_weights = initial_weights_of(config, model) if config.train.init_from else None
     check_free_disk(run_dir, config, model_bytes=variables_bytes(model.variables),
                     checkpoint_bytes=variables_bytes(
                         [*model.variables, *optimizer.variables, *random_states(task)]))
@@ -206,6 +206,7 @@ def _train(config, run_dir, *, resume, profile):
     final = {"split": "validation", **validation_scores, "epochs": config.train.epochs,
              "steps": state.step, "best": recorded["best"],
              "precision": {"policy": precision.policy, "reason": precision.reason},
+             "machine": cpu_info().describe(),   # for model cards (tools/make_preset.py)
              "train_seconds": round(time.perf_counter() - started, 1),
              "history": recorded["history"], "skipped_frames": data.skipped,
              "skipped_batches": recorded["skipped_batches"]}
@@ -218,6 +219,15 @@ def _train(config, run_dir, *, resume, profile):
         print(f"  skipped        {len(data.skipped)} frame(s) unreadable or smaller than a "
               f"training patch, listed in {run_dir / 'metrics.json'}")
     return final
+
+
+def initial_weights_of(config, model):
+    """Loads the weights `train.init_from` names into the training `model`: a run's latest
+    checkpoint, or a preset's weights (`preset:NAME`); returns where they came from."""
+    if is_preset(config.train.init_from):
+        return init_from_preset(config.train.init_from, config, model)
+    return restore_weights(config.train.init_from, model,
+                           "the model of this config (train.init_from)")
 
 
 def _non_finite_message(loss, step, checkpoints):
