@@ -17,6 +17,7 @@ from conftest import REPO, run_module
 from tfseg import train
 from tfseg.config import load_config
 from tfseg.config.recipes import recipe_path, recipes
+from tfseg.runs.presets import FILES
 from tfseg.utils.errors import ConfigError
 
 RECIPES = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
@@ -82,6 +83,8 @@ def test_cli_unknown_recipe_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
+PLACEHOLDER = "wheel_check"
+
 # What the wheel is built from (a copy, so no build/ folder of the checkout's leaks in).
 BUILD_INPUTS = ["setup.py", "setup.cfg", "pyproject.toml", "README.md", "tfseg", "configs"]
 
@@ -90,10 +93,12 @@ CHECK_INSTALLED = """
 import json, tfseg
 from tfseg.config import load_config
 from tfseg.config.recipes import recipe_path, recipes
+from tfseg.runs.presets import presets
 for name in recipes():
     load_config(recipe_path(name))
 print(json.dumps({"tfseg": tfseg.__file__, "default": str(recipe_path("default")),
-                  "recipes": sorted(recipes())}))
+                  "recipes": sorted(recipes()),
+                  "presets": {name: str(preset.folder) for name, preset in presets().items()}}))
 """
 
 
@@ -110,6 +115,12 @@ def wheel(tmp_path_factory):
                             ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(REPO / name, source / name)
+    # A placeholder preset in the copy (never in the checkout): the wheel must carry every
+    # file of every folder of tfseg/pretrained/ as package data.
+    placeholder = source / "tfseg" / "pretrained" / PLACEHOLDER
+    placeholder.mkdir(parents=True)
+    for name in FILES:
+        (placeholder / name).write_text(json.dumps({"description": "wheel check"}))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                             "--no-build-isolation", "-w", tmp_path / "dist", source],
                            capture_output=True, text=True, timeout=300)
@@ -119,6 +130,15 @@ def wheel(tmp_path_factory):
         names = set(archive.namelist())
         archive.extractall(tmp_path / "site")
     return names, tmp_path / "site"
+
+
+def test_wheel_holds_every_preset_file(wheel, tmp_path):
+    names, site = wheel
+    shipped = {path.relative_to(REPO).as_posix()
+               for path in (REPO / "tfseg" / "pretrained").glob("*/*")}
+    shipped |= {f"tfseg/pretrained/{PLACEHOLDER}/{name}" for name in FILES}
+    assert shipped <= names, f"preset files missing from the wheel: {shipped - names}"
+    # test_wheel_holds_every_recipe_and_each_loads finds it with the installed tfseg.
 
 
 def run_installed(args, cwd, site, **env):
@@ -135,11 +155,12 @@ def test_wheel_holds_every_recipe_and_each_loads(wheel, tmp_path):
                 for path in (REPO / "tfseg").rglob("__init__.py")}
     assert packages <= names, f"packages missing from the wheel: {packages - names}"
 
-    run = run_installed(["-c", CHECK_INSTALLED], tmp_path, site)
+    run = run_installed(["-c", CHECK_INSTALLED], tmp_path, site, TFSEG_PRESETS="")
     assert run.returncode == 0, run.stderr[-2000:]
     installed = json.loads(run.stdout.splitlines()[-1])
     assert Path(installed["tfseg"]).is_relative_to(site)
     assert installed["recipes"] == RECIPES
+    assert Path(installed["presets"][PLACEHOLDER]).is_relative_to(site)
     assert Path(installed["default"]).read_bytes() == (
         REPO / "configs" / "default.yaml").read_bytes()
 
