@@ -31,8 +31,9 @@ def segmentation_export(tmp_path_factory):
     return make_segmentation_export(tmp_path_factory.getbasetemp() / "segmentation_export")
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("opencv_segment", TOOL)
+def load_tool(name="opencv_segment"):
+    """tools/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, TOOL.with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
