@@ -81,12 +81,10 @@ def make_train_step(strategy, model, optimizer, task, config):
 
     def apply(gradients):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return tf.constant(True)
 
     def put_back(values):
         for variable, value in zip(model.non_trainable_variables, values):
             variable.assign(value)
-        return tf.constant(False)
 
     def forward_backward(inputs, targets):
         with tf.GradientTape() as tape:
@@ -102,7 +100,7 @@ def make_train_step(strategy, model, optimizer, task, config):
     if config.train.jit_compile:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
-    def replica_train_step(inputs, targets):
+    def replica_forward(inputs, targets):
         inputs, targets = task.augment(inputs, targets)
         # Read before the forward pass updates them (tf.function orders the reads first).
         before = ([tf.identity(variable.value) for variable in model.non_trainable_variables]
@@ -110,20 +108,21 @@ def make_train_step(strategy, model, optimizer, task, config):
         loss, gradients, statistics = forward_backward(inputs, targets)
         finite = tf.reduce_all([tf.math.is_finite(loss)] + [
             tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
-        failures = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, 1 - tf.cast(finite, tf.int32))
-        finite = tf.equal(failures, 0)
-        if skip_non_finite:
-            tf.cond(finite, lambda: apply(gradients), lambda: put_back(before))
-        else:   # the loop stops at this step, before any checkpoint holds its update
-            apply(gradients)
-        return loss, statistics, tf.cast(finite, tf.int32)
+        return (loss, statistics, tf.cast(finite, tf.int32)), gradients, before
 
     @tf.function
     def train_step(iterator):
-        loss, statistics, finite = _sum_replicas(
-            strategy, strategy.run(replica_train_step, args=next(iterator)))
-        return loss, statistics, tf.equal(finite, strategy.num_replicas_in_sync)
+        sums, gradients, before = strategy.run(replica_forward, args=next(iterator))
+        loss, statistics, finite = _sum_replicas(strategy, sums)
+        finite = tf.equal(finite, strategy.num_replicas_in_sync)
+        if skip_non_finite:
+            # Decided here, outside the replicas: a condition inside one cannot hold
+            # apply_gradients' all-reduce (it fails to trace with several replicas).
+            tf.cond(finite, lambda: strategy.run(apply, args=(gradients,)),
+                    lambda: strategy.run(put_back, args=(before,)))
+        else:   # the loop stops at this step, before any checkpoint holds its update
+            strategy.run(apply, args=(gradients,))
+        return loss, statistics, finite
 
     return train_step
 
