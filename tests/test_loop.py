@@ -120,7 +120,7 @@ def test_final_validation_and_evaluate_agree_on_every_score(finished, tmp_path):
     report = json.loads((tmp_path / "evaluation.json").read_text())
     scores = set(metrics) - {"split", "epochs", "steps", "best", "precision", "history",
                              "train_seconds", "total_seconds", "skipped_frames",
-                             "skipped_batches"}
+                             "skipped_batches", "machine"}
     assert scores == set(report) - {"model", "runtime", "runtime_version", "split", "notes",
                                     "per_class"}
     assert {"loss", "frames", "mean_iou", "mean_iiou", "per_class_iiou",
