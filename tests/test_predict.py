@@ -190,11 +190,11 @@ def test_a_root_of_sequence_folders_is_read_as_training_reads_data_path(segmenta
         assert np.mean(masks == training_masks(exported.model, frames, exported.config)) >= 0.999
 
 
-def test_16_bit_frames_keep_their_values_as_in_training(tmp_path):
-    # A model trained on 16-bit frames (CLAHE spreads them over 0..65535) segments 16-bit
-    # PNGs exactly as training preprocessed them.
-    model = make_segmenter(mean=[30000.0], std=[15000.0], seed=1)
-    config = segmentation_config(mean=[30000.0], std=[15000.0])
+def test_16_bit_frames_are_prepared_as_in_training(tmp_path):
+    # A model trained on 16-bit frames (CLAHE spreads them over 0..65535, then 8-bit grey
+    # levels: / 257) segments 16-bit PNGs exactly as training preprocessed them.
+    model = make_segmenter(mean=[117.0], std=[58.0], seed=1)
+    config = segmentation_config(mean=[117.0], std=[58.0])
     frames = make_frames(3, FRAME_SIZE, maximum=4000, dtype=np.uint16, seed=1)
     folder = write_frames(tmp_path / "frames16", frames)
     assert cv2.imread(str(folder / "frame_0000.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16

@@ -15,6 +15,7 @@ from test_opencv_segment import load_tool
 from test_predict import (
     FRAME_SIZE,
     MODEL_SIZE,
+    STEPS,
     make_frames,
     make_segmentation_export,
     segmentation_config,
@@ -36,6 +37,7 @@ from tfseg.deploy.metadata import (
     encode_metadata,
     metadata_at_size,
     metadata_for,
+    preprocessing_of,
     read_onnx_metadata,
 )
 from tfseg.utils.errors import TfsegError
@@ -218,7 +220,12 @@ def rgb_frames(count, size, seed):
     Preprocessing(steps=PreprocessConfig(blur=3, background_every=3, clahe_clip_limit=2.0,
                                          clahe_tile_grid=4),
                   colour="gray", eight_bit=True, resize_to=[64, 96], interpolation="cubic"),
-], ids=["rgb-16-bit-every-step", "rgb-8-bit-area", "gray-8-bit-upscaled"])
+    # An export from before "units" was recorded: 16-bit frames at their own scale.
+    Preprocessing(steps=PreprocessConfig(blur=3, background_every=2, clahe_clip_limit=2.0,
+                                         clahe_tile_grid=4),
+                  colour="gray", resize_to=[24, 40], units="native"),
+], ids=["rgb-16-bit-every-step", "rgb-8-bit-area", "gray-8-bit-upscaled",
+        "gray-16-bit-native-units"])
 def test_opencv_tool_follows_every_kind_of_description(description, tmp_path):
     frames = rgb_frames(4, (44, 60), seed=5)
     folder = tmp_path / "frames"
@@ -279,3 +286,111 @@ def test_evaluate_holds_old_exports_to_what_they_were_predicted_with(recipe, ref
         with pytest.raises(TfsegError, match=f"old.onnx: exported for frames preprocessed "
                                              f"with {refused}"):
             check_preprocessing(metadata, config, "old.onnx")
+
+
+# Bit depth: every path expresses a frame in 8-bit grey levels (x 255 / its dtype's max).
+
+def paths_inputs(config, folder, export, network_inputs, tmp_path):
+    """{path: NHWC network inputs} of the frames of `folder` (a labelled sequence) through the
+    training pipeline, evaluate, predict and tools/opencv_segment.py, for `export`."""
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, path=str(folder), val_path=str(folder),
+                                         shuffle_frames=1),
+        train=TrainConfig(batch_size=2, epochs=1, steps_per_epoch=2))
+    tmp_path.mkdir()
+    save_config(config, tmp_path / "config.yaml")
+    inputs = {"training": np.concatenate(
+        [images.numpy() for images, _ in make_datasets(config).train])}
+    network_inputs.clear()
+    evaluate_to_folder(model_path=export, config_path=tmp_path / "config.yaml",
+                       runtime_name="onnxruntime", output=tmp_path / "evaluation")
+    inputs["evaluate"] = np.concatenate(network_inputs)
+    network_inputs.clear()
+    predict_files(export, [folder], tmp_path / "predictions")
+    inputs["predict"] = np.concatenate(network_inputs)
+    inputs["tools/opencv_segment.py"] = opencv_tool_inputs(export, folder)
+    return inputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps,exact", [
+    (dict(blur=0, background_every=2, clahe_clip_limit=0.0, crop=[4, 2, 56, 40]), True),
+    (STEPS, False)], ids=["background-crop-resize", "every-step"])
+def test_a_16_bit_frame_reaches_the_network_as_its_8_bit_counterpart_in_every_path(
+        steps, exact, network_inputs, tmp_path):
+    # frame16 = frame8 * 257: every path gives the 16-bit frames' network inputs bit for bit
+    # alike, in 8-bit grey levels: those of the 8-bit frames exactly where no step rounds at
+    # the native depth. The 16-bit box blur keeps what the 8-bit one rounds away, and
+    # OpenCV's CLAHE is not scale-free across depths (65536 per-bin clip limits): there the
+    # depths agree in units only (tests/data/test_preprocess.py measures how far).
+    frames8 = make_frames(4, FRAME_SIZE)
+    frames16 = frames8.astype(np.uint16) * 257
+    config = segmentation_config(mean=[90.0], std=[40.0])
+    config = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, preprocess=PreprocessConfig(**{**STEPS, **steps})))
+    export = write_threshold_onnx(tmp_path / "model.onnx", metadata_for(config, "NCHW"))
+    inputs = {}
+    for depth, frames in ((8, frames8), (16, frames16)):
+        folder = labelled_copy(frames, tmp_path / f"sequence{depth}")
+        assert cv2.imread(str(folder / "frame_0000.png"), cv2.IMREAD_UNCHANGED).dtype == (
+            frames.dtype)
+        inputs[depth] = paths_inputs(config, folder, export, network_inputs,
+                                     tmp_path / f"paths{depth}")
+        for name, values in inputs[depth].items():
+            np.testing.assert_array_equal(values, inputs[depth]["training"],
+                                          err_msg=f"{depth}-bit frames, {name}")
+    assert inputs[8]["training"].shape == (4, *MODEL_SIZE, 1)
+    if exact:
+        np.testing.assert_array_equal(inputs[16]["training"], inputs[8]["training"])
+    else:
+        assert np.abs(inputs[16]["training"]).max() < 2 * 255
+
+
+def test_export_metadata_round_trip_carries_the_units_to_every_reader(tmp_path):
+    # units "8bit" goes into the ONNX metadata and back, to tfseg and to the OpenCV tool;
+    # an export from before "units" was recorded means frames at their own scale to both.
+    config = segmentation_config(mean=[90.0], std=[40.0])
+    metadata = metadata_for(config, "NCHW")
+    assert metadata["preprocessing"]["units"] == "8bit"
+    export = write_threshold_onnx(tmp_path / "model.onnx", metadata)
+    read = read_onnx_metadata(export)
+    assert read["preprocessing"] == metadata["preprocessing"]
+    assert preprocessing_of(read, export) == Preprocessing.from_config(config)
+    tool = load_tool()
+    steps, _, _ = tool.export_facts(tool.read_onnx_metadata(export), export)
+    assert steps["units"] == "8bit"
+    frame = np.array([[0, 257, 514, 65535]], np.uint16)
+    np.testing.assert_array_equal(tool.in_units(frame, steps), [[0, 1, 2, 255]])
+
+    old = {**metadata, "preprocessing": {key: value for key, value in
+                                         metadata["preprocessing"].items() if key != "units"}}
+    old_export = write_threshold_onnx(tmp_path / "old.onnx", old)
+    assert preprocessing_of(read_onnx_metadata(old_export), old_export).units == "native"
+    old_steps, _, _ = tool.export_facts(tool.read_onnx_metadata(old_export), old_export)
+    assert old_steps["units"] == "native"
+    np.testing.assert_array_equal(tool.in_units(frame, old_steps), frame)
+    with pytest.raises(SystemExit, match="units 'centi'"):
+        tool.preprocessing_steps({"preprocessing": json.dumps(
+            {**metadata["preprocessing"], "units": "centi"})}, "model.onnx")
+
+
+def test_evaluate_holds_an_old_export_to_8_bit_units_only_where_frames_are_8_bit():
+    # An export from before "units" was recorded: on a recipe of 8-bit synthetic frames the
+    # units are one preprocessing (and a model trained on 8-bit frames needs 8-bit units for
+    # 16-bit ones); frames read from files may be 16-bit: export again.
+    default = load_config(recipe_path("default"))
+    assert default.data.synthetic.bit_depth == (8, 16)
+    synthetic = dataclasses.replace(default, data=dataclasses.replace(
+        default.data, synthetic=dataclasses.replace(default.data.synthetic, bit_depth=8)))
+    old = metadata_for(synthetic, "NCHW")
+    del old["preprocessing"]["units"]
+    check_preprocessing(old, synthetic, "old.onnx")
+    for config in (dataclasses.replace(synthetic, data=dataclasses.replace(
+            synthetic.data, synthetic=dataclasses.replace(synthetic.data.synthetic,
+                                                          bit_depth=[8, 16]))),
+                   dataclasses.replace(synthetic, data=dataclasses.replace(
+                       synthetic.data, source="interferograms", path="frames"))):
+        with pytest.raises(TfsegError, match="old.onnx: exported for frames preprocessed with "
+                                             "preprocessing.units='native', but the config "
+                                             "gives '8bit'"):
+            check_preprocessing(old, config, "old.onnx")

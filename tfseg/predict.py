@@ -34,10 +34,12 @@ size differs from the preprocessed frame's.
 
 Frames are preprocessed by `tfseg.data.preprocess`, the code that prepared the training
 frames, following the description in the export's metadata. Bit depth: an interferogram
-model gets 16-bit frames' own values, as in training (CLAHE works on 0..65535), so feed a
-model the bit depth it was trained on; models of the sources TensorFlow decodes (CamVid,
-super-resolution, TFDS) were trained on 8-bit pixels, and get 16-bit frames' high byte, as
-TensorFlow's decoders read them.
+model gets every frame in 8-bit grey levels, as in training (a 16-bit frame / 257 at its full
+resolution; CLAHE still works on 0..65535), so a model trained on 8-bit frames segments
+16-bit ones and the other way round (exports from before the metadata recorded "units" get
+16-bit frames' own values, as they did then); models of the sources TensorFlow decodes
+(CamVid, super-resolution, TFDS) were trained on 8-bit pixels, and get 16-bit frames' high
+byte, as TensorFlow's decoders read them.
 
 The model, the inputs and name clashes are checked before anything is written. Each file is
 written under a hidden temporary name and renamed when complete; an unreadable frame stops the

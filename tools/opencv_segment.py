@@ -12,7 +12,9 @@ runs the network in OpenCV DNN, and writes `<stem>_mask.png` (class ids, uint8) 
 (those of an earlier run are replaced). The frames given form one sequence, of one size: with
 `background_every` = k their background is the mean of every k-th of them. A crop reaching
 outside a frame is refused, as in training. The network normalises its input itself: feed
-raw pixel values, as prepared.
+pixel values as prepared, which are 8-bit grey levels for 8- and 16-bit frames alike
+("units": "8bit", a 16-bit frame's values / 257 once blurred, its CLAHE still on 0..65535), or
+the frame's own values in exports from before "units" was recorded.
 """
 
 import argparse
@@ -28,8 +30,10 @@ MINIMUM_OPENCV = (4, 6)   # older OpenCV importers mis-read tfseg's ONNX exports
 # before they were recorded lack (what segmentation exports were prepared with then).
 PREPROCESSING_KEYS = ("blur", "background_every", "background_alpha", "clahe_clip_limit",
                       "clahe_tile_grid", "crop", "colour", "eight_bit", "resize_to",
-                      "interpolation")
-OLD_EXPORTS = {"eight_bit": False, "interpolation": "cubic"}
+                      "interpolation", "units")
+# Exports from before "units" was recorded fed 16-bit frames at their own scale.
+OLD_EXPORTS = {"eight_bit": False, "interpolation": "cubic", "units": "native"}
+UNITS = ("8bit", "native")
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 
 
@@ -82,10 +86,12 @@ def preprocessing_steps(metadata, model_path):
     steps = {**OLD_EXPORTS, **json.loads(metadata["preprocessing"])}
     unknown = sorted(set(steps) - set(PREPROCESSING_KEYS))
     missing = [key for key in PREPROCESSING_KEYS if key not in steps]
-    if unknown or missing or steps["interpolation"] not in INTERPOLATIONS:
+    if (unknown or missing or steps["interpolation"] not in INTERPOLATIONS
+            or steps["units"] not in UNITS):
         raise SystemExit(f"error: {model_path}: preprocessing this script cannot follow "
                          f"(unknown {unknown}, missing {missing}, interpolation "
-                         f"{steps.get('interpolation')!r}); expected the keys "
+                         f"{steps.get('interpolation')!r}, units {steps.get('units')!r}); "
+                         f"expected the keys "
                          f"{', '.join(PREPROCESSING_KEYS)}")
     counts = {"blur": 0, "background_every": 0, "clahe_tile_grid": 1}
     for key, low in counts.items():
@@ -154,6 +160,19 @@ def blur(frame, size):
     return cv2.blur(frame, (size, size)) if size else frame
 
 
+def divisor(dtype, steps):
+    """What divides a frame of `dtype` into the network's units: its max / 255 (1 for 8-bit
+    frames, 257 for 16-bit ones) in "8bit" units, 1 in "native" ones."""
+    return np.iinfo(dtype).max / 255 if steps["units"] == "8bit" else 1.0
+
+
+def in_units(blurred, steps):
+    """The blurred frame as float32 in the network's units."""
+    image = blurred.astype(np.float32)
+    scale = divisor(blurred.dtype, steps)
+    return image if scale == 1 else image / np.float32(scale)
+
+
 def background_of(paths, steps):
     """Mean of every k-th blurred frame (k = background_every), or None when off."""
     every = steps["background_every"]
@@ -161,7 +180,7 @@ def background_of(paths, steps):
         return None
     total = None
     for path in paths[::every]:
-        blurred = blur(read_frame(path, steps), steps["blur"]).astype(np.float32)
+        blurred = in_units(blur(read_frame(path, steps), steps["blur"]), steps)
         total = blurred if total is None else total + blurred
     return total / len(paths[::every])
 
@@ -184,16 +203,20 @@ def check_frames(paths, steps):
 
 
 def prepare(frame, background, steps):
-    """Frame as `read_frame` gives it -> float32 (H, W[, 3]): blur, background
-    subtraction, CLAHE per channel, crop, resize (the training order)."""
-    image = blur(frame, steps["blur"]).astype(np.float32)
+    """Frame as `read_frame` gives it -> float32 (H, W[, 3]): blur (then the network's
+    units), background subtraction, CLAHE per channel at the frame's own bit depth, crop,
+    resize (the training order)."""
+    image = in_units(blur(frame, steps["blur"]), steps)
     if background is not None:
         image = np.maximum(image - steps["background_alpha"] * background, 0.0)
     if steps["clahe_clip_limit"]:
         grid = steps["clahe_tile_grid"]
         clahe = cv2.createCLAHE(clipLimit=steps["clahe_clip_limit"], tileGridSize=(grid, grid))
-        rounded = np.clip(np.rint(image), 0, np.iinfo(frame.dtype).max).astype(frame.dtype)
+        scale = divisor(frame.dtype, steps)
+        native = image if scale == 1 else image * np.float32(scale)
+        rounded = np.clip(np.rint(native), 0, np.iinfo(frame.dtype).max).astype(frame.dtype)
         image = cv2.merge([clahe.apply(c) for c in cv2.split(rounded)]).astype(np.float32)
+        image = image if scale == 1 else image / np.float32(scale)
     if steps["crop"]:
         x, y, w, h = steps["crop"]
         image = image[y:y + h, x:x + w]

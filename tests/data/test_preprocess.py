@@ -56,16 +56,70 @@ def test_clahe_spreads_a_narrow_histogram_per_channel_at_the_frame_bit_depth():
     assert out.shape == (64, 64, 3) and out.std() > 2 * frame.std()
     clahe = cv2.createCLAHE(clipLimit=5.0, tileGridSize=(4, 4))
     np.testing.assert_array_equal(out[..., 1], clahe.apply(np.ascontiguousarray(frame[..., 1])))
+    # 16-bit frames: equalised on 0..65535, then expressed in 8-bit grey levels (/ 257).
     deep = rng.integers(1000, 1200, (64, 64)).astype(np.uint16)
     np.testing.assert_array_equal(described(clahe_clip_limit=5.0, clahe_tile_grid=4).image(
-        deep)[..., 0], clahe.apply(deep))
+        deep)[..., 0], clahe.apply(deep).astype(np.float32) / np.float32(257))
+    np.testing.assert_array_equal(dataclasses.replace(
+        described(clahe_clip_limit=5.0, clahe_tile_grid=4), units="native").image(deep)[..., 0],
+        clahe.apply(deep))
 
 
 def test_eight_bit_keeps_the_high_byte_as_tensorflow_decodes_16_bit_files():
     frame = np.array([[0, 255, 256, 65535], [32896, 511, 257, 65280]], np.uint16)
     image = Preprocessing(steps=PreprocessConfig(**OFF), eight_bit=True).image(frame)
     np.testing.assert_array_equal(image[..., 0], frame >> 8)
-    np.testing.assert_array_equal(described().image(frame)[..., 0], frame)
+    np.testing.assert_array_equal(described().image(frame)[..., 0],
+                                  frame.astype(np.float32) / np.float32(257))
+
+
+def test_frames_reach_the_network_in_8_bit_grey_levels_whatever_their_depth():
+    # value x 255 / the dtype's max: 8-bit frames as they are, 16-bit ones / 257 (their full
+    # resolution kept: no rounding to the high byte); "native" units (exports from before
+    # "units" was recorded) keep a 16-bit frame's own values.
+    eight = np.array([[0, 1, 128, 255]], np.uint8)
+    deep = np.array([[0, 1, 257, 32896, 65534, 65535]], np.uint16)
+    np.testing.assert_array_equal(described().image(eight)[..., 0], eight)
+    np.testing.assert_allclose(described().image(deep)[..., 0],
+                               deep * 255.0 / 65535.0, rtol=1e-6)
+    assert described().image(deep)[0, 1, 0] == np.float32(1 / 257)
+    np.testing.assert_array_equal(described().image(eight.astype(np.uint16) * 257)[..., 0],
+                                  eight)   # exactly: the 8-bit counterpart's values
+    native = dataclasses.replace(described(), units="native")
+    np.testing.assert_array_equal(native.image(deep)[..., 0], deep)
+    np.testing.assert_array_equal(native.image(eight)[..., 0], eight)
+
+
+@pytest.mark.parametrize("steps", [dict(blur=0, background_every=2),
+                                   dict(blur=3, background_every=2),
+                                   dict(blur=0, background_every=2, clahe_clip_limit=2.0,
+                                        clahe_tile_grid=4)],
+                         ids=["background", "blur-background", "background-clahe"])
+def test_a_16_bit_frame_meets_the_network_as_its_8_bit_counterpart(steps):
+    # frame16 = frame8 * 257 (the 8-bit frame on the 16-bit scale): the same network input,
+    # exactly without blur or CLAHE; a 16-bit box blur keeps the fraction the 8-bit one
+    # rounds away (half a grey level, less the background's share, through the cubic
+    # resize). CLAHE equalises 16-bit frames with OpenCV's 65536-bin histograms, whose clip
+    # limit and redistribution of the clipped counts are per bin: OpenCV's CLAHE is not
+    # scale-free across depths (here the means differ 3-fold), so there only the units are
+    # held alike.
+    frames8 = generate_sequence(SyntheticSpec(height=48, width=64, frames_per_sequence=4,
+                                              fringes=8), 1)[0]
+    frames16 = frames8.astype(np.uint16) * 257
+    description = dataclasses.replace(described(**steps), resize_to=[24, 32])
+    inputs = {}
+    for depth, frames in ((8, frames8), (16, frames16)):
+        background = description.background(enumerate(frames[::2]))
+        inputs[depth] = np.stack([description.image(frame, background) for frame in frames])
+    if not steps["blur"] and not steps.get("clahe_clip_limit"):
+        np.testing.assert_array_equal(inputs[16], inputs[8])
+    elif steps["blur"]:
+        np.testing.assert_allclose(inputs[16], inputs[8], atol=0.8)
+        assert np.abs(inputs[16] - inputs[8]).mean() < 0.2
+    else:
+        for depth in (8, 16):
+            # 0..255, give or take the cubic resize's overshoot: not 0..65535.
+            assert -64 < inputs[depth].min() and 32 < inputs[depth].max() < 320
 
 
 def test_boxes_become_a_binary_mask():
@@ -149,6 +203,27 @@ def test_metadata_round_trip_and_old_exports():
             preprocessing, eight_bit=eight_bit, interpolation="cubic")
 
 
+def test_units_round_trip_and_old_exports_keep_their_meaning():
+    interferograms = Preprocessing.from_config(recipe("default"))
+    assert interferograms.units == "8bit" and not interferograms.eight_bit
+    stored = interferograms.to_metadata()
+    assert stored["units"] == "8bit"
+    assert Preprocessing.from_metadata(stored, task="segmentation", source="m") == interferograms
+    native = dataclasses.replace(interferograms, units="native")
+    assert Preprocessing.from_metadata(native.to_metadata(), task="segmentation",
+                                       source="m") == native
+    # Before "units" was recorded, frames reached the network at their own scale: 16-bit
+    # frames keep their values; frames reduced to 8 bits are in 8-bit units either way.
+    old = {key: value for key, value in stored.items() if key != "units"}
+    assert Preprocessing.from_metadata(old, task="segmentation", source="m") == native
+    old_eight_bit = {**old, "eight_bit": True}
+    assert Preprocessing.from_metadata(old_eight_bit, task="segmentation",
+                                       source="m").units == "8bit"
+    assert Preprocessing.from_metadata({key: value for key, value in old.items()
+                                        if key != "eight_bit"}, task="super_resolution",
+                                       source="m").units == "8bit"
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda d: d.pop("blur"), r"m.onnx: tfseg metadata without preprocessing.blur \(expected "
                               "blur, background_every"),
@@ -157,6 +232,7 @@ def test_metadata_round_trip_and_old_exports():
     (lambda d: d.update(interpolation="linear"),
      "m.onnx: preprocessing.interpolation='linear' is not one of"),
     (lambda d: d.update(resize_to=[8]), "must be \\[\\] or \\[height, width\\]"),
+    (lambda d: d.update(units="16bit"), "m.onnx: preprocessing.units='16bit' is not one of"),
 ])
 def test_a_malformed_description_is_one_line_naming_the_file_and_key(change, message):
     values = Preprocessing().to_metadata()

@@ -6,6 +6,7 @@ Each test renders small frames with every other factor pinned to a neutral value
 so the measured quantity comes from the factor alone.
 """
 
+import dataclasses
 import math
 
 import cv2
@@ -480,19 +481,39 @@ def test_bit_depth_sets_the_dtype_and_the_full_scale(bit_depth, dtype):
     assert frames.dtype == dtype and frames.max() == 2**bit_depth - 1
 
 
-def test_sixteen_bit_frames_reach_the_network_at_sixteen_bits(write_yaml):
-    # The training preprocessing of synthetic (and interferogram-folder) frames reads them as
-    # stored: a 16-bit frame keeps its 0..65535 values and its resolution (no high byte), so
-    # a 16-bit run sets data.mean / data.std on that scale (the 8-bit ones times 257).
+def test_bit_depth_pair_draws_either_depth_per_sequence():
+    # [8, 16]: each sequence at one depth, half of them each (binomial: 40 +- 2 sigma of 6.3
+    # of 80); every other draw as at a pinned depth, so a 16-bit sequence is its 8-bit twin
+    # on the 16-bit scale, within the 8-bit quantisation.
+    pair = SyntheticSpec(height=16, width=16, frames_per_sequence=1, max_samples=0, fringes=2,
+                         bit_depth=[8, 16])
+    assert pair.bit_depth == (8, 16) and "bit_depth" not in pair.ranges()
+    dtypes = [generate_sequence(pair, seed)[0].dtype for seed in range(80)]
+    assert set(dtypes) == {np.dtype(np.uint8), np.dtype(np.uint16)}
+    assert 27 <= dtypes.count(np.uint16) <= 53
+    for seed in range(6):
+        frame = generate_sequence(pair, seed)[0][0].astype(np.float64)
+        depth = 8 if dtypes[seed] == np.uint8 else 16
+        other = 16 if depth == 8 else 8
+        twin = generate_sequence(dataclasses.replace(pair, bit_depth=other), seed)[0][0]
+        scaled = (frame, twin) if depth == 8 else (twin, frame)
+        np.testing.assert_allclose(scaled[0], scaled[1].astype(np.float64) / 257, atol=0.51)
+
+
+def test_sixteen_bit_frames_reach_the_network_in_8_bit_grey_levels(write_yaml):
+    # The training preprocessing of synthetic (and interferogram-folder) frames expresses a
+    # 16-bit frame in 8-bit grey levels (/ 257) with its 16-bit resolution (not its high
+    # byte), so one data.mean / data.std serves 8- and 16-bit runs.
     from tfseg.config import load_config
     from tfseg.data.preprocess import Preprocessing
     config = load_config(write_yaml(
-        "data:\n  height: 64\n  width: 64\n  mean: [29555]\n  std: [12850]\n"
+        "data:\n  height: 64\n  width: 64\n  mean: [115]\n  std: [50]\n"
         "  synthetic: {height: 64, width: 64, fringes: 8, bit_depth: 16}\n"
         "  preprocess: {blur: 3, background_every: 0}\n"))
     frames, _ = generate_sequence(config.data.synthetic, 0)
     preprocessing = Preprocessing.from_config(config)
     image = preprocessing.image(frames[0])
-    assert not preprocessing.eight_bit
-    np.testing.assert_array_equal(image[..., 0], cv2.blur(frames[0], (3, 3)).astype(np.float32))
-    assert image.max() > 4 * 255 and np.any(image % 256 != 0)
+    assert not preprocessing.eight_bit and preprocessing.units == "8bit"
+    np.testing.assert_array_equal(
+        image[..., 0], cv2.blur(frames[0], (3, 3)).astype(np.float32) / np.float32(257))
+    assert 64 < image.max() <= 255 and np.any(image % 1 != 0)

@@ -67,7 +67,10 @@ class SyntheticSpec:
         vibration: range; rms global phase jitter between frames, radians; a slow wander of
             the same amplitude is added.
         flicker: range; relative rms frame-to-frame laser power fluctuation.
-        bit_depth: 8 for uint8 frames, 16 for uint16 frames.
+        bit_depth: 8 for uint8 frames, 16 for uint16 frames; the pair [8, 16]: either,
+            drawn per sequence (half of them each). Stored as a (low, high) tuple. The
+            preprocessing expresses both in 8-bit grey levels, so one data.mean / data.std
+            serves them.
     """
 
     height: int = 256
@@ -93,15 +96,14 @@ class SyntheticSpec:
     empty_probability: float = 0.1
     vibration: Range = (0.0, 0.3)
     flicker: Range = (0.0, 0.01)
-    bit_depth: int = 8
+    bit_depth: Any = (8, 8)   # not a Range: either end of the pair, never between
 
     def __post_init__(self):
         _check_int("height", self.height, 16)
         _check_int("width", self.width, 16)
         _check_int("frames_per_sequence", self.frames_per_sequence, 1)
         _check_int("max_samples", self.max_samples, 0)
-        if self.bit_depth not in (8, 16) or isinstance(self.bit_depth, bool):
-            raise ValueError(f"data.synthetic.bit_depth must be 8 or 16, got {self.bit_depth!r}")
+        object.__setattr__(self, "bit_depth", _bit_depths(self.bit_depth))
         for name in ("cluster_probability", "empty_probability"):
             _check_number(name, getattr(self, name), 0.0, 1.0)
         short = min(self.height, self.width)
@@ -131,9 +133,19 @@ class SyntheticSpec:
             object.__setattr__(self, name, value)
 
     def ranges(self):
-        """{field: (low, high)} of every range field."""
+        """{field: (low, high)} of every range field (the bit-depth pair is not one)."""
         return {item.name: getattr(self, item.name) for item in fields(self)
-                if item.type is Range or item.type == "Range"}
+                if (item.type is Range or item.type == "Range") and item.name != "bit_depth"}
+
+
+def _bit_depths(value):
+    """`bit_depth` (8, 16 or a pair of them) as a checked (low, high) tuple."""
+    pair = value if isinstance(value, (list, tuple)) and len(value) == 2 else (value, value)
+    if not (all(v in (8, 16) and not isinstance(v, bool) for v in pair)
+            and pair[0] <= pair[1]):
+        raise ValueError(f"data.synthetic.bit_depth must be 8 or 16, or the pair [8, 16] "
+                         f"(either, drawn per sequence), got {value!r}")
+    return (int(pair[0]), int(pair[1]))
 
 
 def _check_int(name, value, minimum):

@@ -50,9 +50,9 @@ class SegmentationAugmentation:
             image (all channels alike): 20 draws an offset in [-20, 20]. Defaults to 0 (off).
         contrast: float in [0, 1). Images are scaled about their per-channel mean by a
             factor drawn in [1 - contrast, 1 + contrast]. Defaults to 0 (off).
-        value_range: tuple of 2 floats. Range of the incoming raw pixels (0..255 for 8-bit
-            frames, 0..65535 for 16-bit ones); brightness and contrast clip their output to
-            it. Defaults to (0, 255).
+        value_range: tuple of 2 floats. Range of the incoming pixels (0..255: 8-bit frames,
+            and interferogram frames of any depth, which reach the network in 8-bit grey
+            levels); brightness and contrast clip their output to it. Defaults to (0, 255).
         ignore_label: int. Mask value for padded areas (and kept where it already is).
             Defaults to 255.
 

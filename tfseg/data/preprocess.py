@@ -6,6 +6,9 @@ metadata (`to_metadata`), read back from it (`from_metadata`) and executed by it
 with numpy and OpenCV, for every frame a network sees. The order is the interferogram seed's:
 8-bit reduction -> box blur -> background subtraction -> CLAHE -> crop -> resize. The
 background is estimated once per sequence (`background`) and shared by all of its frames.
+Every frame is expressed in 8-bit grey levels once blurred (`units`: value x 255 / its
+dtype's max, / 257 for uint16; CLAHE still equalises 16-bit frames on 0..65535), so one
+`data.mean` / `data.std` serves 8- and 16-bit frames; 8-bit frames are unchanged by it.
 `tools/opencv_segment.py` follows the same description with OpenCV alone;
 tests/test_preprocessing_paths.py holds every path to the network to the same inputs.
 """
@@ -42,6 +45,11 @@ class Preprocessing:
     eight_bit: bool = False
     resize_to: list[int] = bounded([], 1)   # [H, W] after the crop; [] keeps the size
     interpolation: Literal["cubic", "area"] = "cubic"   # of the frame; masks: nearest
+    # The network's units. "8bit": 8-bit grey levels (value x 255 / the dtype's max, so
+    # / 257 for uint16) from the blur on (CLAHE works at the frame's own depth, in between),
+    # so a model meets 8- and 16-bit frames of a scene alike; "native": frames at their own
+    # scale (exports from before "units" was recorded). 8-bit frames are the same in both.
+    units: Literal["8bit", "native"] = "8bit"
 
     def __post_init__(self):
         check_ranges(self)
@@ -93,13 +101,13 @@ class Preprocessing:
         """The flat mapping an export's metadata stores as "preprocessing" (JSON values)."""
         return {**dataclasses.asdict(self.steps), "colour": self.colour,
                 "eight_bit": self.eight_bit, "resize_to": list(self.resize_to),
-                "interpolation": self.interpolation}
+                "interpolation": self.interpolation, "units": self.units}
 
     @classmethod
     def from_metadata(cls, values, *, task, source):
         """The preprocessing an export's metadata describes (`to_metadata`). Exports from
-        before "eight_bit" and "interpolation" were recorded read as they were predicted
-        then (SR frames in 8 bits, cubic resize).
+        before "eight_bit", "interpolation" and "units" were recorded read as they were
+        predicted then (SR frames in 8 bits, cubic resize, other frames at their own scale).
 
         Raises:
             TfsegError: naming `source` and the missing, unknown or malformed key.
@@ -109,6 +117,8 @@ class Preprocessing:
                              f"export the model again")
         # What tfseg.predict did with exports from before these keys were recorded.
         values = {"eight_bit": task == "super_resolution", "interpolation": "cubic", **values}
+        # Frames reduced to 8 bits are in 8-bit units either way: the one way to say it.
+        values = {"units": "8bit" if values["eight_bit"] is True else "native", **values}
         step_keys = [item.name for item in dataclasses.fields(PreprocessConfig)]
         keys = step_keys + [item.name for item in dataclasses.fields(cls)
                             if item.name != "steps"]
@@ -123,7 +133,8 @@ class Preprocessing:
             from_dict(cls, values, source=source, prefix="preprocessing."), steps=steps)
 
     def background(self, sampled):
-        """The background of a sequence: the mean of its blurred frames, float32.
+        """The background of a sequence: the mean of its blurred frames, float32, in the
+        network's units (`units`).
 
         Args:
             sampled: iterable of (source, frame): every `steps.background_every`-th frame of
@@ -134,7 +145,7 @@ class Preprocessing:
         """
         total, count = None, 0
         for source, frame in sampled:
-            blurred = self._blurred(self._reduced(frame)).astype(np.float32)
+            blurred = self._in_units(self._blurred(self._reduced(frame)))
             if total is not None and blurred.shape != total.shape:
                 raise TfsegError(f"{source}: {_size(blurred)} frame in a sequence of "
                                  f"{_size(total)} frames (one background needs one size)")
@@ -145,7 +156,7 @@ class Preprocessing:
         return total / count
 
     def image(self, frame, background=None):
-        """A raw frame -> the float32 (h, w, C) network input.
+        """A raw frame -> the float32 (h, w, C) network input, in `units`.
 
         Args:
             frame: (H, W) grey or (H, W, 3) RGB, uint8 or uint16, as stored.
@@ -155,7 +166,7 @@ class Preprocessing:
             ValueError: the frame does not fit the background or the crop.
         """
         blurred = self._blurred(self._reduced(frame))
-        image = blurred.astype(np.float32)
+        image = self._in_units(blurred)
         if background is not None:
             if background.shape != image.shape:
                 raise ValueError(f"{_size(image)} frame in a sequence of {_size(background)} "
@@ -163,8 +174,8 @@ class Preprocessing:
             image = np.maximum(image - self.steps.background_alpha * background, 0.0)
         image = image.reshape(*image.shape[:2], -1)
         if self.steps.clahe_clip_limit:
-            max_value = np.iinfo(blurred.dtype).max
-            image = np.stack([self._equalized(image[..., c], max_value)
+            max_value, divisor = np.iinfo(blurred.dtype).max, self._divisor(blurred.dtype)
+            image = np.stack([self._equalized(image[..., c], max_value, divisor)
                               for c in range(image.shape[-1])], axis=-1)
         image = _resized(crop(image, self.steps.crop), self.resize_to,
                          INTERPOLATIONS[self.interpolation])
@@ -185,14 +196,31 @@ class Preprocessing:
         size = self.steps.blur
         return cv2.blur(frame, (size, size)) if size else frame
 
-    def _equalized(self, channel, max_value):
-        """CLAHE on values rounded into [0, max_value] (the frame's own bit depth)."""
+    def _divisor(self, dtype):
+        """What divides a frame of `dtype` into the network's units: its max / 255 (1 for
+        uint8, 257 for uint16) in "8bit" units, 1 in "native" ones."""
+        dtype = np.dtype(dtype)
+        if self.units == "native" or dtype.kind != "u":
+            return 1.0
+        return np.iinfo(dtype).max / 255
+
+    def _in_units(self, blurred):
+        """The blurred frame as float32 in the network's units; 8-bit frames: its values."""
+        image = blurred.astype(np.float32)
+        divisor = self._divisor(blurred.dtype)
+        return image if divisor == 1 else image / np.float32(divisor)
+
+    def _equalized(self, channel, max_value, divisor=1.0):
+        """CLAHE on values rounded into [0, max_value] (the frame's own bit depth: `channel`
+        times `divisor`), in the channel's units."""
         grid = self.steps.clahe_tile_grid
         clahe = cv2.createCLAHE(clipLimit=self.steps.clahe_clip_limit,
                                 tileGridSize=(grid, grid))
-        rounded = np.clip(np.rint(channel), 0, max_value).astype(
+        native = channel if divisor == 1 else channel * np.float32(divisor)
+        rounded = np.clip(np.rint(native), 0, max_value).astype(
             np.uint8 if max_value <= 255 else np.uint16)
-        return clahe.apply(rounded).astype(np.float32)
+        equalized = clahe.apply(rounded).astype(np.float32)
+        return equalized if divisor == 1 else equalized / np.float32(divisor)
 
 
 

@@ -43,9 +43,9 @@ _P_RESIDENT = 0.3
 
 
 def _draw_factors(spec, rng):
-    """The sequence's factors, {name: value}, each drawn uniformly from its range, and
-    "empty": whether the sequence holds no sample. Always the same draws, so pinning one
-    factor changes no other."""
+    """The sequence's factors, {name: value}, each drawn uniformly from its range,
+    "empty": whether the sequence holds no sample, and "bit_depth": one of the pair. Always
+    the same draws, so pinning one factor changes no other."""
     values = {}
     for name in _SEQUENCE_FACTORS:
         low, high = getattr(spec, name)
@@ -53,6 +53,9 @@ def _draw_factors(spec, rng):
         values[name] = (min(high, low + int(draw * (high - low + 1))) if name == "dust"
                         else low + (high - low) * draw)
     values["empty"] = bool(rng.random() < spec.empty_probability)
+    # Drawn last, so a pair leaves every draw above as a pinned depth has it.
+    low, high = spec.bit_depth
+    values["bit_depth"] = low if rng.random() < 0.5 else high
     return values
 
 
@@ -253,7 +256,8 @@ def generate_sequence(
         seed: non-negative integer; the same (spec, seed) always gives identical output.
 
     Returns:
-        `(frames, boxes)`: frames of shape (T, H, W), uint8 for bit_depth 8 or uint16 for 16;
+        `(frames, boxes)`: frames of shape (T, H, W), uint8 for bit depth 8 or uint16 for 16
+        (the sequence's draw where `spec.bit_depth` is the pair (8, 16));
         boxes[t] is a list of (x, y, w, h) integer boxes (top-left corner, cv2.selectROI
         convention) of the samples visible in frame t, inside the frame with w, h >= 1.
     """
@@ -281,8 +285,8 @@ def generate_sequence(
     read2 = np.float32(factors["read_noise"] ** 2)
     shot2 = np.float32(factors["shot_noise"] ** 2)
 
-    dtype = np.uint8 if spec.bit_depth == 8 else np.uint16
-    full_scale = np.float32(2**spec.bit_depth - 1)
+    dtype = np.uint8 if factors["bit_depth"] == 8 else np.uint16
+    full_scale = np.float32(2**factors["bit_depth"] - 1)
     frames = np.empty((n_frames, h, w), dtype)
     all_boxes = []
     image = np.empty((h, w), np.float32)

@@ -11,6 +11,7 @@ the independent renderer's set (`tfseg.data.holography`).
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from tfseg.data.interferograms import sequence_seed
 from tfseg.data.labels import write_roi_json, write_yolo
@@ -46,11 +47,12 @@ def write_sequences(out, spec, *, sequences, seed=0, render=generate_sequence):
         raise TfsegError(f"{out} already exists; choose a new folder")
     if sequences < 1:
         raise ValueError(f"sequences must be >= 1; received {sequences!r}")
-    suffix = ".bmp" if spec.bit_depth == 8 else ".png"
     try:
         with replacing_folder(out) as partial:
             for sequence in range(sequences):
                 frames, boxes = render(spec, sequence_seed(seed, "train", sequence))
+                # Each sequence at its own depth (a bit-depth pair draws one per sequence).
+                suffix = ".bmp" if frames.dtype == np.uint8 else ".png"
                 _write_sequence(partial / f"sequence_{sequence:03d}", frames, boxes, suffix)
     except OSError as error:
         raise TfsegError(f"{out}: cannot write the data set there "

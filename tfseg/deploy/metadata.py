@@ -207,6 +207,11 @@ def check_preprocessing(metadata, config, source):
     # At the export's size; where nothing is resized, the interpolation does not matter.
     configured = configured.at_size(exported.resize_to) if exported.resize_to else (
         dataclasses.replace(configured, interpolation=exported.interpolation))
+    if exported.units == "native" and _eight_bit_frames(config):
+        # An export from before "units" was recorded, held to a config of 8-bit frames: on
+        # those both units are one preprocessing (and 8-bit units are what a model trained
+        # on 8-bit frames needs for 16-bit ones too).
+        configured = dataclasses.replace(configured, units="native")
     exported, configured = exported.to_metadata(), configured.to_metadata()
     for key, value in exported.items():
         if configured[key] != value:
@@ -214,3 +219,10 @@ def check_preprocessing(metadata, config, source):
                              f"preprocessing.{key}={value!r}, but the config gives "
                              f"{configured[key]!r}; score it on data preprocessed as it was "
                              f"trained (its run's config.yaml), or export the run again")
+
+
+def _eight_bit_frames(config):
+    """Whether every frame of `config`'s data is 8-bit: synthetic frames of bit depth 8 (the
+    depth of files on disk is not known before they are read)."""
+    return (config.data.source == "synthetic"
+            and tuple(config.data.synthetic.bit_depth) == (8, 8))
