@@ -148,6 +148,8 @@ def test_overrides_apply_with_yaml_types(write_yaml):
     ("train.epochs=many", "--set train.epochs=many: train.epochs: expected an integer"),
     ("trian.epochs=3", "--set trian.epochs=3: 'trian' is not a section; did you mean 'train'?"),
     ("train.epochs", "--set train.epochs: expected section.key=value"),
+    ("data.mean=[30000.0]", "--set data.mean=[30000.0]: section 'data': mean=[30000.0] "
+                            "must be in 8-bit grey levels (0..255)"),
 ])
 def test_bad_override_names_the_override(write_yaml, override, expected):
     message, _ = error_for(write_yaml, TINY_CONFIG, [override])
