@@ -9,7 +9,7 @@ import pytest
 from conftest import opencv_engines, run_module
 
 from tfseg import bench
-from tfseg.benchmarking import runner
+from tfseg.benchmarking import pipelines, runner
 from tfseg.benchmarking.cases import Case, Variant, cases_of, row_key, rows_of
 from tfseg.benchmarking.children import run_child
 from tfseg.benchmarking.flops import count_flops
@@ -18,6 +18,7 @@ from tfseg.benchmarking.report import SCHEMA, compare, render_comparison, render
 from tfseg.benchmarking.rows import build_model
 from tfseg.cli import run_cli
 from tfseg.deploy.runtimes import RUNTIMES
+from tfseg.utils.errors import TfsegError
 
 TINY = Case("sr_johnson", 16, 16, 3, {"scale": 4})
 TINY_ARGS = ["--models", "sr_johnson", "--size", "16x16", "--repeats", "2", "--warmup", "1",
@@ -244,3 +245,22 @@ def test_the_command_line_exits_2_on_a_bad_argument(tmp_path):
     assert process.returncode == 2
     assert process.stderr == f"error: {tmp_path / 'old.json'}: not a tfseg.bench report " \
                              f"(expected schema {SCHEMA!r})\n"
+
+
+def test_pipeline_rates_time_each_way_of_reading_after_a_warm_up():
+    import tensorflow as tf
+
+    loops = []
+    frames = tf.data.Dataset.range(6).map(lambda i: tf.fill([4, 4], tf.cast(i, tf.float32)))
+    rates = pipelines.pipeline_rates(frames, lambda: loops.append(1), 6, train_step=12.5,
+                                     batch_size=4)
+    assert rates["images"] == 6 and rates["train_step_img_s"] == 12.5
+    assert all(rates[key] > 0 for key in ("pipeline_img_s", "cached_img_s",
+                                          "plain_loop_img_s"))
+    assert len(loops) == 2   # the warm-up, then the timed pass
+
+
+def test_a_pipeline_of_real_images_needs_its_folder(tmp_path):
+    with pytest.raises(TfsegError, match=f"{tmp_path / 'camvid'}: missing; the camvid "
+                                         f"pipeline reads its real images"):
+        pipelines.run_pipeline("camvid", tmp_path / "camvid", tmp_path / "work", 4, 4)
