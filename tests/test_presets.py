@@ -370,3 +370,31 @@ def test_init_from_a_preset_starts_training_from_its_weights(found):
         presets.init_from_preset("preset:tiny", other,
                                  build_model(other, training_input_shape(other),
                                              for_training=True))
+
+
+def test_make_preset_tool_refuses_in_one_line_before_loading_a_model(tmp_path, capsys):
+    """tools/make_preset.py answers a folder that is not a run with exit 2 and one line,
+    writing nothing into --root."""
+    from test_opencv_segment import load_tool
+
+    tool = load_tool("make_preset")
+    root = tmp_path / "root"
+    argv = ["--run-dir", str(tmp_path), "--name", "x", "--description", "d", "--root", str(root)]
+    assert run_cli(tool.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no config.yaml; expected a finished tfseg run" in err[0]
+    assert not root.exists()
+
+
+def test_scores_of_takes_the_final_validation_or_the_best_epoch_row():
+    from tfseg.runs.preset_maker import scores_of
+
+    metrics = {"mean_iou": 0.7, "foreground_iou": 0.6, "loss": 0.1, "best": {"epoch": 2},
+               "history": [{"epoch": 1, "validation_mean_iou": 0.5},
+                           {"epoch": 2, "validation_mean_iou": 0.8,
+                            "validation_sample_f1": 0.4}]}
+    assert scores_of(metrics, "latest", "segmentation") == {"mean_iou": 0.7,
+                                                             "foreground_iou": 0.6}
+    assert scores_of(metrics, "best", "segmentation") == {"mean_iou": 0.8, "sample_f1": 0.4}
+    assert scores_of({"psnr_y": 29.0, "mean_iou": 1.0}, "latest", "super_resolution") == {
+        "psnr_y": 29.0}
