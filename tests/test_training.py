@@ -130,6 +130,7 @@ def one_step_updates(config, images=None):
     return updates, float(loss), bool(finite)
 
 
+@pytest.mark.slow  # over 5 s: the fast tier keeps its 3-minute budget
 def test_lr_multipliers_scale_the_adam_step_of_matching_variables_only():
     plain, _, _ = one_step_updates(small_config(learning_rate=1e-3))
     scaled, _, _ = one_step_updates(small_config(learning_rate=1e-3,
@@ -142,6 +143,7 @@ def test_lr_multipliers_scale_the_adam_step_of_matching_variables_only():
                                    err_msg=path)
 
 
+@pytest.mark.slow  # over 5 s: the fast tier keeps its 3-minute budget
 def test_jit_compiled_step_matches_the_plain_step():
     # Plain SGD: the update is the gradient (Adam's first step is its sign, which flips for
     # gradients that round differently near zero). XLA fuses and orders sums differently, so

@@ -52,6 +52,7 @@ def test_bad_yolo_line_is_refused_with_line_number(tmp_path, line, expected):
     assert expected in str(caught.value)
 
 
+@pytest.mark.slow  # over 5 s: the fast tier keeps its 3-minute budget
 def test_make_interferograms_writes_the_on_disk_format(tmp_path):
     out = tmp_path / "set"
     command = [sys.executable, str(REPO / "tools" / "make_interferograms.py"), "--out",

@@ -101,6 +101,7 @@ def test_fcn32_upsampling_can_be_frozen():
     assert trainable_parameters(model) == FCN32_PARAMETERS - PARAMETERS["upsample"]
 
 
+@pytest.mark.slow  # over 5 s: the fast tier keeps its 3-minute budget
 def test_crop_offset_is_aligned_an_impulse_comes_back_centred_on_its_cell():
     """Every conv becomes the identity on channel 0 (centre tap 1), so an impulse at pixel x
     survives the trunk as one coarse pixel, which the bilinear upsampling spreads into a tent

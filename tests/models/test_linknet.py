@@ -90,6 +90,7 @@ def test_box_context_adds_a_mix_of_the_strips_only():
     assert boxed - plain == 2 * 2 * 2 + 2          # a 1x1 conv from 2 x 2 strips to 2 logits
 
 
+@pytest.mark.slow  # over 5 s: the fast tier keeps its 3-minute budget
 def test_box_context_onnx_agrees_with_keras_in_every_runtime(tmp_path):
     """Softmax, strip max pooling and the mix in onnxruntime and every OpenCV DNN engine (CI
     runs this in OpenCV 4 too)."""
