@@ -7,6 +7,7 @@ TFSEG_PRESETS, never into the package."""
 import copy
 import dataclasses
 import json
+import re
 import shutil
 
 import numpy as np
@@ -185,8 +186,10 @@ def test_list_shows_each_preset_with_its_description(preset_root, capsys):
     fake_preset(preset_root, "tiny16", "The same in float16")
     assert presets_command.main([]) == 0
     out = capsys.readouterr().out
-    assert "preset:tiny    A tiny LinkNet for tests (segmentation, linknet;" in out
-    assert "preset:tiny16  The same in float16" in out
+    # Names are padded to the longest, packaged presets included.
+    assert re.search(r"^preset:tiny +A tiny LinkNet for tests \(segmentation, linknet;", out,
+                     re.MULTILINE)
+    assert re.search(r"^preset:tiny16 +The same in float16", out, re.MULTILINE)
     assert presets_command.main(["tiny"]) == 0
     assert capsys.readouterr().out.startswith("# preset:tiny\n")
 
