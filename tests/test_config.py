@@ -149,7 +149,7 @@ def test_overrides_apply_with_yaml_types(write_yaml):
     ("trian.epochs=3", "--set trian.epochs=3: 'trian' is not a section; did you mean 'train'?"),
     ("train.epochs", "--set train.epochs: expected section.key=value"),
     ("data.mean=[30000.0]", "--set data.mean=[30000.0]: section 'data': mean=[30000.0] "
-                            "must be in 8-bit grey levels (0..255)"),
+                            "must be in 8-bit grey levels (at most 255)"),
 ])
 def test_bad_override_names_the_override(write_yaml, override, expected):
     message, _ = error_for(write_yaml, TINY_CONFIG, [override])

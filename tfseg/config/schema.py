@@ -186,9 +186,9 @@ class DataConfig:
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean and std need one value per channel; "
                              f"received mean={self.mean}, std={self.std}")
-        if any(not 0 <= value <= 255 for value in self.mean):
-            raise ValueError(f"mean={self.mean} must be in 8-bit grey levels (0..255): every "
-                             f"source reaches the network in 8-bit units, 16-bit frames "
+        if any(value > 255 for value in self.mean):   # e.g. a mean of 16-bit frames
+            raise ValueError(f"mean={self.mean} must be in 8-bit grey levels (at most 255): "
+                             f"every source reaches the network in 8-bit units, 16-bit frames "
                              f"divided by 257")
         if self.source == "super_resolution":
             if not (self.super_resolution.train and self.super_resolution.validation):
