@@ -46,7 +46,7 @@ def foreground(class_ids, background_id, ignore_label=None):
     return selected
 
 
-def component_boxes(mask, *, ignored=None, min_area=1):
+def component_boxes(mask, *, ignored=None):
     """Bounding boxes (x, y, w, h) of the 8-connected components of a boolean (H, W) mask,
     in OpenCV's labelling order (by first pixel, row by row).
 
@@ -54,17 +54,16 @@ def component_boxes(mask, *, ignored=None, min_area=1):
         mask: bool or 0/1 (H, W) array: the foreground.
         ignored: optional bool (H, W): a component lying wholly on these pixels (unlabelled
             ones) is left out.
-        min_area: int. Components of fewer pixels are left out (1: every component).
 
     Returns:
         list of (x, y, w, h) tuples of int.
     """
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
         np.asarray(mask).astype(np.uint8), connectivity=8)
-    areas = stats[:, cv2.CC_STAT_AREA]
-    keep = areas >= min_area
+    keep = np.ones(count, bool)
     if ignored is not None and np.any(ignored):
-        keep &= np.bincount(labels[np.asarray(ignored, bool)], minlength=count) < areas
+        keep = (np.bincount(labels[np.asarray(ignored, bool)], minlength=count)
+                < stats[:, cv2.CC_STAT_AREA])
     return [tuple(int(v) for v in stats[index, :4]) for index in range(1, count)
             if keep[index]]
 
@@ -79,12 +78,6 @@ def _intersections_and_unions(first, second):
         a[..., 1], b[..., 1])
     intersection = np.maximum(width, 0) * np.maximum(height, 0)
     return intersection, a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - intersection
-
-
-def box_ious(first, second):
-    """float64 (len(first), len(second)) IoU of (x, y, w, h) pixel boxes."""
-    intersection, union = _intersections_and_unions(first, second)
-    return intersection / np.maximum(union, 1)
 
 
 def match_boxes(predicted, labelled, threshold=MATCH_IOU):
