@@ -40,7 +40,10 @@ def check_ranges(section):
 # (the config's checks, the model registry, training and validation all read it).
 MODEL_TASKS = {"linknet": "segmentation", "fcn_resnet18": "segmentation",
                "fcn32_vgg16": "segmentation", "icnet": "segmentation",
-               "sr_johnson": "super_resolution"}
+               "icnet_temporal": "segmentation", "sr_johnson": "super_resolution"}
+# Networks that carry a state from frame to frame: they train on clips of consecutive frames
+# (`data.clips`) and run on sequences in order.
+RECURRENT_MODELS = ("icnet_temporal",)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,23 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class ClipConfig:
+    """Clips of consecutive frames of one sequence, what a recurrent model (`RECURRENT_MODELS`)
+    trains on: its state is carried through a clip and gradients flow back through it
+    (truncated back-propagation through time, over `length - warmup` frames)."""
+
+    length: int = bounded(8, 2)   # frames per clip
+    warmup: int = bounded(2, 0)   # first frames of a clip that only set the state: no loss,
+                                  # and no gradient through them
+
+    def __post_init__(self):
+        check_ranges(self)
+        if self.warmup >= self.length:
+            raise ValueError(f"warmup={self.warmup} must be shorter than the clip "
+                             f"(length={self.length}): at least one frame is trained on")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where frames come from and how they reach the network."""
 
@@ -180,6 +200,7 @@ class DataConfig:
     tfds: TfdsDataConfig = field(default_factory=TfdsDataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)   # recurrent models only
 
     def __post_init__(self):
         check_ranges(self)
@@ -251,9 +272,9 @@ class TrainConfig:
     weight_decay: float = bounded(0.0, 0.0)      # decoupled (AdamW-style) weight decay
     # Segmentation: cross_entropy or asymmetric; super-resolution: pixel (MSE) or perceptual.
     loss: Literal["cross_entropy", "asymmetric", "pixel", "perceptual"] = "cross_entropy"
-    # ICNet only: cascade label guidance on its 1/4, 1/8, 1/16 logits (cross-entropy), with
-    # the paper's weights (1, 0.4, 0.4) or the seed's (1, 1, 0.4); "off" trains the full-size
-    # logits with train.loss.
+    # ICNet and icnet_temporal only: cascade label guidance on the 1/4, 1/8, 1/16 logits
+    # (cross-entropy), with the paper's weights (1, 0.4, 0.4) or the seed's (1, 1, 0.4);
+    # "off" trains the full-size logits with train.loss.
     cascade: Literal["paper", "seed", "off"] = "paper"
     asymmetric: AsymmetricLossConfig = field(default_factory=AsymmetricLossConfig)
     perceptual: PerceptualLossConfig = field(default_factory=PerceptualLossConfig)
@@ -402,7 +423,12 @@ class Config:
                 len(self.data.class_colours) != self.model.num_classes):
             raise ValueError(f"data.class_colours has {len(self.data.class_colours)} colours "
                              f"but model.num_classes is {self.model.num_classes}")
-        if (self.model.name == "icnet" and self.train.cascade != "off"
+        if (self.model.name in RECURRENT_MODELS
+                and self.data.source not in ("synthetic", "interferograms")):
+            raise ValueError(f"model {self.model.name!r} is recurrent: it trains on "
+                             f"sequences (data.source 'synthetic' or 'interferograms'), not "
+                             f"{self.data.source!r}")
+        if (self.model.name in ("icnet", "icnet_temporal") and self.train.cascade != "off"
                 and self.train.loss != "cross_entropy"):
             raise ValueError("train.cascade (ICNet's label guidance) uses cross-entropy; set "
                              "train.cascade: off to train ICNet with the asymmetric loss")
