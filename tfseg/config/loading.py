@@ -2,7 +2,8 @@
 
 `load_config` is the only place YAML becomes a `Config`. Unknown keys, wrong types and invalid
 choices raise `ConfigError` naming the source (file or `--set` override), the dotted key, what
-was expected and, for a misspelled key or choice, the closest valid one.
+was expected and, for a misspelled key or choice, the closest valid one. Keys of earlier
+tfseg versions are first rewritten into their current form (`tfseg.config.migrations`).
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tfseg.config.migrations import migrate
 from tfseg.config.schema import Config
 from tfseg.utils.errors import ConfigError
 
@@ -32,7 +34,7 @@ def load_config(path, overrides=()):
 
     Raises:
         ConfigError: unreadable or malformed file, a key given twice, unknown key, wrong type
-            or invalid choice.
+            or invalid choice, or an old key given with its new form (`migrations`).
     """
     path = Path(path)
     try:
@@ -48,6 +50,7 @@ def load_config(path, overrides=()):
         raise ConfigError(_yaml_error(path, text, error)) from None
     except RecursionError:
         raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
+    migrate(raw, source=str(path))   # keys of earlier versions, as old run folders hold them
     config = from_dict(Config, {} if raw is None else raw, source=str(path))
     if not overrides:
         return config
