@@ -150,6 +150,8 @@ def test_overrides_apply_with_yaml_types(write_yaml):
     ("train.epochs", "--set train.epochs: expected section.key=value"),
     ("data.mean=[30000.0]", "--set data.mean=[30000.0]: section 'data': mean=[30000.0] "
                             "must be in 8-bit grey levels (at most 255)"),
+    ("data.std=[16000.0]", "--set data.std=[16000.0]: section 'data': std=[16000.0] "
+                           "must be in 8-bit grey levels (at most 255)"),
 ])
 def test_bad_override_names_the_override(write_yaml, override, expected):
     message, _ = error_for(write_yaml, TINY_CONFIG, [override])

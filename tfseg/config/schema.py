@@ -207,10 +207,11 @@ class DataConfig:
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean and std need one value per channel; "
                              f"received mean={self.mean}, std={self.std}")
-        if any(value > 255 for value in self.mean):   # e.g. a mean of 16-bit frames
-            raise ValueError(f"mean={self.mean} must be in 8-bit grey levels (at most 255): "
-                             f"every source reaches the network in 8-bit units, 16-bit frames "
-                             f"divided by 257")
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if any(value > 255 for value in values):   # e.g. statistics of 16-bit frames
+                raise ValueError(f"{key}={values} must be in 8-bit grey levels (at most 255): "
+                                 f"every source reaches the network in 8-bit units, 16-bit "
+                                 f"frames divided by 257")
         if self.source == "super_resolution":
             if not (self.super_resolution.train and self.super_resolution.validation):
                 raise ValueError("source 'super_resolution' reads HR folders: set "
