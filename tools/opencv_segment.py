@@ -7,14 +7,19 @@ export's metadata describes how a frame must be prepared ("preprocessing": 8-bit
 blur, background subtraction, CLAHE, crop, resize; tfseg.data.preprocess writes it and
 prepares training frames by it); this script reads it with a few lines of protobuf parsing,
 prepares each frame exactly so (a tfseg test holds its network inputs equal to tfseg's),
-runs the network in OpenCV DNN, and writes `<stem>_mask.png` (class ids, uint8) and
-`<stem>_overlay.png` (class colours on the prepared frame), each complete or not at all
-(those of an earlier run are replaced). The frames given form one sequence, of one size: with
-`background_every` = k their background is the mean of every k-th of them. A crop reaching
-outside a frame is refused, as in training. The network normalises its input itself: feed
-pixel values as prepared, which are 8-bit grey levels for 8- and 16-bit frames alike
-("units": "8bit", a 16-bit frame's values / 257 once blurred, its CLAHE still on 0..65535), or
-the frame's own values in exports from before "units" was recorded.
+runs the network in OpenCV DNN, and writes, at the frame's own size and aligned with it, as
+`python -m tfseg.predict` does (a tfseg test holds them equal): `<stem>_mask.png`, uint8 class
+ids of the network's scores resized back (bilinear) to the region of the frame the
+preprocessing crops (the whole frame without a crop), 255 outside it, where the network never
+looks; `<stem>_overlay.png`, the class colours blended half and half on the frame (8-bit
+frames as they are, 16-bit ones min-max stretched to 0..255), unpainted outside the crop.
+Each is written complete or not at all (those of an earlier run are replaced). The frames
+given form one sequence, of one size: with `background_every` = k their background is the
+mean of every k-th of them. A crop reaching outside a frame is refused, as in training. The
+network normalises its input itself: feed pixel values as prepared, which are 8-bit grey
+levels for 8- and 16-bit frames alike ("units": "8bit", a 16-bit frame's values / 257 once
+blurred, its CLAHE still on 0..65535), or the frame's own values in exports from before
+"units" was recorded.
 """
 
 import argparse
@@ -35,6 +40,7 @@ PREPROCESSING_KEYS = ("blur", "background_every", "background_alpha", "clahe_cli
 OLD_EXPORTS = {"eight_bit": False, "interpolation": "cubic", "units": "native"}
 UNITS = ("8bit", "native")
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
+UNSEEN = 255   # mask value of frame pixels outside the crop the network sees
 
 
 def read_varint(data, position):
@@ -135,10 +141,21 @@ def export_facts(metadata, model_path):
 
 
 def read_frame(path, steps):
+    """The frame at `path` as `prepare` takes it."""
+    return in_depth(decode_frame(path, steps), steps)
+
+
+def in_depth(frame, steps):
+    """A decoded frame reduced to its high byte where the description says "eight_bit"."""
+    if steps["eight_bit"] and frame.dtype == np.uint16:
+        return (frame >> 8).astype(np.uint8)
+    return frame
+
+
+def decode_frame(path, steps):
     """An 8- or 16-bit image as (H, W) gray or (H, W, 3) RGB, the network's channel order
     (OpenCV decodes BGR; preparing RGB, not swapping at the end, keeps every float rounding
-    of the resize as in training), reduced to its high byte where the description says
-    "eight_bit"."""
+    of the resize as in training), at its own bit depth (the overlay shows it so)."""
     frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if frame is None:
         raise SystemExit(f"error: {path}: unreadable image")
@@ -151,8 +168,6 @@ def read_frame(path, steps):
         codes = {("gray", 3): cv2.COLOR_BGR2GRAY, ("gray", 4): cv2.COLOR_BGRA2GRAY,
                  ("rgb", 3): cv2.COLOR_BGR2RGB, ("rgb", 4): cv2.COLOR_BGRA2RGB}
         frame = cv2.cvtColor(frame, codes[colour, frame.shape[2]])
-    if steps["eight_bit"] and frame.dtype == np.uint16:
-        frame = (frame >> 8).astype(np.uint8)
     return frame
 
 
@@ -232,15 +247,36 @@ def network_input(image):
     return cv2.dnn.blobFromImage(image)
 
 
-def overlay(image, mask, colours_rgb):
-    """BGR picture (for cv2.imwrite) of the class colours blended half and half on the
-    prepared frame, min-max stretched to 0..255 and rounded (as tfseg draws it)."""
-    low, high = float(image.min()), float(image.max())
-    shown = np.round(255 * (image - low) / max(high - low, 1e-6)).astype(np.uint8)
+def mask_in_frame(scores, frame_size, crop):
+    """uint8 (H, W) class ids of a frame of `frame_size` (H, W) from the network's (K, h, w)
+    scores, as tfseg.predict computes them: the scores resized bilinearly (half-pixel
+    centres, as tf.image.resize) to the `crop` [x, y, w, h] the network saw (the whole frame
+    for []), then the argmax; pixels outside the crop are UNSEEN."""
+    height, width = frame_size
+    x, y, w, h = crop or (0, 0, width, height)
+    scores = np.ascontiguousarray(np.asarray(scores, np.float32).transpose(1, 2, 0))
+    if scores.shape[:2] != (h, w):
+        scores = cv2.resize(scores, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+    mask = np.full((height, width), UNSEEN, np.uint8)
+    mask[y:y + h, x:x + w] = scores.argmax(-1)
+    return mask
+
+
+def overlay(frame, mask, colours_rgb):
+    """BGR picture (for cv2.imwrite) of the class colours blended half and half on the frame
+    as decoded (8-bit as it is, 16-bit min-max stretched to 0..255 and rounded), unpainted
+    where the mask is UNSEEN: as tfseg.predict draws it."""
+    shown = frame
+    if frame.dtype != np.uint8:
+        image = frame.astype(np.float32)
+        low, high = image.min(), image.max()
+        shown = np.round(255 * (image - low) / max(high - low, 1e-6)).astype(np.uint8)
     if shown.ndim == 2:
         shown = cv2.cvtColor(shown, cv2.COLOR_GRAY2RGB)
-    painted = np.asarray(colours_rgb, np.uint8)[mask]
-    return cv2.cvtColor(cv2.addWeighted(shown, 0.5, painted, 0.5, 0), cv2.COLOR_RGB2BGR)
+    seen = mask != UNSEEN
+    painted = np.asarray(colours_rgb, np.float32)[np.where(seen, mask, 0)]
+    blended = np.where(seen[..., None], 0.5 * shown + 0.5 * painted, shown)
+    return cv2.cvtColor(np.round(blended).astype(np.uint8), cv2.COLOR_RGB2BGR)
 
 
 def load_network(path):
@@ -297,7 +333,10 @@ def main(argv=None):
     parser.add_argument("model", help="a tfseg segmentation export (.onnx, NCHW)")
     parser.add_argument("frames", nargs="+", type=Path,
                         help="frames of one sequence, in order")
-    parser.add_argument("--output", required=True, type=Path, help="output folder")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="output folder; per frame <stem>_mask.png (class ids at the "
+                        "frame's own size, 255 outside the export's crop) and "
+                        "<stem>_overlay.png (the classes painted on the frame)")
     args = parser.parse_args(argv)
 
     check_inputs(args.model, args.frames)
@@ -322,9 +361,11 @@ def main(argv=None):
 
 
 def segment(net, path, background, steps, colours, input_size, args):
-    """Writes the mask and overlay of the frame at `path`; exits with one line for a frame
-    that does not fit the model or a network whose output does not fit the metadata."""
-    image = prepare(read_frame(path, steps), background, steps)
+    """Writes the mask and overlay of the frame at `path`, at its size; exits with one line
+    for a frame that does not fit the model or a network whose output does not fit the
+    metadata."""
+    frame = decode_frame(path, steps)
+    image = prepare(in_depth(frame, steps), background, steps)
     if image.shape[:2] != input_size:
         raise SystemExit(f"error: {path}: prepared frame is {image.shape[0]}x"
                          f"{image.shape[1]}, the model takes {input_size[0]}x"
@@ -335,8 +376,8 @@ def segment(net, path, background, steps, colours, input_size, args):
         raise SystemExit(f"error: {args.model}: the network outputs shape {output.shape}, "
                          f"its metadata describes (1, {len(colours)}, {input_size[0]}, "
                          f"{input_size[1]}) (one score per class and pixel)")
-    mask = output[0].argmax(0).astype(np.uint8)
-    for name, picture in (("mask", mask), ("overlay", overlay(image, mask, colours))):
+    mask = mask_in_frame(output[0], frame.shape[:2], steps["crop"])
+    for name, picture in (("mask", mask), ("overlay", overlay(frame, mask, colours))):
         write_png(args.output / f"{path.stem}_{name}.png", picture)
 
 
