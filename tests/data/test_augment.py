@@ -286,3 +286,57 @@ def test_runs_in_a_tf_function_under_a_mirrored_strategy():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(report["values"]) <= {0, 1, 2, IGNORE}
     assert report["shapes"] == [["uint8", [2, 12, 14]]]
+
+
+def test_every_frame_of_a_clip_takes_its_clip_s_geometric_transform():
+    """Clips (B, T, H, W, C): frame t holds the coordinates plus 100 t in its first channel
+    and its own masks; each output frame must be sampled where frame 0 was, with its own ids."""
+    augment = SegmentationAugmentation(seed=3, **ALL_GEOMETRIC)
+    rng = np.random.default_rng(5)
+    clips, frames, height, width = 8, 3, 24, 32
+    offsets = np.zeros((frames, 3), np.float32)
+    offsets[:, 0] = 100 * np.arange(frames)
+    images = coordinate_images(clips, height, width)[:, None] + offsets[None, :, None, None]
+    masks = random_masks(rng, (clips, frames, height, width))
+    out_images, out_masks = (t.numpy() for t in augment(tf.constant(images),
+                                                        tf.constant(masks)))
+    assert out_images.shape == (clips, frames, 20, 28, 3)
+    assert out_masks.shape == (clips, frames, 20, 28) and out_masks.dtype == np.uint8
+    exact = out_images[:, 0, ..., 2] > 1 - 1e-4
+    assert exact.mean() > 0.5
+    for t in range(1, frames):
+        difference = out_images[:, t][exact] - out_images[:, 0][exact]
+        np.testing.assert_allclose(difference, np.broadcast_to(offsets[t], difference.shape),
+                                   atol=1e-2)
+        candidates = ids_at_sampled_positions(masks[:, t], out_images[:, 0])
+        assert np.any(candidates == out_masks[:, t], axis=0)[exact].all()
+    windows = {tuple(np.round(out_images[i, 0, 0, 0, :2], 1)) for i in range(clips)}
+    assert len(windows) > clips // 2, "each clip should draw its own transform"
+
+
+def test_a_clip_of_identical_frames_stays_identical_with_everything_on():
+    augment = SegmentationAugmentation(seed=0, brightness=20.0, contrast=0.3, **ALL_GEOMETRIC)
+    rng = np.random.default_rng(6)
+    frame = rng.uniform(50, 200, (24, 32, 2)).astype(np.float32)
+    images = np.broadcast_to(frame, (6, 4, 24, 32, 2))
+    masks = np.broadcast_to(random_masks(rng, (24, 32)), (6, 4, 24, 32))
+    step = tf.function(augment).get_concrete_function(
+        tf.TensorSpec((None, 4, 24, 32, 2), tf.float32), tf.TensorSpec((None, 4, 24, 32),
+                                                                       tf.uint8))
+    assert step.structured_outputs[0].shape.as_list() == [None, 4, 20, 28, 2]
+    assert step.structured_outputs[1].shape.as_list() == [None, 4, 20, 28]
+    out_images, out_masks = (t.numpy() for t in step(tf.constant(images), tf.constant(masks)))
+    np.testing.assert_array_equal(out_images, np.repeat(out_images[:, :1], 4, axis=1))
+    np.testing.assert_array_equal(out_masks, np.repeat(out_masks[:, :1], 4, axis=1))
+    assert len({out_images[i, 0].tobytes() for i in range(6)}) == 6
+
+
+def test_brightness_shifts_every_frame_of_a_clip_by_the_clip_s_offset():
+    augment = SegmentationAugmentation(flip="none", seed=1, brightness=20.0)
+    rng = np.random.default_rng(7)
+    images = rng.uniform(50, 200, (16, 3, 6, 6, 1)).astype(np.float32)
+    out_images, _ = augment(tf.constant(images), tf.zeros((16, 3, 6, 6), tf.uint8))
+    offsets = out_images.numpy() - images
+    per_clip = offsets[:, :1, :1, :1, :1]
+    np.testing.assert_allclose(offsets, np.broadcast_to(per_clip, offsets.shape), atol=1e-4)
+    assert per_clip.min() < -5 < 5 < per_clip.max()

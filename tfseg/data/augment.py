@@ -15,6 +15,11 @@ Keras 3.15 preprocessing layers do most of it; where they are subtly wrong for s
 - Masks come back as float32 and get the image's fill value where a zoom-out pads: masks are
   shifted by +1 before the geometric layers so that the fill value 0 marks padding, which
   becomes the ignore label, and are cast back to their integer dtype.
+
+Clips of a recurrent model (images (B, T, H, W, C), masks (B, T, H, W)) take ONE transform
+per clip, the same for each of its frames: the frames are folded into the channel axis
+((B, H, W, T x C) and (B, H, W, T)), where every transform above is drawn per image and
+applied to all channels alike (contrast uses each channel's own mean, as for single frames).
 """
 
 import itertools
@@ -30,7 +35,8 @@ class SegmentationAugmentation:
     """Applies the configured random transforms to a batch of (images, masks).
 
     Order: random crop, brightness and contrast (images only), flips, zoom. Every transform
-    is drawn per image. The output spatial size is static: `crop_size`, or the input size.
+    is drawn per image, or per clip for clips (5-D images, 4-D masks): all frames of a clip
+    get the same one. The output spatial size is static: `crop_size`, or the input size.
     Masks keep their integer dtype and hold only their input ids or `ignore_label` (for
     areas a zoom-out pads). Build it inside `strategy.scope()` under tf.distribute: the
     random generators' state is then mirrored, so runs are deterministic under `seed` (each
@@ -139,11 +145,29 @@ class SegmentationAugmentation:
         return [generator.state for generator in generators]
 
     def __call__(self, images, masks):
-        """images (B, H, W, C) float, masks (B, H, W) integer -> both transformed alike."""
+        """images (B, H, W, C) float, masks (B, H, W) integer -> both transformed alike; or
+        clips: images (B, T, H, W, C), masks (B, T, H, W), one transform per clip."""
         if self.ignore_label > tf.as_dtype(masks.dtype).max:
             raise ValueError(f"Invalid value for argument `ignore_label`: does not fit the "
                              f"masks' dtype {tf.as_dtype(masks.dtype).name}. "
                              f"Received: ignore_label={self.ignore_label}")
+        if not (self.crop_size or self.photometric_layers or self.geometric_layers):
+            return images, masks
+        if images.shape.rank != 5:
+            images, masks = self._transform(images, masks[..., None])
+            return images, masks[..., 0]
+        # Clips: frames folded into channels, (B, T, H, W, C) -> (B, H, W, T x C).
+        frames = _sizes(images)[1::3]   # T, C
+        images = tf.transpose(images, (0, 2, 3, 1, 4))
+        images, masks = self._transform(
+            tf.reshape(images, _sizes(images)[:3] + [frames[0] * frames[1]]),
+            tf.transpose(masks, (0, 2, 3, 1)))
+        images = tf.reshape(images, _sizes(images)[:3] + frames)
+        return tf.transpose(images, (0, 3, 1, 2, 4)), tf.transpose(masks, (0, 3, 1, 2))
+
+    def _transform(self, images, masks):
+        """images (B, H, W, C), masks (B, H, W, K): one transform per image, for all of its
+        channels and mask channels."""
         if self.crop_size:
             images, masks = self._random_crop(images, masks)
         for layer in self.photometric_layers:
@@ -151,11 +175,10 @@ class SegmentationAugmentation:
         if not self.geometric_layers:
             return images, masks
         # Shifted by one: the zoom's fill value 0 then marks padding.
-        data = {"images": images,
-                "segmentation_masks": tf.cast(masks, tf.float32)[..., None] + 1.0}
+        data = {"images": images, "segmentation_masks": tf.cast(masks, tf.float32) + 1.0}
         for layer in self.geometric_layers:
             data = layer(data, training=True)
-        shifted = tf.cast(tf.round(data["segmentation_masks"][..., 0]), tf.int32)
+        shifted = tf.cast(tf.round(data["segmentation_masks"]), tf.int32)
         out_masks = tf.where(shifted == 0, self.ignore_label, shifted - 1)
         return data["images"], tf.cast(out_masks, masks.dtype)
 
@@ -185,6 +208,12 @@ class SegmentationAugmentation:
             return tf.gather(tensor, columns, axis=2, batch_dims=1)
 
         return crop(images), crop(masks)
+
+
+def _sizes(tensor):
+    """`tensor`'s sizes: static where known (so reshapes keep them), else dynamic."""
+    return [size if size is not None else tf.shape(tensor)[axis]
+            for axis, size in enumerate(tensor.shape)]
 
 
 def _is_pair(value):

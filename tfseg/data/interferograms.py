@@ -222,7 +222,15 @@ def sequence_seed(seed, split, index):
 
 def synthetic_frames(spec, preprocessing, *, seed, split, num_sequences):
     """tf.data set of single (image, mask) frames from synthetic sequences of `spec`
-    (`tfseg.config.SyntheticSpec`), preprocessed by `preprocessing`.
+    (`tfseg.config.SyntheticSpec`), preprocessed by `preprocessing`: the frames of
+    `synthetic_sequences`, one after the other."""
+    return synthetic_sequences(spec, preprocessing, seed=seed, split=split,
+                               num_sequences=num_sequences).unbatch()
+
+
+def synthetic_sequences(spec, preprocessing, *, seed, split, num_sequences):
+    """tf.data set of whole synthetic sequences of `spec`, preprocessed by `preprocessing`:
+    images (T, H, W, C) float32 and masks (T, H, W) uint8, T = `spec.frames_per_sequence`.
 
     Sequence i of `split` is rendered from `sequence_seed(seed, split, i)`, so the stream is
     reproducible and the validation split never overlaps training.
@@ -240,6 +248,5 @@ def synthetic_frames(spec, preprocessing, *, seed, split, num_sequences):
                                          preprocessing.channels)),
                 tf.ensure_shape(masks, (count, *preprocessing.mask_size)))
 
-    sequences = tf.data.Dataset.range(num_sequences).map(
+    return tf.data.Dataset.range(num_sequences).map(
         render_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return sequences.unbatch()

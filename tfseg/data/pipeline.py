@@ -3,16 +3,39 @@
 Sources yield single (image float32 HxWxC, mask uint8 HxW) frames; this module caches,
 shuffles, batches and prefetches them. Random augmentation is not here: it runs inside the
 training step (`tfseg.data.augment`), on the accelerator.
+
+Clip mode, for recurrent models (`RECURRENT_MODELS`; sources "synthetic" and
+"interferograms"), built from `tfseg.data.clips`; frames are preprocessed exactly as above:
+
+- train: exactly epochs x steps_per_epoch batches of clips, images (B, T, H, W, C) float32
+  and masks (B, T, H, W) uint8, T = data.clips.length consecutive frames of one sequence in
+  order. Synthetic sequences are rendered on the fly and cut into clips side by side (frames
+  0..T-1, T..2T-1, ...: every training frame is new, as for single frames; a sequence needs
+  at least T frames). Folder sequences give a clip at every start 0..N-T (they are reused
+  epoch after epoch), drawn across all sequences at once (`clips.mixed_clips`) so that
+  clips of one sequence, which look alike, are spread out. The shuffle buffer holds
+  data.shuffle_frames // T clips. Folders shorter than T frames are not trained on.
+- validation: whole held-out sequences in order, one per element, images (1, N, H, W, C)
+  and masks (1, N, H, W), N the sequence's frames (it may differ between folders, so the
+  spec's N is None). Synthetic: data.val_sequences sequences of frames_per_sequence frames
+  (data.val_frame_stride does not apply: the frames must stay consecutive). Folders: the
+  sequences of data.val_path, else the last ceil(data.val_fraction x count) sequence
+  folders of data.path (at least one, and one left to train on): a random split of frames
+  would cut sequences apart. Cached in memory (synthetic) or per data.cache (folders).
+- A frame skipped as bad (data.bad_frames: skip) is left out of its sequence, so a clip may
+  step over it.
 """
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
-from tfseg.data import camvid, interferograms, super_resolution, tfds_source
+from tfseg.config.schema import RECURRENT_MODELS
+from tfseg.data import camvid, clips, interferograms, super_resolution, tfds_source
 from tfseg.data.preprocess import Preprocessing
 from tfseg.data.sequences import find_sequences
 from tfseg.utils.errors import TfsegError
@@ -23,7 +46,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Datasets:
     """The run's input: `train` (exactly epochs x steps_per_epoch batches) and `validation`
-    batches, plus the files of any bad frames skipped so far (`data.bad_frames: skip`)."""
+    batches (of clips and of whole sequences for recurrent models: module docstring), plus
+    the files of any bad frames skipped so far (`data.bad_frames: skip`)."""
 
     train: tf.data.Dataset
     validation: tf.data.Dataset
@@ -49,6 +73,8 @@ def make_datasets(config, input_size=None):
         # The config's data.cache files hold frames at the config's size: not these.
         config = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                       cache="none"))
+    if config.model.name in RECURRENT_MODELS:
+        return _clip_datasets(config, preprocessing)
     if config.data.source == "synthetic":
         return Datasets(_synthetic_train(config, preprocessing),
                         _synthetic_validation(config, preprocessing))
@@ -113,6 +139,58 @@ def split_interferograms(data, preprocessing, skipped=None):
     Raises:
         TfsegError: a bad frame ("error"), or a folder without a usable frame left ("skip").
     """
+    sequences, val_sequences, frames, backgrounds = _read_sequences(data, preprocessing,
+                                                                    skipped)
+    train = [frame for folder in sequences for frame in frames[folder]]
+    if val_sequences:
+        validation = [frame for folder in val_sequences for frame in frames[folder]]
+    else:
+        order = np.random.default_rng(data.split_seed).permutation(len(train))
+        count = max(1, round(data.val_fraction * len(train)))
+        if count >= len(train):
+            raise TfsegError(f"{data.path}: {len(train)} frame(s) cannot be split into "
+                             f"training and validation (data.val_fraction "
+                             f"{data.val_fraction}); add frames or set data.val_path")
+        held_out = set(order[:count].tolist())
+        validation = [frame for i, frame in enumerate(train) if i in held_out]
+        train = [frame for i, frame in enumerate(train) if i not in held_out]
+    return train, validation, backgrounds
+
+
+def split_sequences(data, preprocessing, skipped=None):
+    """Training and validation sequences, each the list of its usable frames in file order,
+    and each sequence's background: `split_interferograms` for recurrent models, which
+    validate on whole held-out sequences.
+
+    With `val_path` the validation sequences are its folders; otherwise the last
+    ceil(`val_fraction` x count) sequence folders of `path`, at least one, and at least one
+    left for training. Folders without a usable frame are left out.
+
+    Raises:
+        TfsegError: as `split_interferograms`, or `path` holds one sequence folder and
+            `val_path` is not set.
+    """
+    sequences, val_sequences, frames, backgrounds = _read_sequences(data, preprocessing,
+                                                                    skipped)
+    if not val_sequences:
+        if len(sequences) < 2:
+            raise TfsegError(f"{data.path}: recurrent models validate on whole held-out "
+                             f"sequences: set data.val_path or give at least 2 sequence "
+                             f"folders")
+        # Rounded first: 0.3 x 10 is 3.0000000000000004 in floating point.
+        count = min(len(sequences) - 1,
+                    max(1, math.ceil(round(data.val_fraction * len(sequences), 9))))
+        sequences, val_sequences = sequences[:-count], sequences[-count:]
+    validation = [frames[folder] for folder in val_sequences if frames[folder]]
+    if not validation:
+        raise TfsegError(f"{data.val_path or data.path}: no usable frame left in the held-out "
+                         f"sequence(s) {', '.join(folder.name for folder in val_sequences)}")
+    return [frames[folder] for folder in sequences if frames[folder]], validation, backgrounds
+
+
+def _read_sequences(data, preprocessing, skipped):
+    """The training and validation sequence folders, {folder: its usable frames} and
+    {folder: background}, every frame checked once (`split_interferograms`)."""
     sequences = find_sequences(data.path)
     val_sequences = find_sequences(data.val_path) if data.val_path else []
     frames = {folder: interferograms.read_sequence(folder, data.labels)
@@ -136,20 +214,7 @@ def split_interferograms(data, preprocessing, skipped=None):
                              f"(data.bad_frames: skip); the first: {first}")
     backgrounds = {folder: interferograms.sequence_background(folder_frames, preprocessing)
                    for folder, folder_frames in frames.items() if folder_frames}
-    train = [frame for folder in sequences for frame in frames[folder]]
-    if val_sequences:
-        validation = [frame for folder in val_sequences for frame in frames[folder]]
-    else:
-        order = np.random.default_rng(data.split_seed).permutation(len(train))
-        count = max(1, round(data.val_fraction * len(train)))
-        if count >= len(train):
-            raise TfsegError(f"{data.path}: {len(train)} frame(s) cannot be split into "
-                             f"training and validation (data.val_fraction "
-                             f"{data.val_fraction}); add frames or set data.val_path")
-        held_out = set(order[:count].tolist())
-        validation = [frame for i, frame in enumerate(train) if i in held_out]
-        train = [frame for i, frame in enumerate(train) if i not in held_out]
-    return train, validation, backgrounds
+    return sequences, val_sequences, frames, backgrounds
 
 
 def _cached(frames, cache, split):
@@ -220,3 +285,57 @@ def _synthetic_validation(config, preprocessing):
                                              split="validation",
                                              num_sequences=config.data.val_sequences)
     return _validation_batches(frames.shard(config.data.val_frame_stride, 0).cache(), config)
+
+
+def _clip_datasets(config, preprocessing):
+    """Clips to train a recurrent model on and whole sequences to validate it on (module
+    docstring)."""
+    data, length = config.data, config.data.clips.length
+    shuffle_clips = max(1, data.shuffle_frames // length)
+    if data.source == "synthetic":
+        return Datasets(_synthetic_train_clips(config, preprocessing, shuffle_clips),
+                        interferograms.synthetic_sequences(
+                            data.synthetic, preprocessing, seed=data.val_seed,
+                            split="validation", num_sequences=data.val_sequences,
+                        ).map(clips.batch_of_one).cache().prefetch(tf.data.AUTOTUNE))
+    skipped = []
+    train, validation, backgrounds = split_sequences(data, preprocessing, skipped)
+    runtime_skipped = skipped if data.bad_frames == "skip" else None
+
+    def frames_of(sequence):
+        return interferograms.folder_frames(sequence, backgrounds, preprocessing,
+                                            skipped=runtime_skipped)
+
+    too_short = [sequence[0].path.parent.name for sequence in train if len(sequence) < length]
+    if len(too_short) == len(train):
+        raise TfsegError(f"{data.path}: no training sequence holds a clip of data.clips.length "
+                         f"{length} frames (the longest has {max(map(len, train), default=0)})")
+    if too_short:
+        log.warning("tfseg: sequence folder(s) %s hold fewer than data.clips.length %d frames: "
+                    "not trained on", ", ".join(too_short), length)
+    train = clips.mixed_clips(
+        [(_cached(frames_of(sequence), data.cache, f"train-{index}"), len(sequence))
+         for index, sequence in enumerate(train)], length, 1, config.train.seed)
+    validation = _cached(clips.whole_sequences(
+        [(frames_of(sequence), len(sequence)) for sequence in validation]), data.cache,
+        "validation-sequences")
+    return Datasets(_run_batches(train.shuffle(shuffle_clips, seed=config.train.seed), config),
+                    validation.prefetch(tf.data.AUTOTUNE), skipped)
+
+
+def _synthetic_train_clips(config, preprocessing, shuffle_clips):
+    """Synthetic sequences rendered on the fly, cut into clips side by side: every training
+    frame is new, and batch i is always the same batch (`_synthetic_train`)."""
+    train, length = config.train, config.data.clips.length
+    spec = config.data.synthetic
+    per_sequence = clips.clip_count(spec.frames_per_sequence, length, length)
+    if not per_sequence:
+        raise TfsegError(f"data.clips.length {length} is longer than "
+                         f"data.synthetic.frames_per_sequence {spec.frames_per_sequence}: a "
+                         f"clip is consecutive frames of one sequence")
+    clips_needed = train.epochs * train.steps_per_epoch * train.batch_size + shuffle_clips
+    sequences = interferograms.synthetic_sequences(spec, preprocessing, seed=train.seed,
+                                                   split="train",
+                                                   num_sequences=-(-clips_needed // per_sequence))
+    return _run_batches(clips.sequence_clips(sequences, length, length).shuffle(
+        shuffle_clips, seed=train.seed), config)
