@@ -7,12 +7,15 @@ import pytest
 from conftest import available_opencv_runtimes, psnr, randomize_batch_norm
 
 from tfseg import models
-from tfseg.config.schema import MODEL_TASKS
+from tfseg.config.schema import MODEL_TASKS, RECURRENT_MODELS
 from tfseg.deploy.exports import export_onnx
 from tfseg.deploy.opencv_dnn import run_opencv
 from tfseg.deploy.parity import run_onnxruntime
 
-SEGMENTERS = sorted(models.SEGMENTATION_MODELS)
+# Per-frame models (one input, one output); recurrent step models (inputs pixels and state)
+# are tested in their own files (test_icnet_temporal.py).
+FRAME_MODELS = sorted(set(models.MODEL_BUILDERS) - set(RECURRENT_MODELS))
+SEGMENTERS = sorted(set(models.SEGMENTATION_MODELS) - set(RECURRENT_MODELS))
 # Small versions where the architecture has a width option.
 SMALL = {"icnet": {"width": 0.5}, "linknet": {"width": 0.5}}
 
@@ -47,7 +50,7 @@ def test_super_resolution_output_is_the_input_size_times_the_scale(size):
     assert model(pixels(size, 3), training=False).shape == (2, 2 * size[0], 2 * size[1], 3)
 
 
-@pytest.mark.parametrize("name", sorted(models.MODEL_BUILDERS))
+@pytest.mark.parametrize("name", FRAME_MODELS)
 def test_call_without_training_flag_is_inference(name):
     channels = 3 if name in models.SUPER_RESOLUTION_MODELS else 1
     model = build_small(name, (64, 64), channels)
@@ -95,7 +98,7 @@ def test_task_arguments_are_checked():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(models.MODEL_BUILDERS))
+@pytest.mark.parametrize("name", FRAME_MODELS)
 def test_onnx_export_agrees_with_keras_in_every_runtime(name, tmp_path):
     """Static odd-size export, NCHW: logits within 1e-3 and argmax agreement >= 99.9 %
     (super-resolution: PSNR >= 60 dB between runtimes on the 0..255 scale)."""

@@ -14,6 +14,7 @@ import numpy as np
 from tfseg.config.schema import MODEL_TASKS
 from tfseg.models.fcn import build_fcn32_vgg16, build_fcn_resnet18
 from tfseg.models.icnet import build_icnet
+from tfseg.models.icnet_temporal import build_icnet_temporal
 from tfseg.models.linknet import build_linknet
 from tfseg.models.sr_johnson import build_sr_johnson
 
@@ -21,6 +22,7 @@ MODEL_BUILDERS = {
     "fcn32_vgg16": build_fcn32_vgg16,
     "fcn_resnet18": build_fcn_resnet18,
     "icnet": build_icnet,
+    "icnet_temporal": build_icnet_temporal,
     "linknet": build_linknet,
     "sr_johnson": build_sr_johnson,
 }
@@ -79,7 +81,10 @@ def build(name, *, input_shape=None, input_channels=3, num_classes=None, mean=No
     Returns:
         A `keras.Model` from (batch, H, W, input_channels) pixels to (batch, H, W, num_classes)
         logits, or for super-resolution to (batch, H x scale, W x scale, input_channels)
-        pixels 0..255.
+        pixels 0..255. A recurrent model (`tfseg.config.schema.RECURRENT_MODELS`) is its step
+        model: inputs `pixels` (named `image` without `mean`) and `state`, in that order,
+        and a dict of outputs with `"logits"` and the new `"state"` (see
+        `tfseg.models.icnet_temporal`).
     """
     check_options(name, options)
     if name in SEGMENTATION_MODELS:
@@ -93,11 +98,16 @@ def build(name, *, input_shape=None, input_channels=3, num_classes=None, mean=No
     network = MODEL_BUILDERS[name](input_shape=shape, **options)
     if mean is None:
         return network
-    inputs = keras.Input(shape=shape, name="pixels")
+    # A recurrent step model's other input, the state, passes through untouched.
+    inputs = [keras.Input(shape=shape, name="pixels"),
+              *(keras.Input(shape=tensor.shape[1:], name=tensor.name)
+                for tensor in network.inputs[1:])]
     # Rescaling holds constants, which every exporter folds; Normalization's statistics are
     # variables that tf2onnx turns into extra graph inputs.
     scale = 1.0 / np.asarray(std, np.float32)
     x = keras.layers.Rescaling(scale=scale.tolist(),
                                offset=(-np.asarray(mean, np.float32) * scale).tolist(),
-                               name="normalize")(inputs)
-    return keras.Model(inputs, network(x), name=f"{name}_model")
+                               name="normalize")(inputs[0])
+    if len(inputs) == 1:
+        return keras.Model(inputs[0], network(x), name=f"{name}_model")
+    return keras.Model(inputs, network([x, *inputs[1:]]), name=f"{name}_model")

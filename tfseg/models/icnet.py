@@ -4,7 +4,9 @@ segmentation of high-resolution images.
 The paper's cascade, with the trunk shared as in the official Caffe model: a light branch sees
 the full image; the 1/2 image runs a ResNet50 up to conv3_1 (1/16 of the input), and that
 feature map, downsampled 2x, runs the rest of the dilated ResNet50 at 1/32. Cascade feature
-fusion (CFF) units then merge the 1/32, 1/16 and 1/8 features.
+fusion (CFF) units then merge the 1/32, 1/16 and 1/8 features. The encoder (the three
+branches) and the decoder (fusion and head) exist once, for `build_icnet` and the recurrent
+`tfseg.models.icnet_temporal`, which puts a ConvGRU between them.
 
 Every resize has a static integer size: 2x downsampling is a 2x2 average pool (exactly what a
 half-pixel bilinear resize by 0.5 computes), upsampling is bilinear `UpSampling2D` by 2 or 4,
@@ -133,6 +135,77 @@ def split_trunk(backbone, *, name):
             keras.Model(cut, end, name=f"{name}_from_conv3_1"))
 
 
+def check_icnet_arguments(num_classes, input_shape, width, cascade_outputs):
+    """Raises ValueError (one line, naming the argument) for an invalid ICNet argument."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be a positive integer; received "
+                         f"num_classes={num_classes!r}")
+    if len(input_shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in input_shape):
+        raise ValueError(f"`input_shape` must be a static (H, W, C); received "
+                         f"input_shape={input_shape!r}")
+    if width not in WIDTHS:
+        raise ValueError(f"`width` must be one of {list(WIDTHS)}; received width={width!r}")
+    if cascade_outputs not in (True, False):
+        raise ValueError(f"`cascade_outputs` must be True or False; received "
+                         f"cascade_outputs={cascade_outputs!r}")
+
+
+def apply_icnet_encoder(inputs, *, width, backbone_weights, name):
+    """ICNet's three branches on `inputs` (batch, H, W, C), padded to a multiple of 32.
+
+    Returns:
+        A dict: `"sub1"` (1/8, 64 channels), `"sub2"` (1/16, the trunk at conv3_1), `"sub4"`
+        (1/32, the rest of the trunk and the pyramid pooling, 256 x `width` channels), all of
+        the padded input, and `"pad"`, the (bottom, right) padding for `apply_icnet_decoder`.
+    """
+    x, pad = pad_to_multiple(inputs, OUTPUT_STRIDE, name=name)
+    sub1 = x
+    for index, filters in enumerate(SUB1_FILTERS):
+        sub1 = apply_conv_bn(sub1, filters, 3, strides=2, name=f"{name}_sub1_{index + 1}")
+
+    backbone = build_resnet_backbone(depth=50, stem="deep", width=width, dilation=(1, 1, 2, 4),
+                                     input_shape=(None, None, inputs.shape[-1]),
+                                     weights=backbone_weights, name=f"{name}_backbone")
+    to_conv3_1, from_conv3_1 = split_trunk(backbone, name=f"{name}_trunk")
+    half = keras.layers.AveragePooling2D(2, name=f"{name}_sub2_down")(x)
+    sub2 = to_conv3_1(half)
+    sub4 = keras.layers.AveragePooling2D(2, name=f"{name}_sub4_down")(sub2)
+    sub4 = from_conv3_1(sub4)
+    sub4 = apply_pyramid_pooling(sub4, pyramid_channels(width), name=f"{name}_ppm")
+    return {"sub1": sub1, "sub2": sub2, "sub4": sub4, "pad": pad}
+
+
+def apply_icnet_decoder(sub4, sub2, sub1, *, pad, num_classes, input_shape, cascade_outputs,
+                        name):
+    """ICNet's fusion and head: CFF(sub4, sub2) -> 1/16, CFF(that, sub1) -> 1/8, upsampled
+    2x, 1x1 classifier -> 1/4 logits, upsampled 4x and cropped by `pad` -> full size.
+
+    Returns:
+        A dict: `"logits"` (batch, H, W, num_classes), and with `cascade_outputs` the cascade
+        levels `"logits_4"`, `"logits_8"`, `"logits_16"` (see `build_icnet`).
+    """
+    y, coarse_16 = apply_cascade_feature_fusion(sub4, sub2, name=f"{name}_cff16")
+    y, coarse_8 = apply_cascade_feature_fusion(y, sub1, name=f"{name}_cff8")
+    y = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_head_up")(y)
+    logits_4 = keras.layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(y)
+    logits = keras.layers.UpSampling2D(4, interpolation="bilinear",
+                                       name=f"{name}_logits_up")(logits_4)
+    outputs = {"logits": crop_padding(logits, pad, name=name)}
+    if not cascade_outputs:
+        return outputs
+    aux_16 = keras.layers.Conv2D(num_classes, 1, name=f"{name}_cff16_classifier")(coarse_16)
+    aux_8 = keras.layers.Conv2D(num_classes, 1, name=f"{name}_cff8_classifier")(coarse_8)
+    for key, level, stride in (("logits_4", logits_4, 4), ("logits_8", aux_8, 8),
+                               ("logits_16", aux_16, 16)):
+        outputs[key] = crop_to_input(level, stride, input_shape, name=f"{name}_{key}")
+    return outputs
+
+
+def pyramid_channels(width):
+    """Channels of the pyramid pooling's output (the 1/32 features): 256 x `width`."""
+    return int(256 * width)
+
+
 def build_icnet(*, num_classes, input_shape, width=1.0, cascade_outputs=False,
                 backbone_weights=None, name="icnet"):
     """ICNet with a shared, dilated ResNet50 trunk (deep stem).
@@ -172,51 +245,15 @@ def build_icnet(*, num_classes, input_shape, width=1.0, cascade_outputs=False,
         >>> model(np.zeros((1, 65, 97, 1)), training=False).shape
         TensorShape([1, 65, 97, 2])
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be a positive integer; received "
-                         f"num_classes={num_classes!r}")
-    if len(input_shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in input_shape):
-        raise ValueError(f"`input_shape` must be a static (H, W, C); received "
-                         f"input_shape={input_shape!r}")
-    if width not in WIDTHS:
-        raise ValueError(f"`width` must be one of {list(WIDTHS)}; received width={width!r}")
-    if cascade_outputs not in (True, False):
-        raise ValueError(f"`cascade_outputs` must be True or False; received "
-                         f"cascade_outputs={cascade_outputs!r}")
+    check_icnet_arguments(num_classes, input_shape, width, cascade_outputs)
     inputs = keras.Input(shape=input_shape, name="image")
-    x, pad = pad_to_multiple(inputs, OUTPUT_STRIDE, name=name)
-
-    sub1 = x
-    for index, filters in enumerate(SUB1_FILTERS):
-        sub1 = apply_conv_bn(sub1, filters, 3, strides=2, name=f"{name}_sub1_{index + 1}")
-
-    backbone = build_resnet_backbone(depth=50, stem="deep", width=width, dilation=(1, 1, 2, 4),
-                                     input_shape=(None, None, input_shape[-1]),
-                                     weights=backbone_weights, name=f"{name}_backbone")
-    to_conv3_1, from_conv3_1 = split_trunk(backbone, name=f"{name}_trunk")
-    half = keras.layers.AveragePooling2D(2, name=f"{name}_sub2_down")(x)
-    sub2 = to_conv3_1(half)
-    sub4 = keras.layers.AveragePooling2D(2, name=f"{name}_sub4_down")(sub2)
-    sub4 = from_conv3_1(sub4)
-    sub4 = apply_pyramid_pooling(sub4, int(256 * width), name=f"{name}_ppm")
-
-    y, coarse_16 = apply_cascade_feature_fusion(sub4, sub2, name=f"{name}_cff16")
-    y, coarse_8 = apply_cascade_feature_fusion(y, sub1, name=f"{name}_cff8")
-    y = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_head_up")(y)
-    logits_4 = keras.layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(y)
-    logits = keras.layers.UpSampling2D(4, interpolation="bilinear",
-                                       name=f"{name}_logits_up")(logits_4)
-    logits = crop_padding(logits, pad, name=name)
-    if not cascade_outputs:
-        return keras.Model(inputs, logits, name=name)
-
-    aux_16 = keras.layers.Conv2D(num_classes, 1, name=f"{name}_cff16_classifier")(coarse_16)
-    aux_8 = keras.layers.Conv2D(num_classes, 1, name=f"{name}_cff8_classifier")(coarse_8)
-    outputs = {"logits": logits}
-    for key, level, stride in (("logits_4", logits_4, 4), ("logits_8", aux_8, 8),
-                               ("logits_16", aux_16, 16)):
-        outputs[key] = crop_to_input(level, stride, input_shape, name=f"{name}_{key}")
-    return keras.Model(inputs, outputs, name=name)
+    features = apply_icnet_encoder(inputs, width=width, backbone_weights=backbone_weights,
+                                   name=name)
+    outputs = apply_icnet_decoder(features["sub4"], features["sub2"], features["sub1"],
+                                  pad=features["pad"], num_classes=num_classes,
+                                  input_shape=input_shape, cascade_outputs=cascade_outputs,
+                                  name=name)
+    return keras.Model(inputs, outputs if cascade_outputs else outputs["logits"], name=name)
 
 
 def crop_to_input(x, stride, input_shape, *, name):
