@@ -279,7 +279,9 @@ def test_opencv_tool_replaces_earlier_outputs_whole(tmp_path):
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
         "a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png"]   # no temporaries
     mask = cv2.imread(str(tmp_path / "out/a_mask.png"), cv2.IMREAD_UNCHANGED)
-    assert mask.shape == (8, 8) and not mask.any()   # one class: all 0
+    assert mask.shape == (12, 12) and not mask[2:10, 2:10].any()   # one class in the 8x8 crop
+    mask[2:10, 2:10] = 255
+    assert (mask == 255).all()   # 255 outside the crop, at the frame's size
 
 
 def test_plot_history_draws_null_and_nan_as_gaps(tmp_path, capsys):

@@ -190,7 +190,7 @@ def test_a_number_pins_a_range_and_a_pair_is_a_range():
 @pytest.mark.parametrize("text, key", [
     ("fringes: [30, 20]", "data.synthetic.fringes"),
     ("read_noise: [0, high]", "data.synthetic.read_noise"),
-    ("noise: 0.02", "data.synthetic.noise"),   # the field ranges replaced
+    ("noise: 0.02\n    read_noise: 0.01", "data.synthetic.noise"),   # old key beside its new form
 ])
 def test_a_bad_range_in_a_config_is_one_line_naming_the_key(write_yaml, text, key):
     path = write_yaml(f"data:\n  synthetic:\n    {text}\n")
