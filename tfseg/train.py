@@ -6,7 +6,7 @@ import datetime
 from pathlib import Path
 
 from tfseg.cli import run_cli
-from tfseg.config import load_config, save_config
+from tfseg.config import apply_overrides, load_config, save_config
 from tfseg.config.recipes import recipe_path
 from tfseg.runs.folder import (
     FAILED_NAME,
@@ -77,10 +77,11 @@ def resume(args):
     path = args.resume / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{args.resume}: not a tfseg run (no config.yaml) to resume")
-    config = load_config(path, args.overrides)
+    saved = load_config(path)
+    config = apply_overrides(saved, args.overrides)
     with RunLock(args.resume):   # before config.yaml is rewritten
         if changed:
-            planned = load_config(path).train.epochs
+            planned = saved.train.epochs
             if config.train.epochs < planned:
                 raise ConfigError(f"--set train.epochs={config.train.epochs}: {path} plans "
                                   f"{planned} epochs; a resumed run can only be extended")

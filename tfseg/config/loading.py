@@ -52,6 +52,15 @@ def load_config(path, overrides=()):
         raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     migrate(raw, source=str(path))   # keys of earlier versions, as old run folders hold them
     config = from_dict(Config, {} if raw is None else raw, source=str(path))
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides):
+    """`config` with `section.key=value` overrides applied (YAML values), validated again.
+
+    Raises:
+        ConfigError: an override is malformed, names an unknown key or gives a bad value.
+    """
     if not overrides:
         return config
     # All overrides first, then one validation: checks that tie keys together (warm-up
