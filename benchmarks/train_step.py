@@ -2,8 +2,9 @@
 """Median time of one training step of a recipe, data excluded, on this machine.
 
 Builds the recipe's model, optimizer and distributed train step exactly as
-`python -m tfseg.train` does, feeds one fixed batch of its training data again and again, and
-prints the median wall time of `--steps` steps after `--warmup` steps, with the CPU's model
+`python -m tfseg.train` does (`tfseg.benchmarking.training`, which `python -m tfseg.bench
+--train` times too, on a random batch), feeds one fixed batch of its training data again and
+again, and prints the median wall time of `--steps` steps after `--warmup` steps, with the CPU's model
 and features. docs/benchmarks.md's step-time rows come from it:
 
     python benchmarks/train_step.py                          # the default recipe, as it runs
@@ -16,10 +17,7 @@ one, for comparison; `--avx2-only` caps oneDNN at AVX2 as an AVX2-only CPU would
 """
 
 import argparse
-import dataclasses
 import os
-import statistics
-import time
 
 
 def main():
@@ -38,43 +36,26 @@ def main():
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
     # TensorFlow loads from here on.
     import keras
-    import tensorflow as tf
 
-    from tfseg.config import load_config
-    from tfseg.config.recipes import recipe_path
+    from tfseg.benchmarking.training import recipe_config, time_train_step
     from tfseg.data.pipeline import make_datasets
     from tfseg.models import layers
-    from tfseg.tasks.factory import make_task
     from tfseg.training.distribution import precision_of
-    from tfseg.training.steps import build_training
     from tfseg.utils import hardware
 
     if args.keras_batch_norm:
         layers.FusedBatchNormalization.call = keras.layers.BatchNormalization.call
-    config = load_config(recipe_path(args.config), args.overrides)
-    # `auto` resolved as a run resolves it.
+    config = recipe_config(args.config, overrides=args.overrides)
     precision = precision_of(config.train)
-    config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, mixed_precision=precision.setting))
-    strategy = tf.distribute.get_strategy()
     batch = next(iter(make_datasets(config).train))
-    model, _, train_step = build_training(config, strategy, make_task(config))
-    batches = iter(tf.data.Dataset.from_tensors(batch).repeat())
-    for _ in range(args.warmup):
-        train_step(batches)
-    seconds = []
-    for _ in range(args.steps):
-        started = time.perf_counter()
-        loss, _, _ = train_step(batches)
-        float(loss)
-        seconds.append(time.perf_counter() - started)
+    model, timing = time_train_step(config, batch, warmup=args.warmup, repeats=args.steps)
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "native")
     print(f"machine: {hardware.cpu_info().describe()}; oneDNN ISA {isa}")
     print(f"{args.config} {' '.join(args.overrides)}: {model.name} at "
           f"{config.train.batch_size}x{config.data.height}x{config.data.width}, "
           f"{precision.policy}, {'Keras' if args.keras_batch_norm else 'fused'} batch norm: "
-          f"median {1e3 * statistics.median(seconds):.1f} ms per step "
-          f"(min {1e3 * min(seconds):.1f}, {args.steps} steps after {args.warmup})")
+          f"median {1e3 * timing['median_s']:.1f} ms per step "
+          f"(min {1e3 * timing['min_s']:.1f}, {args.steps} steps after {args.warmup})")
 
 
 if __name__ == "__main__":
