@@ -13,7 +13,6 @@ from tfseg.benchmarking import pipelines, runner
 from tfseg.benchmarking.cases import Case, Variant, cases_of, row_key, rows_of
 from tfseg.benchmarking.children import run_child
 from tfseg.benchmarking.flops import count_flops
-from tfseg.benchmarking.machine import REFERENCE_CONV
 from tfseg.benchmarking.report import SCHEMA, compare, render_comparison, render_markdown
 from tfseg.benchmarking.rows import build_model
 from tfseg.cli import run_cli
@@ -25,6 +24,10 @@ TINY_ARGS = ["--models", "sr_johnson", "--size", "16x16", "--repeats", "2", "--w
              "--dtypes", "float32", "bfloat16"]
 ROWS = [Variant(runtime) for runtime in RUNTIMES] + [
     Variant("keras", "bfloat16")]
+# Round ceilings to divide by: the CPU's own and a measured matmul's.
+CEILINGS = {"cpu": {"gflop_per_s": 800.0, "clock_source": "here",
+                    "formula": "2 cores x 3.12 GHz x 16 FP32 lanes x 2 FMA x 2"},
+            "matmul_gflop_per_s": 400.0}
 # An earlier report holding two of the tiny run's rows, with round figures to divide by.
 OLD_FIGURES = {Variant("keras"): {"median_ms": 10.0, "images_per_s": 50.0},
                Variant("onnxruntime"): {"median_ms": 4.0, "peak_rss_mib": 100.0}}
@@ -52,12 +55,15 @@ def test_every_runtime_gives_a_row_with_every_figure(tiny_run):
     assert report["schema"] == SCHEMA
     assert report["command"].startswith("python -m tfseg.bench " + " ".join(TINY_ARGS))
     machine = report["machine"]
-    assert machine["conv_gflop_per_s"] > 0 and machine["cores"] >= 1
+    ceilings = machine["ceilings"]
+    assert ceilings["matmul_gflop_per_s"] > 0 and machine["cores"] >= 1
+    # The Zen 3's AVX2 (8 lanes) at its cpuinfo clock, whatever CPU runs the tests.
+    assert ceilings["cpu"]["lanes"] == 8 and ceilings["cpu"]["clock_ghz"] == 2.449998
     # conftest's Zen 3, as tfseg.utils.hardware reads it, and what training would pick there.
     assert (machine["cpu"], machine["cpu_features"]) == ("AMD EPYC 7B13", ["avx2", "fma"])
     assert machine["precision"]["policy"] == "float32"
-    assert machine["anchors"]["conv_gflop_per_s"] == machine["conv_gflop_per_s"]
-    assert machine["anchors"]["matmul_gflop_per_s"] > 0 and machine["anchors"]["resnet50_ms"] > 0
+    assert machine["anchors"]["matmul_gflop_per_s"] == ceilings["matmul_gflop_per_s"]
+    assert machine["anchors"]["conv_gflop_per_s"] > 0 and machine["anchors"]["resnet50_ms"] > 0
     assert {"tensorflow", "keras", "onnxruntime", "opencv"} <= report["versions"].keys()
     assert sorted(Variant(row["runtime"], row["dtype"], row["jit_compile"])
                   for row in report["rows"]) == sorted(ROWS)
@@ -77,8 +83,10 @@ def test_every_runtime_gives_a_row_with_every_figure(tiny_run):
         assert row["images_per_s"] == pytest.approx(1e3 / row["median_ms"])
         assert row["gflops"] == pytest.approx(gflops)
         assert row["gflop_per_s"] == pytest.approx(gflops * row["images_per_s"])
-        assert row["peak_fraction"] == pytest.approx(
-            row["gflop_per_s"] / report["machine"]["conv_gflop_per_s"])
+        assert row["matmul_fraction"] == pytest.approx(
+            row["gflop_per_s"] / ceilings["matmul_gflop_per_s"])
+        assert row["cpu_fraction"] == pytest.approx(
+            row["gflop_per_s"] / ceilings["cpu"]["gflop_per_s"])
         assert row["peak_rss_mib"] >= row["rss_after_imports_mib"] > 0
 
 
@@ -87,7 +95,7 @@ def test_markdown_has_the_header_and_one_row_per_runtime(tiny_run):
     process, report, markdown = tiny_run
     assert markdown.strip() in process.stdout
     assert f"`{report['command']}`" in markdown
-    assert report["machine"]["cpu"] in markdown and "GFLOP/s**" in markdown
+    assert report["machine"]["cpu"] in markdown and "matmul **" in markdown
     assert "ResNet50 512x512" in markdown and "(TOOLCHAIN.md: 115;" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| sr_johnson ")]
     assert sorted(tuple(line.split(" | ")[2:4]) for line in rows) == sorted(
@@ -178,14 +186,14 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "run_child", fake_child)
     variants = [Variant(runtime) for runtime in ("savedmodel", "onnxruntime", "opencv")]
-    rows = runner.measure_case(TINY, variants, settings, tmp_path, 60, peak_gflop_per_s=400.0)
+    rows = runner.measure_case(TINY, variants, settings, tmp_path, 60, CEILINGS)
     assert [row["status"] for row in rows] == ["failed", "failed", "ok"]
     assert rows[0]["reason"] == "export: no disk"
-    assert rows[2]["gflop_per_s"] == 200.0 and rows[2]["peak_fraction"] == 0.5
+    assert rows[2]["gflop_per_s"] == 200.0
+    assert (rows[2]["cpu_fraction"], rows[2]["matmul_fraction"]) == (0.25, 0.5)
     report = {"machine": {"cpu": "cpu", "cpu_features": ["avx2", "fma"], "cores": 2,
                           "precision": {"policy": "float32", "reason": "auto: why"},
-                          "conv_gflop_per_s": 400.0,
-                          "reference_conv": REFERENCE_CONV,
+                          "ceilings": CEILINGS,
                           "anchors": {"conv_gflop_per_s": 210.0, "matmul_gflop_per_s": 270.0,
                                       "resnet50_ms": 230.0}},
               "versions": dict.fromkeys(("tensorflow", "keras", "onnxruntime", "opencv",
@@ -193,11 +201,15 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
               "date": "today", "command": "c", "rows": rows, "pipelines": [],
               "repeats": 1, "warmup": 1, "batch": 1}
     markdown = render_markdown(report)
-    assert ("Machine: cpu, 2 cores, CPU features avx2 fma; Keras precision auto: float32 "
+    assert ("Machine: cpu, 2 cores, CPU flags avx2 fma; Keras precision auto: float32 "
             "(auto: why)") in markdown
-    assert "| savedmodel | float32" + " | " * 9 + "failed: export: no disk |" in markdown
+    assert ("Ceilings (float32): CPU **800 GFLOP/s** = 2 cores x 3.12 GHz x 16 FP32 lanes x 2 "
+            "FMA x 2 (clock from here); measured 4096^3 matmul **400 GFLOP/s**.") in markdown
+    assert "| savedmodel | float32" + " | " * 10 + "failed: export: no disk |" in markdown
     assert "missing.onnx: no such file" in markdown
-    assert "- sr_johnson 16x16x3: opencv (float32), 200 GFLOP/s = 50 % (met)" in markdown
+    assert "| 200 | 25 % | 50 % |" in markdown
+    assert ("- sr_johnson 16x16x3: opencv (float32), 200 GFLOP/s = 50 % of the matmul's (met)"
+            in markdown)
     assert ("3x3 convolution 210 GFLOP/s (TOOLCHAIN.md: 420; 0.50x); 4096^3 matmul 270 GFLOP/s "
             "(TOOLCHAIN.md: 270; 1.00x); ResNet50 512x512 230 ms (TOOLCHAIN.md: 115; 0.50x)"
             ) in markdown

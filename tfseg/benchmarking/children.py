@@ -10,6 +10,7 @@ import sys
 from tfseg.benchmarking.machine import measure_machine
 from tfseg.benchmarking.pipelines import run_pipeline
 from tfseg.benchmarking.rows import measure_row, prepare_case
+from tfseg.benchmarking.training import measure_train_row
 
 RESULT_PREFIX = "TFSEG_BENCH_RESULT "
 
@@ -47,6 +48,6 @@ def child():
     """Entry point of a child process: reads a job spec on stdin, prints its result."""
     spec = json.loads(sys.stdin.read())
     jobs = {"machine": measure_machine, "prepare": prepare_case, "row": measure_row,
-            "pipeline": run_pipeline}
+            "pipeline": run_pipeline, "train": measure_train_row}
     result = jobs[spec.pop("job")](**spec)
     print(RESULT_PREFIX + json.dumps(result), flush=True)

@@ -38,36 +38,30 @@ def _anchor_line(anchors):
 
 
 def render_markdown(report):
-    """The header (machine, versions, command), the table of rows, the fastest runtime of each
-    model against the target, and the pipelines' table when measured."""
+    """The header (machine, ceilings, versions, command), then the table of inference rows
+    with the fastest runtime of each model against the target and the pipelines' table, or
+    the table of `--train` rows with the PyTorch ratios."""
     machine, versions = report["machine"], report["versions"]
-    conv = machine["reference_conv"]
-    features = " ".join(machine["cpu_features"]) or f"none of {', '.join(FEATURE_FLAGS)}"
-    precision = machine["precision"]
-    sections = [(f"Machine: {machine['cpu']}, {machine['cores']} cores, CPU features "
-                 f"{features}; Keras precision auto: {precision['policy']} "
-                 f"({precision['reason']}); measured "
-                 f"{conv['kernel']}x{conv['kernel']} convolution ({conv['channels']} -> "
-                 f"{conv['channels']} channels, {conv['size']}x{conv['size']}, float32): "
-                 f"**{machine['conv_gflop_per_s']:.0f} GFLOP/s**. TensorFlow "
-                 f"{versions['tensorflow']}, Keras {versions['keras']}, onnxruntime "
-                 f"{versions['onnxruntime']}, OpenCV {versions['opencv']}, tfseg "
-                 f"{versions['tfseg']}; {report['date']}."),
-                f"Command: `{report['command']}`"]
-    if "anchors" in machine:
-        sections.append(_anchor_line(machine["anchors"]))
+    sections = [f"Machine: {describe_machine(machine)}. TensorFlow {versions['tensorflow']}, "
+                f"Keras {versions['keras']}, onnxruntime {versions['onnxruntime']}, OpenCV "
+                f"{versions['opencv']}, tfseg {versions['tfseg']}; {report['date']}.",
+                ceilings_line(machine["ceilings"]), f"Command: `{report['command']}`",
+                _anchor_line(machine["anchors"])]
+    if report.get("mode") == "train":
+        return "\n\n".join(sections + train_sections(report))
     if report["rows"]:
         sections += [
             (f"Batch {report['batch']}; median and p90 of {report['repeats']} calls after "
              f"{report['warmup']} warm-up calls, each row in its own process. GFLOPs: 2 x "
-             f"multiply-adds per image; % of peak: achieved GFLOP/s over the measured "
-             f"convolution's. OpenCV runs in tfseg.deploy.opencv_dnn's worker process (its latency "
-             f"includes the pipe to it)."),
+             f"multiply-adds per image; % CPU / % matmul: achieved GFLOP/s over the two "
+             f"ceilings above. OpenCV runs in tfseg.deploy.opencv_dnn's worker process (its "
+             f"latency includes the pipe to it)."),
             _table(("model", "input", "runtime", "precision", "median ms", "p90 ms", "images/s",
-                    "GFLOPs", "GFLOP/s", "% of peak", "peak RSS MiB", "target ms", "status"),
+                    "GFLOPs", "GFLOP/s", "% CPU", "% matmul", "peak RSS MiB", "target ms",
+                    "status"),
                    [_row_cells(r) for r in report["rows"]]),
             (f"Fastest runtime per model (target: >= {100 * PEAK_TARGET:.0f} % of the "
-             f"measured convolution throughput):"),
+             f"measured matmul's throughput):"),
             "\n".join(f"- {line}" for line in fastest_runtimes(report["rows"]))]
     if report["pipelines"]:
         sections += ["Input pipelines (images per second):",
@@ -75,6 +69,75 @@ def render_markdown(report):
                              "plain OpenCV loop", "training step", "status"),
                             [_pipeline_cells(p) for p in report["pipelines"]])]
     return "\n\n".join(sections)
+
+
+def describe_machine(machine):
+    """E.g. "AMD EPYC 7B13, 2 cores, CPU flags avx2 fma; Keras precision auto: float32 (...)"."""
+    features = " ".join(machine["cpu_features"]) or f"none of {', '.join(FEATURE_FLAGS)}"
+    precision = machine["precision"]
+    return (f"{machine['cpu']}, {machine['cores']} cores, CPU flags {features}; Keras "
+            f"precision auto: {precision['policy']} ({precision['reason']})")
+
+
+def ceilings_line(ceilings):
+    """The two float32 ceilings every row's % columns divide by, and where they come from."""
+    cpu = ceilings["cpu"]
+    return (f"Ceilings (float32): CPU **{cpu['gflop_per_s']:.0f} GFLOP/s** = {cpu['formula']} "
+            f"(clock from {cpu['clock_source']}); measured 4096^3 matmul "
+            f"**{ceilings['matmul_gflop_per_s']:.0f} GFLOP/s**.")
+
+
+def train_sections(report):
+    """The `--train` table, and a tfseg / PyTorch images/s line per row that has one."""
+    rows = report["rows"]
+    ratios = [line for line in map(ratio_line, rows) if line]
+    return [(f"One training step (forward, backward, optimizer update; loss read back) on a "
+             f"fixed random batch, data excluded, built as `python -m tfseg.train` builds it; "
+             f"median and p90 of {report['repeats']} steps after {report['warmup']} warm-up "
+             f"steps, each row in its own process. GFLOP per step: the forward pass's 2 x "
+             f"multiply-adds x 3 (the usual estimate of forward + backward); % CPU / % "
+             f"matmul: achieved GFLOP/s over the two ceilings above."),
+            _table(("recipe", "model", "batch x input", "precision", "median ms", "p90 ms",
+                    "images/s", "GFLOP/step", "GFLOP/s", "% CPU", "% matmul", "peak RSS MiB",
+                    "status"), [_train_cells(row) for row in rows]),
+            *(["tfseg / PyTorch (images/s; PyTorch float32, eager, Adam, cross-entropy):",
+               "\n".join(f"- {line}" for line in ratios)] if ratios else [])]
+
+
+def ratio_line(row):
+    """"recipe precision: tfseg N img/s / PyTorch M img/s = R x" for a measured row with a
+    PyTorch reference; why not, when PyTorch failed; None without one."""
+    reference = row.get("pytorch")
+    if row["status"] != "ok" or not reference:
+        return None
+    label = f"{row['recipe']} ({row['model']}, {row['batch']}x{row['input']}, " \
+            f"{_precision(row)})"
+    if reference["status"] != "ok":
+        return f"{label}: PyTorch {reference['status']}: {reference['reason']}"
+    return (f"{label}: tfseg {row['images_per_s']:.2f} img/s / PyTorch "
+            f"{reference['images_per_s']:.2f} img/s = "
+            f"**{row['images_per_s'] / reference['images_per_s']:.2f}x** (PyTorch "
+            f"{reference['median_ms']:.1f} ms/step, {reference['parameters']:,} parameters; "
+            f"tfseg {row['median_ms']:.1f} ms/step, {row['parameters']:,})")
+
+
+def _train_cells(row):
+    cells = [row["recipe"], row.get("model", ""),
+             f"{row['batch']}x{row['input']}" if "batch" in row else "", _precision(row)]
+    if row["status"] != "ok":
+        return cells + [""] * 8 + [f"{row['status']}: {_escape(row['reason'])}"]
+    return cells + [f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}",
+                    f"{row['images_per_s']:.2f}", f"{row['gflops_per_step']:.2f}",
+                    *_throughput_cells(row), f"{row['peak_rss_mib']:.0f}", "ok"]
+
+
+def _throughput_cells(row):
+    return [f"{row['gflop_per_s']:.0f}", _percent(row["cpu_fraction"]),
+            _percent(row["matmul_fraction"])]
+
+
+def _percent(fraction):
+    return "" if fraction is None else f"{100 * fraction:.0f} %"
 
 
 def _table(header, rows):
@@ -88,12 +151,11 @@ def _row_cells(row):
              row["input"], row["runtime"], _precision(row)]
     target = _number(row["target_ms"])
     if row["status"] != "ok":
-        return cells + [""] * 7 + [target, f"{row['status']}: {_escape(row['reason'])}"]
+        return cells + [""] * 8 + [target, f"{row['status']}: {_escape(row['reason'])}"]
     met = row["median_ms"] <= row["target_ms"] if row["target_ms"] else None
     return cells + [f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}",
                     f"{row['images_per_s']:.2f}", f"{row['gflops']:.2f}",
-                    f"{row['gflop_per_s']:.0f}", f"{100 * row['peak_fraction']:.0f} %",
-                    f"{row['peak_rss_mib']:.0f}",
+                    *_throughput_cells(row), f"{row['peak_rss_mib']:.0f}",
                     target + {None: "", True: " (met)", False: " (**missed**)"}[met], "ok"]
 
 
@@ -115,8 +177,8 @@ def fastest_runtimes(rows):
                                       row["median_ms"] < best[case]["median_ms"]):
             best[case] = row
     return [f"{row['model']} {row['input']}: {row['runtime']} ({_precision(row)}), "
-            f"{row['gflop_per_s']:.0f} GFLOP/s = {100 * row['peak_fraction']:.0f} % "
-            f"({'met' if row['peak_fraction'] >= PEAK_TARGET else '**missed**'})"
+            f"{row['gflop_per_s']:.0f} GFLOP/s = {100 * row['matmul_fraction']:.0f} % of the "
+            f"matmul's ({'met' if row['matmul_fraction'] >= PEAK_TARGET else '**missed**'})"
             for row in best.values()]
 
 
