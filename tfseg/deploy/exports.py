@@ -21,14 +21,21 @@ from keras.export import ExportArchive
 
 from tfseg.data.pipeline import make_datasets
 from tfseg.deploy.metadata import (
+    STATE_INPUT,
     encode_metadata,
     metadata_at_size,
     metadata_for,
+    state_metadata,
     write_saved_model_metadata,
 )
 from tfseg.deploy.onnx_conversion import INPUT_NAME, OUTPUT_NAME
 from tfseg.deploy.parity import ParityError, Tolerance, check_parity, describe
-from tfseg.deploy.runtimes import EXPORT_RUNTIMES
+from tfseg.deploy.runtimes import (
+    EXPORT_RUNTIMES,
+    frame_input_shape,
+    model_state_shape,
+    step_outputs,
+)
 from tfseg.models.from_config import build_model
 from tfseg.runs.presets import load_preset
 from tfseg.runs.restore import load_run
@@ -38,18 +45,33 @@ from tfseg.utils.processes import run_child
 
 # Frames the parity of a preset's export is checked on when its data cannot be read here.
 RANDOM_FRAMES = 4
+# The fewest frames a recurrent model's exports are run over, as one sequence, to show that
+# each runtime's state stays with Keras's.
+SEQUENCE_FRAMES = 50
 
 
 def export_saved_model(model, directory, metadata=None):
     """SavedModel with a `serving_default` signature: `pixels` (N, H, W, C) -> `logits`, and
-    the tfseg `metadata` (`tfseg.deploy.metadata.make_metadata`) in `assets.extra/tfseg.json`."""
+    the tfseg `metadata` (`tfseg.deploy.metadata.make_metadata`) in `assets.extra/tfseg.json`.
+
+    A recurrent step model's signature also takes the state, `state_in` (N, h, w, S), and
+    returns the next one, `state`; the metadata describes it (`state_metadata`)."""
     directory = Path(directory)
-    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)
+    spec = tf.TensorSpec([None, *frame_input_shape(model)[1:]], tf.float32, name=INPUT_NAME)
+    state_shape = model_state_shape(model)
     archive = ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default",
-                         lambda pixels: {OUTPUT_NAME: model(pixels, training=False)},
-                         input_signature=[spec])
+    if state_shape is None:
+        archive.add_endpoint("serving_default",
+                             lambda pixels: {OUTPUT_NAME: model(pixels, training=False)},
+                             input_signature=[spec])
+    else:
+        archive.add_endpoint("serving_default",
+                             lambda pixels, state_in: step_outputs(model, pixels, state_in),
+                             input_signature=[spec, tf.TensorSpec([None, *state_shape],
+                                                                  tf.float32,
+                                                                  name=STATE_INPUT)])
+        metadata = metadata and {**metadata, **state_metadata(state_shape, "NHWC")}
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -110,7 +132,7 @@ def models_at_sizes(config, model, sizes):
     trap 5)."""
     by_size = {}
     for size in map(tuple, sizes):
-        if size == tuple(model.input_shape[1:3]):
+        if size == frame_input_shape(model)[1:3]:
             by_size[size] = model
         elif size not in by_size:
             by_size[size] = build_model(config, size)
@@ -176,7 +198,7 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
 def _export_into(model, metadata, export_dir, images, *, onnx_models, saved_model, onnx, opset,
                  layout, runtimes, skip, tolerance, training_size):
     """`export_model`'s work, written into the empty folder `export_dir`."""
-    training_size = tuple(training_size or model.input_shape[1:3])
+    training_size = tuple(training_size or frame_input_shape(model)[1:3])
     exported, checks = {"onnx": []}, []
     if saved_model:
         exported["saved_model"] = export_saved_model(model, export_dir / "saved_model",
@@ -207,20 +229,42 @@ def parity_images(validation, count, size):
     return np.stack([np.asarray(image, np.float32) for image in images])
 
 
+def parity_sequence(validation, count, size):
+    """One sequence of at least `count` frames for a recurrent model's parity: every frame of
+    the `validation` batches (whole sequences (B, N, H, W, C), or frames), sequence after
+    sequence, then run back and forth (N-2 .. 0, 1 .. N-1, ...) until `count` are reached;
+    float32 NHWC raw pixels resized (bilinear) to `size` (H, W) where they differ."""
+    frames = []
+    for inputs, _ in validation:
+        inputs = np.asarray(inputs, np.float32)
+        frames.extend(inputs.reshape(-1, *inputs.shape[-3:]))
+        if len(frames) >= count:
+            break
+    frames = np.stack(frames)
+    if tuple(frames.shape[1:3]) != tuple(size):
+        frames = tf.image.resize(frames, size).numpy()
+    cycle = np.concatenate([np.arange(len(frames)), np.arange(len(frames) - 2, 0, -1)])
+    return frames[np.resize(cycle, max(count, len(frames)))]
+
+
 def export_from_config(model, config, export_dir, validation, *, sizes=(), layout=None,
                        opset=None, skip=()):
     """`export_model` of a run's float32 inference `model` with the options of
     `config.export` (arguments given here win), checked on the first `parity_samples`
-    frames of the `validation` batches. `sizes` defaults to the training size (for a fully
+    frames of the `validation` batches. A recurrent step model is checked on one sequence of
+    at least `SEQUENCE_FRAMES` frames (`parity_sequence`), its validation batches whole
+    sequences (B, N, H, W, C) or frames. `sizes` defaults to the training size (for a fully
     convolutional super-resolution model, the config's data.height x data.width)."""
     options = config.export
     layout = layout or options.layout
-    size = tuple(model.input_shape[1:3])
+    size = frame_input_shape(model)[1:3]
     if None in size:
         size = (config.data.height, config.data.width)
+    images = (parity_images(validation, options.parity_samples, size)
+              if model_state_shape(model) is None else
+              parity_sequence(validation, max(options.parity_samples, SEQUENCE_FRAMES), size))
     return export_model(
-        model, metadata_for(config, layout), export_dir,
-        parity_images(validation, options.parity_samples, size),
+        model, metadata_for(config, layout), export_dir, images,
         onnx_models=models_at_sizes(config, model, sizes or [size]),
         saved_model=options.saved_model, onnx=options.onnx, opset=opset or options.opset,
         layout=layout, runtimes=options.parity_runtimes, skip=skip,

@@ -4,6 +4,10 @@ SavedModels, read back.
 Metadata lives in an ONNX file's `metadata_props` (all values strings, JSON where structured,
 `encode_metadata`) and in a SavedModel's `assets.extra/tfseg.json` (plain JSON); readers get
 decoded values (lists, dicts, ints) for both.
+
+A recurrent model's export (`"recurrent": true`) takes a state beside each frame and returns
+the next one (`state_metadata` describes both); exports from before the key was written are
+not recurrent (`recurrent_state`).
 """
 
 import dataclasses
@@ -11,6 +15,7 @@ import json
 from pathlib import Path
 
 import tfseg
+from tfseg.config.schema import RECURRENT_MODELS
 from tfseg.data.preprocess import Preprocessing
 from tfseg.runs.preflight import check_size_memory
 from tfseg.tasks.panels import palette
@@ -21,11 +26,16 @@ SAVED_MODEL_METADATA = Path("assets.extra") / "tfseg.json"
 NORMALISATION = "inside the model: feed raw pixels"
 # Metadata values stored as JSON text in ONNX metadata_props; input_size is "HxW".
 _JSON_KEYS = ("class_names", "class_colours", "mean", "std", "preprocessing", "input_channels",
-              "scale")
+              "scale", "recurrent", "state")
+# A recurrent export's state input and output (one name each: tf2onnx cannot convert a graph
+# whose input and output share a name).
+STATE_INPUT = "state_in"
+STATE_OUTPUT = "state"
 
 
 def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
-                  preprocessing, class_names=None, class_colours=None, scale=None):
+                  preprocessing, class_names=None, class_colours=None, scale=None,
+                  recurrent=False):
     """The tfseg metadata of an export (decoded values).
 
     Args:
@@ -40,12 +50,15 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
         class_names: list of str. Segmentation only.
         class_colours: RGB triples, one per class (default: `tfseg.tasks.panels.palette`).
         scale: int. Super-resolution factor, super-resolution only.
+        recurrent: bool. Whether the model carries a state from frame to frame; its export
+            adds the state's description (`state_metadata`).
     """
     metadata = {"tfseg_version": tfseg.__version__, "model": model, "task": task,
                 "input_size": [int(v) for v in input_size],
                 "input_channels": int(input_channels), "layout": layout,
                 "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-                "normalisation": NORMALISATION, "preprocessing": preprocessing.to_metadata()}
+                "normalisation": NORMALISATION, "preprocessing": preprocessing.to_metadata(),
+                "recurrent": bool(recurrent)}
     if task == "segmentation":
         metadata["class_names"] = list(class_names)
         metadata["class_colours"] = [[int(v) for v in colour] for colour in (
@@ -53,6 +66,26 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
     else:
         metadata["scale"] = int(scale)
     return metadata
+
+
+def state_metadata(state_shape, layout):
+    """The metadata keys of a recurrent export whose state is (h, w, S) `state_shape` (NHWC,
+    without the batch): `"recurrent": True` and `"state"`, its input and output names, its
+    shape in the file's `layout` (batch 1; "NCHW": (1, S, h, w), as the frame) and how to
+    start and reset it."""
+    height, width, channels = (int(v) for v in state_shape)
+    shape = [1, channels, height, width] if layout == "NCHW" else [1, height, width, channels]
+    return {"recurrent": True,
+            "state": {"input": STATE_INPUT, "output": STATE_OUTPUT, "shape": shape,
+                      "layout": layout, "initial": "zeros",
+                      "reset": "to zeros at the start of each sequence (folder, video); feed "
+                               "each frame's output state with the next frame"}}
+
+
+def recurrent_state(metadata):
+    """The `"state"` description of a recurrent export's decoded `metadata`, or None for a
+    model without a state (exports from before `"recurrent"` was written included)."""
+    return metadata.get("state") if metadata.get("recurrent") else None
 
 
 def encode_metadata(metadata):
@@ -160,6 +193,15 @@ def check_metadata(metadata, source):
             isinstance(colours, list) and all(_integers(c, 3, 0, 255) for c in colours)
             and len(colours) == len(metadata.get("class_names", colours))):
         refuse("class_colours", colours, "one RGB triple of 0..255 per class name")
+    if "recurrent" in metadata and not isinstance(metadata["recurrent"], bool):
+        refuse("recurrent", metadata["recurrent"], "true or false")
+    state = metadata.get("state")
+    if metadata.get("recurrent") and not (
+            isinstance(state, dict) and isinstance(state.get("input"), str)
+            and isinstance(state.get("output"), str) and _integers(state.get("shape"), 4, 1)
+            and state["shape"][0] == 1):
+        refuse("state", state, "the state's input and output names and its shape "
+                               "[1, ...] (4 positive integers)")
     if "input_size" in metadata:
         check_size_memory(f"{source}: tfseg metadata input_size", metadata["input_size"])
     resize_to = (metadata.get("preprocessing") or {}).get("resize_to") if isinstance(
@@ -178,7 +220,8 @@ def metadata_for(config, layout):
         std=data.std, preprocessing=Preprocessing.from_config(config),
         class_names=data.class_names if task == "segmentation" else None,
         class_colours=data.class_colours or None,
-        scale=config.model.scale if task == "super_resolution" else None)
+        scale=config.model.scale if task == "super_resolution" else None,
+        recurrent=config.model.name in RECURRENT_MODELS)
 
 
 def preprocessing_of(metadata, source):

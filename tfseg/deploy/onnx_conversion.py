@@ -22,29 +22,45 @@ import tf2onnx
 
 import tfseg
 import tfseg.models  # noqa: F401  (registers the custom layers the model file names)
+from tfseg.deploy.metadata import STATE_INPUT, STATE_OUTPUT, encode_metadata, state_metadata
 from tfseg.deploy.onnx_rewrites import rewrite_for_opencv
+from tfseg.deploy.runtimes import frame_input_shape, model_state_shape, step_outputs
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 
 
 def convert(model, *, opset, layout, metadata):
-    """The ONNX ModelProto of `model` at its static input size, batch 1."""
-    height, width, channels = model.input_shape[1:]
-    spec = tf.TensorSpec([1, height, width, channels], tf.float32, name=INPUT_NAME)
+    """The ONNX ModelProto of `model` at its static input size, batch 1.
 
-    @tf.function(input_signature=[spec])
-    def infer(pixels):
-        return {OUTPUT_NAME: model(pixels, training=False)}
+    A recurrent step model (`tfseg.deploy.runtimes.model_state_shape`) gets a second input,
+    the state `STATE_INPUT`, and a second output, the next state `STATE_OUTPUT`; with layout
+    "NCHW" the state is channels-first too, so OpenCV DNN feeds both alike. The state's
+    description joins the metadata (`tfseg.deploy.metadata.state_metadata`).
+    """
+    height, width, channels = frame_input_shape(model)[1:]
+    state_shape = model_state_shape(model)
+    specs = [tf.TensorSpec([1, height, width, channels], tf.float32, name=INPUT_NAME)]
+    outputs = [OUTPUT_NAME]
+    if state_shape is None:
+        def infer(pixels):
+            return {OUTPUT_NAME: model(pixels, training=False)}
+    else:
+        specs.append(tf.TensorSpec([1, *state_shape], tf.float32, name=STATE_INPUT))
+        outputs.append(STATE_OUTPUT)
+        metadata = {**metadata, **encode_metadata(state_metadata(state_shape, layout))}
+
+        def infer(pixels, state):
+            return step_outputs(model, pixels, state)   # {OUTPUT_NAME, STATE_OUTPUT}
 
     nchw = layout == "NCHW"
     proto, _ = tf2onnx.convert.from_function(
-        infer, input_signature=[spec], opset=opset,
-        inputs_as_nchw=[f"{INPUT_NAME}:0"] if nchw else None,
-        outputs_as_nchw=[OUTPUT_NAME] if nchw else None)
+        tf.function(infer, input_signature=specs), input_signature=specs, opset=opset,
+        inputs_as_nchw=[f"{spec.name}:0" for spec in specs] if nchw else None,
+        outputs_as_nchw=outputs if nchw else None)
     # The file's own facts win over the caller's metadata (str -> str, already encoded).
     properties = {**metadata, "tfseg_version": tfseg.__version__, "input_name": INPUT_NAME,
-                  "input_size": f"{height}x{width}", "input_channels": str(channels),
+                  "output_name": OUTPUT_NAME, "input_size": f"{height}x{width}", "input_channels": str(channels),
                   "layout": layout}
     onnx.helper.set_model_props(proto, properties)
     resize_by_sizes(proto)
@@ -93,8 +109,9 @@ def resize_by_sizes(proto):
 
 
 def _inferred_shapes(proto):
-    """Static shapes of the graph's inputs and intermediate tensors, inferred afresh (shapes
-    recorded before a rewrite are stale)."""
+    """Static shapes of the graph's inputs, intermediate tensors and outputs (which other
+    nodes may read too: a recurrent model's state), inferred afresh (shapes recorded before a
+    rewrite are stale)."""
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
     probe.graph.ClearField("value_info")
@@ -102,7 +119,7 @@ def _inferred_shapes(proto):
         output.type.tensor_type.ClearField("shape")
     inferred = onnx.shape_inference.infer_shapes(probe).graph
     return {info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
-            for info in [*inferred.input, *inferred.value_info]}
+            for info in [*inferred.input, *inferred.value_info, *inferred.output]}
 
 
 def main(model_path, onnx_path, options):

@@ -25,7 +25,10 @@ run as a script there and imports nothing from tfseg.
 
 Messages in both directions are an 8-byte little-endian length followed by a `.npy` payload;
 the child's first message is a JSON description of the OpenCV and engine it loaded the model
-in (UTF-8 bytes as a uint8 array).
+in (UTF-8 bytes as a uint8 array). A recurrent model (`streams`: the names of its frame and
+state inputs and of its logits and state outputs) takes two messages per call, the frames and
+the state to start from, and answers two, the logits and the state after each frame: the
+frames run in order in the child, each one's state fed to the next.
 """
 
 import io
@@ -63,6 +66,8 @@ class OpenCVWorker:
             default engine).
         timeout: float. Seconds the child may take to load the model or answer one call
             before it is killed.
+        streams: dict or None. For a recurrent model: {"inputs": [frame, state],
+            "outputs": [logits, state]}, the graph's names. Defaults to None.
 
     Attributes:
         version: str. The OpenCV version and engine, e.g. "OpenCV 5.1.0 (ENGINE_OPENCV)".
@@ -73,25 +78,32 @@ class OpenCVWorker:
             older than `MINIMUM_VERSION`.
     """
 
-    def __init__(self, onnx_path, runtime="opencv", *, timeout=600):
+    def __init__(self, onnx_path, runtime="opencv", *, timeout=600, streams=None):
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown OpenCV runtime {runtime!r}; one of {RUNTIMES}")
-        self.runtime, self.timeout = runtime, timeout
+        self.runtime, self.timeout, self.recurrent = runtime, timeout, streams is not None
         self._stderr = tempfile.TemporaryFile()
-        self._process = _start([python(), "-I", __file__, str(onnx_path), runtime],
+        self._process = _start([python(), "-I", __file__, str(onnx_path), runtime,
+                                *([json.dumps(streams)] if streams else [])],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=self._stderr)
         loaded = json.loads(self._receive().tobytes())
         self.version = describe(loaded)
 
-    def __call__(self, images):
-        """float32 (N, ...) outputs, as OpenCV returns them (NCHW), for NHWC `images`."""
+    def __call__(self, images, state=None):
+        """float32 (N, ...) outputs, as OpenCV returns them (NCHW), for NHWC `images`; for a
+        recurrent model, (logits, states after each frame) from `state` (the graph's layout,
+        (1, ...))."""
         if self._process.poll() is not None:
             raise self._failure()
         try:
             _send(self._process.stdin, np.asarray(images, np.float32))
+            if self.recurrent:
+                _send(self._process.stdin, np.asarray(state, np.float32))
         except BrokenPipeError:
             raise self._failure() from None
+        if self.recurrent:
+            return self._receive(), self._receive()
         return self._receive()
 
     def close(self):
@@ -263,7 +275,7 @@ def _list_engines():
     print(json.dumps({"opencv_version": cv2.__version__, "engines": engines}))
 
 
-def _serve(onnx_path, runtime):
+def _serve(onnx_path, runtime, streams=None):
     import cv2
 
     _check_version(cv2)
@@ -283,17 +295,45 @@ def _serve(onnx_path, runtime):
     loaded = {"opencv_version": cv2.__version__, "engine": engine}
     _send(answers, np.frombuffer(json.dumps(loaded).encode(), np.uint8))
     requests = sys.stdin.buffer
+    streams = json.loads(streams) if streams else None
     while (images := _receive(requests)) is not None:
+        if streams:
+            state = _receive(requests)
+            if state is None:
+                break
+            _send_all(answers, _run_stream(cv2, net, images, state, streams))
+            continue
         outputs = []
         for image in images:
-            net.setInput(cv2.dnn.blobFromImage(image, scalefactor=1.0, swapRB=False,
-                                               crop=False))
+            net.setInput(_blob(cv2, image))
             outputs.append(net.forward())
         _send(answers, np.concatenate(outputs).astype(np.float32))
+
+
+def _blob(cv2, image):
+    return cv2.dnn.blobFromImage(image, scalefactor=1.0, swapRB=False, crop=False)
+
+
+def _run_stream(cv2, net, images, state, streams):
+    """(logits, states) of a recurrent model run over `images` in order from `state`."""
+    (frame_name, state_name), outputs = streams["inputs"], streams["outputs"]
+    logits, states = [], []
+    for image in images:
+        net.setInput(_blob(cv2, image), frame_name)
+        net.setInput(np.ascontiguousarray(state, np.float32), state_name)
+        output, state = net.forward(outputs)
+        logits.append(output)
+        states.append(state)
+    return np.concatenate(logits), np.concatenate(states)
+
+
+def _send_all(stream, arrays):
+    for array in arrays:
+        _send(stream, np.asarray(array, np.float32))
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--engines"]:
         _list_engines()
     else:
-        _serve(*sys.argv[1:3])
+        _serve(*sys.argv[1:4])

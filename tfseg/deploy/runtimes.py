@@ -4,6 +4,11 @@ Every `Runtime` takes float32 raw pixels NHWC (N, H, W, C) and returns float32 N
 (segmentation logits (N, H, W, K); super-resolution pixels (N, sH, sW, C)) whatever the
 file's own layout, and carries the export's tfseg metadata (`tfseg.deploy.metadata`), decoded.
 
+A recurrent model (metadata `"recurrent": true`, `tfseg.deploy.metadata.state_metadata`) runs
+the frames of one sequence in order: each call continues from the state the previous call left
+(zeros at first), and `reset()` starts a new sequence. Every runtime feeds its own state back
+in, in the file's layout, and hands it out NHWC (`Runtime.advance`).
+
 Nothing here loads TensorFlow until a Keras model or a SavedModel is run: predicting with
 onnxruntime or OpenCV DNN never imports it.
 """
@@ -13,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tfseg.deploy.metadata import metadata_for, read_onnx_metadata, read_saved_model_metadata
+from tfseg.deploy.metadata import (
+    metadata_for,
+    read_onnx_metadata,
+    read_saved_model_metadata,
+    recurrent_state,
+    state_metadata,
+)
 from tfseg.deploy.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
 from tfseg.deploy.opencv_dnn import EngineUnavailable, OpenCVError, OpenCVWorker
 from tfseg.runs.presets import is_preset
@@ -25,6 +36,9 @@ EXPORT_RUNTIMES = RUNTIMES[1:]   # every runtime but the Keras reference
 RUN_RUNTIMES = {"savedmodel": Path("export") / "saved_model",
                 **{name: Path("export") / "model.onnx"
                    for name in ("onnxruntime", *OPENCV_RUNTIMES)}}
+# The name of a recurrent step model's state input and output (`tfseg.models.clips.STATE`;
+# not imported from there, which would load Keras).
+STATE = "state"
 
 
 class RuntimeUnavailable(TfsegError):
@@ -43,17 +57,53 @@ class Runtime:
         input_size: (H, W) the model requires, or None when any size works.
         channels: int. Input channels.
         seconds: float. Wall time spent in calls so far (inference, for frame-rate reports).
+        state_shape: (h, w, S) of a recurrent model's state (NHWC, without the batch), or
+            None for a model without one.
+        state: float32 (1, h, w, S), the state the next frame is run from (None without).
+
+    `predict` is `pixels -> outputs`, or for a recurrent model `(pixels, state) -> (outputs,
+    states)`: the frames run in order from `state`, the states after each frame (N, h, w, S).
     """
 
     def __init__(self, name, predict, *, version, metadata, input_size, channels,
-                 close=None):
+                 close=None, state_shape=None):
         self.name, self.version = name, version
         self.metadata, self.channels = metadata, channels
         self.input_size = tuple(input_size) if input_size else None
+        self.state_shape = tuple(int(v) for v in state_shape) if state_shape else None
         self._predict, self._close = predict, close
         self.seconds = 0.0
+        self.reset()
+
+    @property
+    def recurrent(self):
+        """Whether the model carries a state from frame to frame."""
+        return self.state_shape is not None
+
+    def reset(self):
+        """Starts a new sequence: a recurrent model's state back to zeros (no-op otherwise)."""
+        self.state = np.zeros((1, *self.state_shape), np.float32) if self.recurrent else None
 
     def __call__(self, pixels):
+        """float32 NHWC outputs of `pixels` (N, H, W, C); a recurrent model runs them as the
+        next N frames of the current sequence (`advance`)."""
+        return self.advance(pixels)[0] if self.recurrent else self._run(pixels)
+
+    def advance(self, pixels):
+        """(outputs, states) of a recurrent model for the next frames `pixels`, in order,
+        from `state` (which becomes the last frame's): states (N, h, w, S) after each frame."""
+        if not self.recurrent:
+            raise TfsegError(f"{self.name}: the model carries no state")
+        outputs, states = self._run(pixels)
+        self.state = states[-1:]
+        return outputs, states
+
+    def run_sequence(self, frames):
+        """`advance` over `frames`, one whole sequence from a zero state."""
+        self.reset()
+        return self.advance(frames)
+
+    def _run(self, pixels):
         pixels = np.asarray(pixels, np.float32)
         if pixels.ndim != 4 or pixels.shape[-1] != self.channels:
             raise TfsegError(f"{self.name}: expected (N, H, W, {self.channels}) pixels, got "
@@ -63,7 +113,11 @@ class Runtime:
             raise TfsegError(f"{self.name}: the model takes {height}x{width} frames, got "
                              f"{pixels.shape[1]}x{pixels.shape[2]}; resize them first")
         started = time.perf_counter()
-        outputs = np.asarray(self._predict(pixels), np.float32)
+        if self.recurrent:
+            outputs, states = self._predict(pixels, self.state)
+            outputs = np.asarray(outputs, np.float32), np.asarray(states, np.float32)
+        else:
+            outputs = np.asarray(self._predict(pixels), np.float32)
         self.seconds += time.perf_counter() - started
         return outputs
 
@@ -123,8 +177,41 @@ def load(path, runtime=None):
     return loaders.get(runtime, _load_opencv)(path, runtime)
 
 
+def model_state_shape(model):
+    """(h, w, S) of the state input of a recurrent step model (`tfseg.models.build`), or None
+    for a model without one."""
+    names = [tensor.name for tensor in model.inputs]
+    return tuple(model.inputs[names.index(STATE)].shape[1:]) if STATE in names else None
+
+
+def frame_input_shape(model):
+    """(batch, H, W, C) of `model`'s frame input (a recurrent step model's other input)."""
+    return tuple(next(t for t in model.inputs if t.name != STATE).shape)
+
+
+def step_outputs(model, pixels, state):
+    """{"logits", "state"} of one inference call (`training=False`, TOOLCHAIN.md trap 1) of
+    a recurrent step `model` on a frame and a state: what every export of it returns."""
+    outputs = model([state if tensor.name == STATE else pixels for tensor in model.inputs],
+                    training=False)
+    return {"logits": outputs["logits"], STATE: outputs[STATE]}
+
+
+def run_frames(step, pixels, state):
+    """(outputs, states) of `step` ((1, ...) frame, state -> output, new state, numpy) run
+    over the frames of `pixels` in order from `state`."""
+    outputs, states = [], []
+    for frame in pixels:
+        output, state = step(frame[None], state)
+        outputs.append(output)
+        states.append(state)
+    return np.concatenate(outputs), np.concatenate(states)
+
+
 def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
-    """A "keras" runtime for an in-memory model, `batch_size` frames at a time.
+    """A "keras" runtime for an in-memory model, `batch_size` frames at a time (a recurrent
+    step model: one frame at a time, its state carried; its metadata gets the state's
+    description, `state_metadata`).
 
     The model is called with `training=False` (TOOLCHAIN.md trap 1) inside one tf.function
     with a fixed input signature, the graph every export traces: eager calls took 1.2x the
@@ -133,8 +220,23 @@ def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
     """
     import tensorflow as tf
 
-    _, height, width, channels = model.input_shape
+    _, height, width, channels = frame_input_shape(model)
     spec = tf.TensorSpec((None, height, width, channels), tf.float32)
+    state_shape = model_state_shape(model)
+    if state_shape is not None:
+        state_spec = tf.TensorSpec((None, *state_shape), tf.float32)
+        call = tf.function(lambda pixels, state: step_outputs(model, pixels, state),
+                           input_signature=[spec, state_spec], jit_compile=jit_compile)
+
+        def step(frame, state):
+            outputs = call(frame, state)
+            return outputs["logits"].numpy(), outputs[STATE].numpy()
+
+        return Runtime("keras", lambda pixels, state: run_frames(step, pixels, state),
+                       version=_tensorflow_version(),
+                       metadata={**(metadata or {}), **state_metadata(state_shape, "NHWC")},
+                       input_size=(height, width), channels=channels,
+                       state_shape=state_shape)
     infer = tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec],
                         jit_compile=jit_compile)
 
@@ -181,6 +283,9 @@ def _load_saved_model(path, runtime):
 
     metadata = read_saved_model_metadata(path)
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    state = recurrent_state(metadata)
+    if state:
+        return _saved_model_step(path, runtime, serve, metadata, state)
     (name, spec), = serve.structured_input_signature[1].items()
     _, height, width, channels = spec.shape
 
@@ -191,6 +296,38 @@ def _load_saved_model(path, runtime):
     return Runtime(runtime, predict, version=_tensorflow_version(), metadata=metadata,
                    input_size=(height, width) if height and width else None,
                    channels=channels)
+
+
+def _saved_model_step(path, runtime, serve, metadata, state):
+    """The runtime of a recurrent SavedModel: its signature takes the frame and the state
+    (`state["input"]`) and returns the logits and the next state (`state["output"]`)."""
+    import tensorflow as tf
+
+    specs = dict(serve.structured_input_signature[1])
+    if state["input"] not in specs or len(specs) != 2:
+        raise TfsegError(f"{path}: the signature takes {sorted(specs)}; its tfseg metadata "
+                         f"describes a frame and the state {state['input']!r}")
+    state_spec = specs.pop(state["input"])
+    (name, spec), = specs.items()
+    _, height, width, channels = spec.shape
+
+    def step(frame, current):
+        outputs = serve(**{name: tf.constant(frame), state["input"]: tf.constant(current)})
+        return outputs["logits"].numpy(), outputs[state["output"]].numpy()
+
+    return Runtime(runtime, lambda pixels, current: run_frames(step, pixels, current),
+                   version=_tensorflow_version(), metadata=metadata,
+                   input_size=(height, width), channels=channels,
+                   state_shape=state_spec.shape[1:])
+
+
+def _state_nhwc(state, nchw):
+    """(h, w, S) of a recurrent export's state (its metadata's shape is in the file's
+    layout), or None."""
+    if not state:
+        return None
+    shape = state["shape"][1:]
+    return (shape[1], shape[2], shape[0]) if nchw else tuple(shape)
 
 
 def _onnx_input(metadata):
@@ -205,6 +342,10 @@ def _to_nhwc(outputs, nchw):
     return outputs.transpose(0, 2, 3, 1) if nchw else outputs
 
 
+def _from_nhwc(array, nchw):
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if nchw else array
+
+
 def _load_onnxruntime(path, runtime):
     import onnxruntime
 
@@ -213,6 +354,16 @@ def _load_onnxruntime(path, runtime):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     _check_onnx_shapes(path, session, metadata)
     name = session.get_inputs()[0].name
+    state = recurrent_state(metadata)
+    if state:
+        def step(frame, current):
+            logits, new = session.run(["logits", state["output"]], {
+                name: _from_nhwc(frame, nchw), state["input"]: _from_nhwc(current, nchw)})
+            return _to_nhwc(logits, nchw), _to_nhwc(new, nchw)
+
+        return Runtime(runtime, lambda pixels, current: run_frames(step, pixels, current),
+                       version=f"onnxruntime {onnxruntime.__version__}", metadata=metadata,
+                       input_size=size, channels=channels, state_shape=_state_nhwc(state, nchw))
 
     def predict(pixels):
         # Exports have a static batch of 1.
@@ -234,6 +385,11 @@ def _check_onnx_shapes(path, session, metadata):
         raise TfsegError(f"{path}: the graph takes input {actual}, its tfseg metadata "
                          f"describes {expected} ({metadata['layout']}, {channels} channel(s), "
                          f"{size[0]}x{size[1]})")
+    others = {tensor.name: tensor.shape for tensor in session.get_inputs()[1:]}
+    state = recurrent_state(metadata)
+    if others != ({state["input"]: state["shape"]} if state else {}):
+        raise TfsegError(f"{path}: the graph's other inputs are {others}; its tfseg metadata "
+                         f"describes {'the state ' + repr(state) if state else 'none'}")
     output = session.get_outputs()[0].shape
     if metadata.get("task") == "segmentation" and "class_names" in metadata and len(output) == 4:
         classes = output[1] if nchw else output[3]
@@ -255,27 +411,44 @@ def _load_opencv(path, runtime):
     if not nchw:
         raise TfsegError(f"{path}: OpenCV DNN feeds NCHW blobs; this export is "
                          f"{metadata.get('layout')}")
+    state = recurrent_state(metadata)
+    streams = {"inputs": [metadata.get("input_name", "pixels"), state["input"]],
+               "outputs": ["logits", state["output"]]} if state else None
     try:
-        worker = OpenCVWorker(path, runtime)
+        worker = OpenCVWorker(path, runtime, streams=streams)
     except EngineUnavailable as error:
         raise RuntimeUnavailable(str(error)) from None
     except OpenCVError as error:
         raise TfsegError(f"{path}: {error}") from None
 
-    def predict(pixels):
+    def predict(pixels, *current):
         try:
-            return _to_nhwc(worker(pixels), nchw)
+            outputs = worker(pixels, *(_from_nhwc(c, nchw) for c in current))
         except OpenCVError as error:
             raise TfsegError(f"{path}: {error}") from None
+        return tuple(_to_nhwc(o, nchw) for o in outputs) if state else _to_nhwc(outputs, nchw)
 
     return Runtime(runtime, predict, version=worker.version, metadata=metadata,
-                   input_size=size, channels=channels, close=worker.close)
+                   input_size=size, channels=channels, close=worker.close,
+                   state_shape=_state_nhwc(state, nchw))
+
+
+def states_file(outputs):
+    """Where `run_on_files` saves a recurrent model's states beside its `outputs` file."""
+    return Path(outputs).with_suffix(".states.npy")
 
 
 def run_on_files(path, runtime, inputs, outputs):
     """Runs the model at `path` in `runtime` on the pixels in the .npy file `inputs`, saves
     its outputs to the .npy file `outputs` and returns the runtime's version (the work of
-    `python -m tfseg.runtimes`, which checks an export in a process of its own)."""
+    `python -m tfseg.runtimes`, which checks an export in a process of its own). A recurrent
+    model runs them as one sequence from a zero state; its states after each frame go to
+    `states_file(outputs)`."""
     with load(path, runtime) as model:
-        np.save(outputs, model(np.load(inputs)))
+        if model.recurrent:
+            results, states = model.run_sequence(np.load(inputs))
+            np.save(states_file(outputs), states)
+        else:
+            results = model(np.load(inputs))
+        np.save(outputs, results)
         return model.version
