@@ -32,6 +32,13 @@ replaced).
 The model runs tile by tile (`tfseg.deploy.tiling`) when `--tile` is given or when a static model's
 size differs from the preprocessed frame's.
 
+A recurrent model (its metadata says `"recurrent": true`, e.g. icnet_temporal) carries a state
+from frame to frame: the frames of each sequence run in order, the state starting from zeros
+at each sequence (each folder, each subfolder of a folder of sequences, each video) and never
+passing from one to the next. The image files named directly on the command line are ONE
+sequence, in the order given (name them in temporal order; give sequences as folders to keep
+them apart). Such a model runs whole frames at its input size (no tiles).
+
 Frames are preprocessed by `tfseg.data.preprocess`, the code that prepared the training
 frames, following the description in the export's metadata. Bit depth: an interferogram
 model gets every frame in 8-bit grey levels, as in training (a 16-bit frame / 257 at its full

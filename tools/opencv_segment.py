@@ -15,7 +15,11 @@ looks; `<stem>_overlay.png`, the class colours blended half and half on the fram
 frames as they are, 16-bit ones min-max stretched to 0..255), unpainted outside the crop.
 Each is written complete or not at all (those of an earlier run are replaced). The frames
 given form one sequence, of one size: with `background_every` = k their background is the
-mean of every k-th of them. A crop reaching outside a frame is refused, as in training. The
+mean of every k-th of them. A recurrent export (metadata "recurrent": "true", e.g.
+icnet_temporal) carries a state from frame to frame: it starts from zeros (the metadata's
+"state" gives its input and output names and its shape) and each frame's output state is fed
+with the next frame, in the order given; run the script once per sequence (folder, video) so
+that every sequence starts from zeros. A crop reaching outside a frame is refused, as in training. The
 network normalises its input itself: feed pixel values as prepared, which are 8-bit grey
 levels for 8- and 16-bit frames alike ("units": "8bit", a 16-bit frame's values / 257 once
 blurred, its CLAHE still on 0..65535), or the frame's own values in exports from before
@@ -138,6 +142,40 @@ def export_facts(metadata, model_path):
                          f"{metadata['input_size']!r} and preprocessing resize_to "
                          f"{steps['resize_to']!r} disagree; expected HxW and the same [H, W]")
     return steps, colours, input_size
+
+
+def recurrent_state(metadata, model_path):
+    """The "state" description of a recurrent export ({"input", "output", "shape"}, and the
+    names of the frame input and the scores output), or None (exports from before
+    "recurrent" was written are not recurrent); exits with one line for a malformed one."""
+    try:
+        if not json.loads(metadata.get("recurrent", "false")):
+            return None
+        state = json.loads(metadata["state"])
+        shape = state["shape"]
+        if not (isinstance(state["input"], str) and isinstance(state["output"], str)
+                and isinstance(shape, list) and len(shape) == 4
+                and all(is_integer(v, 1) for v in shape)):
+            raise ValueError(f"state={state!r}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"error: {model_path}: malformed tfseg metadata of a recurrent "
+                         f"export ({type(error).__name__}: {error}); expected its state's "
+                         f"input and output names and shape") from None
+    return {**state, "frame": metadata.get("input_name", "pixels"),
+            "logits": metadata.get("output_name", "logits")}
+
+
+def run_network(net, blob, state):
+    """(scores (1, K, H, W), next state) of one prepared frame's `blob`: a recurrent
+    export's `state` (a dict holding the current "value") is fed beside the frame, and
+    the state it outputs is returned; (scores, None) for other exports."""
+    if state is None:
+        net.setInput(blob)
+        return net.forward(), None
+    net.setInput(blob, state["frame"])
+    net.setInput(state["value"], state["input"])
+    scores, value = net.forward([state["logits"], state["output"]])
+    return scores, value
 
 
 def read_frame(path, steps):
@@ -346,32 +384,37 @@ def main(argv=None):
         raise SystemExit(f"error: {args.model}: not a readable ONNX file "
                          f"({getattr(error, 'strerror', None) or error})") from None
     steps, colours, input_size = export_facts(metadata, args.model)
+    state = recurrent_state(metadata, args.model)
 
     net = load_network(args.model)
     try:
         check_frames(args.frames, steps)
         background = background_of(args.frames, steps)
         args.output.mkdir(parents=True, exist_ok=True)
+        if state is not None:   # a new sequence starts from zeros
+            state["value"] = np.zeros(state["shape"], np.float32)
         for path in args.frames:
-            segment(net, path, background, steps, colours, input_size, args)
+            segment(net, path, background, steps, colours, input_size, args, state)
     except cv2.error as error:
         raise SystemExit(f"error: OpenCV failed: {str(error).strip().splitlines()[-1]}") from None
     except OSError as error:
         raise SystemExit(f"error: {args.output}: cannot write there ({error.strerror})") from None
 
 
-def segment(net, path, background, steps, colours, input_size, args):
+def segment(net, path, background, steps, colours, input_size, args, state=None):
     """Writes the mask and overlay of the frame at `path`, at its size; exits with one line
     for a frame that does not fit the model or a network whose output does not fit the
-    metadata."""
+    metadata. A recurrent export's `state` (`recurrent_state`, its current "value") is fed
+    with the frame and replaced by the next one."""
     frame = decode_frame(path, steps)
     image = prepare(in_depth(frame, steps), background, steps)
     if image.shape[:2] != input_size:
         raise SystemExit(f"error: {path}: prepared frame is {image.shape[0]}x"
                          f"{image.shape[1]}, the model takes {input_size[0]}x"
                          f"{input_size[1]} (python -m tfseg.predict tiles larger frames)")
-    net.setInput(network_input(image))
-    output = net.forward()
+    output, next_state = run_network(net, network_input(image), state)
+    if state is not None:
+        state["value"] = next_state
     if output.shape != (1, len(colours), *input_size):
         raise SystemExit(f"error: {args.model}: the network outputs shape {output.shape}, "
                          f"its metadata describes (1, {len(colours)}, {input_size[0]}, "

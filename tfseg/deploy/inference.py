@@ -87,7 +87,15 @@ def load_model(path, runtime=None):
 
 
 def run_model(model, image, tile=None, overlap=None):
-    """Model output (H', W', K) of one preprocessed frame, tiled when `tile` is given."""
+    """Model output (H', W', K) of one preprocessed frame, tiled when `tile` is given. A
+    recurrent model runs the frame whole, as the next of its sequence (its state carried)."""
+    if model.recurrent:
+        if tuple(image.shape[:2]) != model.input_size:
+            raise TfsegError(f"the {model.name} model is recurrent and takes whole "
+                             f"{model.input_size[0]}x{model.input_size[1]} frames (one state "
+                             f"per frame, no tiles); the frames are prepared at "
+                             f"{image.shape[0]}x{image.shape[1]}")
+        return model(image[None])[0]
     if tile:
         return predict_tiled(model, image, tile, overlap)
     return model(image[None])[0]
@@ -188,10 +196,13 @@ def _cumulative(channel):
 
 def predict_sequence(model, sequence, *, tile=None, overlap=None, match_histogram=False):
     """(name, {suffix: uint8 picture}) for every frame of `sequence`, each preprocessed as
-    the model's metadata says; segmentation pictures at the frame's own size."""
+    the model's metadata says; segmentation pictures at the frame's own size. A recurrent
+    model starts the sequence from a zero state and carries it through the frames, in
+    order."""
     metadata = model.metadata
     preprocessing = preprocessing_of(metadata, f"the {model.name} model")
     background = sequence.background(preprocessing)
+    model.reset()
     for name, source, frame in sequence.frames(preprocessing.colour):
         try:
             image = preprocessing.image(frame, background)
