@@ -22,7 +22,7 @@ from tfseg.config import save_config
 from tfseg.data.interferograms import data_error
 from tfseg.data.pipeline import make_datasets
 from tfseg.deploy.exports import export_from_config
-from tfseg.models.from_config import float32_copy
+from tfseg.models.from_config import float32_copy, is_recurrent
 from tfseg.runs.checkpoints import RunCheckpoints, variables_bytes
 from tfseg.runs.folder import prepare_run_dir, refuse_existing_run
 from tfseg.runs.preflight import check_free_disk
@@ -131,6 +131,9 @@ def _train(config, run_dir, *, resume, profile):
           f"{strategy.num_replicas_in_sync} replica(s); run directory {run_dir}")
 
     steps, total = config.train.steps_per_epoch, config.train.epochs * config.train.steps_per_epoch
+    # Frames through the network per step (a recurrent model's clips: warm-up frames too).
+    frames_per_step = config.train.batch_size * (config.data.clips.length
+                                                 if is_recurrent(config) else 1)
     batches = iter(strategy.experimental_distribute_dataset(data.train.skip(state.step)))
     # The first step traces the graph: the profile starts after it.
     profiler = StepProfiler(run_dir / "logs", first_step=state.step + 1 if profile else None,
@@ -173,8 +176,7 @@ def _train(config, run_dir, *, resume, profile):
                       "validation": validation}
             history_row = {"epoch": epoch + 1, "step": state.step, "precision": precision.policy,
                            "images_per_second": round(
-                               (state.step - epoch_first) * config.train.batch_size / seconds,
-                               2),
+                               (state.step - epoch_first) * frames_per_step / seconds, 2),
                            **{f"{split}_{key}": value for split in ("train", "validation")
                               for key, value in scores[split].items()
                               if isinstance(value, float)}}
@@ -293,14 +295,17 @@ def random_states(task):
 
 def with_computed_class_weights(config, train_batches, max_batches=100):
     """`config` with `train.class_weighting` turned into explicit `train.class_weights`,
-    computed from the masks of the first epoch's training batches (at most `max_batches`),
-    so the resolved config records the weights the run used."""
+    computed from the masks of the first epoch's training batches (at most `max_batches`;
+    of clips, the trained frames, after the warm-up), so the resolved config records the
+    weights the run used."""
     weighting = config.train.class_weighting
     if weighting == "none":
         return config
-    counts = class_pixel_counts(
-        train_batches.take(min(config.train.steps_per_epoch, max_batches)),
-        config.model.num_classes)
+    batches = train_batches.take(min(config.train.steps_per_epoch, max_batches))
+    if is_recurrent(config):
+        warmup = config.data.clips.warmup
+        batches = batches.map(lambda clips, masks: (clips, masks[:, warmup:]))
+    counts = class_pixel_counts(batches, config.model.num_classes)
     weights = linknet_class_weights(counts, log=weighting.removeprefix("linknet_"))
     train = dataclasses.replace(config.train, class_weighting="none",
                                 class_weights=[round(float(w), 6) for w in weights])

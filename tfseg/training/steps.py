@@ -14,6 +14,7 @@ from tfseg.models.from_config import (
     build_model,
     copy_weights,
     dtype_policy,
+    is_recurrent,
     training_input_shape,
     uses_cascade,
 )
@@ -21,6 +22,7 @@ from tfseg.tasks.factory import make_task
 from tfseg.tasks.validation import validate
 from tfseg.training.distribution import precision_of
 from tfseg.training.optimizers import make_optimizer
+from tfseg.training.recurrent import trained_frames
 
 
 def build_training(config, strategy, task=None):
@@ -76,8 +78,13 @@ def make_train_step(strategy, model, optimizer, task, config):
     skip_batch` the step is undone on every replica alike and training goes on: no update,
     and the moving statistics the forward pass changed (batch norm's) are put back. With
     `train.jit_compile` the forward and backward pass is compiled by XLA.
+
+    A recurrent model trains on clips: the loss and statistics are those of the batch of
+    its trained frames (`tfseg.training.recurrent.trained_frames`), the loss a mean per frame.
     """
     skip_non_finite = config.train.nan_policy == "skip_batch"
+    clips = config.data.clips if is_recurrent(config) else None
+    global_batch_size = config.train.batch_size * (clips.length - clips.warmup if clips else 1)
 
     def apply(gradients):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -89,8 +96,10 @@ def make_train_step(strategy, model, optimizer, task, config):
     def forward_backward(inputs, targets):
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
+            if clips:
+                targets, outputs = trained_frames(targets, outputs, clips.warmup)
             loss = tf.nn.compute_average_loss(task.per_image_loss(targets, outputs),
-                                              global_batch_size=config.train.batch_size)
+                                              global_batch_size=global_batch_size)
             # mixed_float16's loss scaling, on the tape: scaled outside it, every gradient
             # came back None.
             scaled = optimizer.scale_loss(loss)
