@@ -11,7 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tfseg.utils.hardware import cpu_info
+from tfseg.utils.hardware import cpu_info, cpuinfo_fields, cpuinfo_path
 
 # FP32 lanes of the widest vector unit a flag announces.
 LANES = (("avx512f", 16), ("avx2", 8), ("sse2", 4))
@@ -51,7 +51,7 @@ def max_clock():
         match = re.search(r"^CPU max MHz:\s*([\d.]+)", _lscpu(), re.MULTILINE)
         if match and float(match[1]) > 0:
             return float(match[1]) / 1e3, "lscpu's CPU max MHz"
-    path = Path(posing or "/proc/cpuinfo")
+    path = cpuinfo_path()
     fields = cpuinfo_fields(path)
     named = re.search(r"@\s*([\d.]+)\s*GHz", fields.get("model name", ""))
     if named:
@@ -60,19 +60,6 @@ def max_clock():
         return float(fields["cpu MHz"]) / 1e3, f"cpu MHz in {path}, the current clock"
     except (KeyError, ValueError):
         return 0.0, f"unknown: no clock in {path} or lscpu"
-
-
-def cpuinfo_fields(path):
-    """The first processor's `key: value` fields of a /proc/cpuinfo-format file."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return {}
-    fields = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields
 
 
 def _lscpu():

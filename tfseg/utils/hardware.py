@@ -68,19 +68,31 @@ class Precision:
 def cpu_info():
     """This machine's `Cpu` (the TFSEG_CPUINFO file's when that variable is set); "unknown
     CPU" without flags where /proc/cpuinfo cannot be read."""
-    path = Path(os.environ.get("TFSEG_CPUINFO") or "/proc/cpuinfo")
-    try:
-        text = path.read_text()
-    except OSError:
-        text = ""
-    fields = {}
-    for line in text.splitlines():   # the first processor's entry holds every field
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
+    fields = cpuinfo_fields(cpuinfo_path())
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 1)
     return Cpu(fields.get("model name") or "unknown CPU",
                frozenset(fields.get("flags", "").split()), cores)
+
+
+def cpuinfo_path():
+    """/proc/cpuinfo, or the file the TFSEG_CPUINFO variable names (a test posing as another
+    CPU)."""
+    return Path(os.environ.get("TFSEG_CPUINFO") or "/proc/cpuinfo")
+
+
+def cpuinfo_fields(path):
+    """The first processor's `key: value` fields of a /proc/cpuinfo-format file (its entry
+    holds every field); {} when the file cannot be read."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def gpus():
