@@ -1,17 +1,33 @@
-"""Training a recurrent model (issue 21): the loss of a clip batch is the per-frame loss of
-its trained frames (a tiny stand-in step model)."""
+"""Training and validating a recurrent model (issue 21): the loss of a clip batch is the
+per-frame loss of its trained frames, and validation runs each held-out sequence through the
+step model in order, from a zero state, scoring every frame as a per-frame model's (a tiny
+stand-in step model for the fast tests, icnet_temporal end to end)."""
+
+import copy
+import json
+import shutil
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import TINY_CONFIG, assert_same_run
 
-from tfseg.config import AugmentConfig, Config, DataConfig, ModelConfig, TrainConfig
+from tfseg.config import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    load_config,
+)
 from tfseg.config.schema import ClipConfig
 from tfseg.models.clips import build_clip_model
 from tfseg.tasks.factory import make_task
-from tfseg.training.loop import with_computed_class_weights
-from tfseg.training.recurrent import trained_frames
+from tfseg.tasks.validation import validate
+from tfseg.training.loop import train, with_computed_class_weights
+from tfseg.training.recurrent import sequence_predictor, trained_frames
 from tfseg.training.steps import make_train_step
 
 SIZE = 8
@@ -36,6 +52,39 @@ def stand_in_step_model(seed=0):
     logits = keras.layers.Conv2D(2, 1)(keras.layers.Concatenate()(
         [pixels, keras.layers.UpSampling2D(4)(3.0 * new_state)]))
     return keras.Model([image, state], {"logits": logits, "state": new_state})
+
+
+@pytest.fixture(scope="module")
+def step():
+    """The stand-in step model and its `sequence_predictor` (traced once per module)."""
+    model = stand_in_step_model()
+    return model, sequence_predictor(model)
+
+
+def sequences(count, frames=4, seed=0):
+    """`count` random sequences as the validation data gives them: images (1, N, 8, 8, 1)
+    and masks (1, N, 8, 8)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.uniform(0, 255, (1, frames, SIZE, SIZE, 1)).astype(np.float32),
+             rng.integers(0, 2, (1, frames, SIZE, SIZE)).astype(np.uint8))
+            for _ in range(count)]
+
+
+def eager_logits(step, frames):
+    """The step model run frame by frame in eager mode, the state carried from zeros."""
+    state, logits = np.zeros((1, SIZE // 4, SIZE // 4, 3), np.float32), []
+    for frame in frames:
+        outputs = step([frame[None], state], training=False)
+        state = outputs["state"].numpy()
+        logits.append(outputs["logits"].numpy()[0])
+    return np.stack(logits)
+
+
+def assert_same_scores(report, expected):
+    assert report.keys() == expected.keys()
+    for key, value in expected.items():
+        assert report[key] == (pytest.approx(value, rel=1e-5, nan_ok=True)
+                               if isinstance(value, (float, dict)) else value), key
 
 
 def cross_entropy(masks, logits):
@@ -94,3 +143,69 @@ def test_class_weights_are_computed_from_the_trained_frames_of_clips():
     weights = with_computed_class_weights(config, batches.repeat()).train.class_weights
     np.testing.assert_allclose(weights, [1 / np.log(1.02 + 0.75), 1 / np.log(1.02 + 0.25)],
                                rtol=1e-5)
+
+
+def test_a_sequence_runs_in_order_from_a_zero_state_as_frame_by_frame_eager_calls(step):
+    step, predict = step
+    (frames, _), = sequences(1, frames=3)
+    logits = predict(frames[0])
+    np.testing.assert_allclose(logits, eager_logits(step, frames[0]), atol=1e-5)
+    # The state matters: frame 2 run from a zero state gives other logits.
+    assert np.abs(logits[2] - eager_logits(step, frames[0, 2:3])[0]).max() > 1e-2
+
+
+def test_validation_of_sequences_scores_every_frame_as_a_per_frame_model(step):
+    step, predict = step
+    task = make_task(recurrent_config())
+    data = sequences(2)
+    report = validate(task, predict, data, samples=3)
+    # The same frames and their eager logits through the per-frame validation.
+    logits = {frames[0].tobytes(): eager_logits(step, frames[0]) for frames, _ in data}
+    expected = validate(task, lambda frames: logits[frames.tobytes()],
+                        [(frames[0], masks[0]) for frames, masks in data], samples=3)
+    assert report["frames"] == expected["frames"] == 8
+    np.testing.assert_array_equal(report.pop("panels"), expected.pop("panels"))
+    assert_same_scores(report, expected)
+
+
+def test_validation_starts_each_sequence_from_a_zero_state(step):
+    _, predict = step
+    task = make_task(recurrent_config())
+    first, second = sequences(2, seed=3)
+    alone = predict(first[0][0])
+    predict(second[0][0])
+    np.testing.assert_array_equal(predict(first[0][0]), alone)
+    assert_same_scores(validate(task, predict, [first, second, first]),
+                       validate(task, predict, [second, first, first]))
+
+
+# icnet_temporal end to end: 2 epochs of 2 steps on clips of 3 frames (1 warm-up), a
+# checkpoint after every step, no export (tfseg.deploy's part).
+RECURRENT_RUN = copy.deepcopy(TINY_CONFIG)
+RECURRENT_RUN["model"]["name"] = "icnet_temporal"
+RECURRENT_RUN["data"].update(clips={"length": 3, "warmup": 1}, val_sequences=2)
+RECURRENT_RUN["data"]["synthetic"]["frames_per_sequence"] = 6
+RECURRENT_RUN["train"].update(checkpoint_every=1, checkpoints_to_keep=4)
+RECURRENT_RUN["export"] = {"saved_model": False, "onnx": False}
+
+
+@pytest.mark.slow  # two tiny icnet_temporal runs: about 2 minutes
+def test_icnet_temporal_trains_validates_checkpoints_and_resumes(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    final = train(from_dict(Config, RECURRENT_RUN, source="test"), run_dir)
+    assert final["frames"] == 2 * 6   # every frame of both held-out sequences
+    assert [row["epoch"] for row in final["history"]] == [1, 2]
+    assert np.isfinite(final["history"][-1]["train_loss"])
+    assert {"validation_loss", "validation_foreground_iou"} <= set(final["history"][-1])
+    assert sorted(path.name for path in (run_dir / "checkpoints").glob("state-*.json")) == [
+        f"state-{step}.json" for step in (1, 2, 3, 4)]
+    assert list((run_dir / "logs").iterdir())
+    # As if stopped after step 3, mid-epoch 2: the resumed run ends as the whole one did.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    (resumed / "checkpoints" / "state-4.json").unlink()
+    (resumed / "metrics.json").unlink()
+    train(load_config(resumed / "config.yaml"), resumed, resume=True)
+    assert f"resuming {resumed} at step 3" in capsys.readouterr().out
+    assert_same_run(json.loads((resumed / "metrics.json").read_text()),
+                    json.loads((run_dir / "metrics.json").read_text()))

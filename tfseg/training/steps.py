@@ -22,7 +22,7 @@ from tfseg.tasks.factory import make_task
 from tfseg.tasks.validation import validate
 from tfseg.training.distribution import precision_of
 from tfseg.training.optimizers import make_optimizer
-from tfseg.training.recurrent import trained_frames
+from tfseg.training.recurrent import sequence_predictor, trained_frames
 
 
 def build_training(config, strategy, task=None):
@@ -51,15 +51,24 @@ def build_validation(config, strategy, task, model, validation):
     `validate(samples=0) -> scores` over every validation batch: `tfseg.tasks.validation`'s,
     which `python -m tfseg.evaluate` runs too, on the Keras runtime `tfseg.evaluate` uses.
 
+    A recurrent model is validated and exported as its step model, which holds the trained
+    clip model's weights: each held-out sequence runs through it frame by frame, in order,
+    the state starting at zeros (`tfseg.training.recurrent.sequence_predictor`), and every
+    frame is scored, the first ones too (a user's sequence starts cold as well).
+
     Validation runs on one device of `strategy` (every worker of a cluster scores the whole
     split alike): whole images of different sizes do not split across replicas.
     """
     evaluation_model = model
     if config.model.task == "segmentation" and (config.data.augment.crop
-                                                 or uses_cascade(config)):
+                                                 or uses_cascade(config)
+                                                 or is_recurrent(config)):
         with strategy.scope(), dtype_policy(precision_of(config.train).policy):
             evaluation_model = build_model(config)
-    runtime = from_keras(evaluation_model, jit_compile=config.train.jit_compile)
+    if is_recurrent(config):
+        runtime = sequence_predictor(evaluation_model, jit_compile=config.train.jit_compile)
+    else:
+        runtime = from_keras(evaluation_model, jit_compile=config.train.jit_compile)
 
     def validate_epoch(samples=0):
         if evaluation_model is not model:
