@@ -1,5 +1,5 @@
 """A preset made from a finished run (the library of `tools/make_preset.py`): the run's
-config.yaml as is, the weights of one of its checkpoints in the chosen dtype, the registry
+config (as this tfseg reads it: keys of earlier versions in their current form), the weights of one of its checkpoints in the chosen dtype, the registry
 entry `preset.json` and a model card filled with the run's own records (metrics.json: scores,
 epochs and steps, training time, precision and machine).
 
@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 import tfseg
+from tfseg.config import save_config
 from tfseg.runs.presets import (
     CARD_NAME,
     CONFIG_NAME,
@@ -200,7 +201,7 @@ def make_preset(run_dir, name, description, *, root, checkpoint="latest", dtype=
                              f"{'; try --dtype float16' if dtype == 'float32' else ''}")
         stored = _fresh_copy(config, model)
         load_weights(weights, stored, f"the model of {run_dir / CONFIG_NAME}")
-        shutil.copyfile(run_dir / CONFIG_NAME, building / CONFIG_NAME)
+        save_config(config, building / CONFIG_NAME)
         info = {"name": name, "description": description, "task": config.model.task,
                 "model": config.model.name,
                 "weights": {"file": WEIGHTS_NAME, "dtype": dtype, "bytes": size,
@@ -215,6 +216,7 @@ def make_preset(run_dir, name, description, *, root, checkpoint="latest", dtype=
         write_text_atomic(building / CARD_NAME, model_card(
             name, description, config, metrics, info,
             cpu or metrics.get("machine") or "a CPU the run did not record (give --cpu)"))
+        building.chmod(0o755)   # TemporaryDirectory makes it private
         target = root / name
         if target.exists():
             shutil.rmtree(target)
