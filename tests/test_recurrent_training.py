@@ -23,6 +23,7 @@ from tfseg.config import (
     load_config,
 )
 from tfseg.config.schema import ClipConfig
+from tfseg.deploy.evaluation import evaluate_to_folder
 from tfseg.models.clips import build_clip_model
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.validation import validate
@@ -189,7 +190,7 @@ RECURRENT_RUN["train"].update(checkpoint_every=1, checkpoints_to_keep=4)
 RECURRENT_RUN["export"] = {"saved_model": False, "onnx": False}
 
 
-@pytest.mark.slow  # two tiny icnet_temporal runs: about 2 minutes
+@pytest.mark.slow  # two tiny icnet_temporal runs and an evaluate: about 1 minute
 def test_icnet_temporal_trains_validates_checkpoints_and_resumes(tmp_path, capsys):
     run_dir = tmp_path / "run"
     final = train(from_dict(Config, RECURRENT_RUN, source="test"), run_dir)
@@ -200,6 +201,12 @@ def test_icnet_temporal_trains_validates_checkpoints_and_resumes(tmp_path, capsy
     assert sorted(path.name for path in (run_dir / "checkpoints").glob("state-*.json")) == [
         f"state-{step}.json" for step in (1, 2, 3, 4)]
     assert list((run_dir / "logs").iterdir())
+    # tfseg.evaluate runs the step model of the checkpoint frame by frame: the same scores.
+    evaluate_to_folder(run_dir=run_dir, output=tmp_path / "evaluation")
+    report = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    assert_same_scores({key: report[key] for key in final if key in report},
+                       {key: final[key] for key in final if key in report})
+    assert {"loss", "frames", "foreground_iou", "confusion_matrix"} <= report.keys()
     # As if stopped after step 3, mid-epoch 2: the resumed run ends as the whole one did.
     resumed = tmp_path / "resumed"
     shutil.copytree(run_dir, resumed)
