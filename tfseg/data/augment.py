@@ -153,7 +153,7 @@ class SegmentationAugmentation:
                              f"Received: ignore_label={self.ignore_label}")
         if not (self.crop_size or self.photometric_layers or self.geometric_layers):
             return images, masks
-        if images.shape.rank != 5:
+        if len(images.shape) != 5:   # numpy arrays too
             images, masks = self._transform(images, masks[..., None])
             return images, masks[..., 0]
         # Clips: frames folded into channels, (B, T, H, W, C) -> (B, H, W, T x C).
