@@ -400,3 +400,19 @@ def test_training_on_random_crops_validates_and_exports_whole_frames(tmp_path, w
     proto = onnx.load(str(tmp_path / "run" / "export" / "model.onnx"))
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [
         1, 1, 64, 64]
+
+
+def test_mixed_bfloat16_crop_run_reports_the_scores_evaluate_gives(tmp_path, write_yaml):
+    """metrics.json of a mixed_bfloat16 run trained on crops scores the float32 model users
+    get: `python -m tfseg.evaluate` on the run gives the same loss and confusion matrix."""
+    config = write_yaml({**TINY_CONFIG,
+                         "data": {**TINY_CONFIG["data"], "augment": {"crop": [32, 48]}},
+                         "train": {**TINY_CONFIG["train"], "epochs": 1,
+                                   "mixed_precision": "mixed_bfloat16"},
+                         "export": {"onnx": False}})
+    result = run_module("tfseg.train", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    report = evaluate_to_folder(run_dir=tmp_path / "run", output=tmp_path / "evaluation")
+    assert report["confusion_matrix"] == metrics["confusion_matrix"]
+    assert report["loss"] == metrics["loss"]

@@ -63,7 +63,8 @@ def build_validation(config, strategy, task, model, validation):
     if config.model.task == "segmentation" and (config.data.augment.crop
                                                  or uses_cascade(config)
                                                  or is_recurrent(config)):
-        with strategy.scope(), dtype_policy(precision_of(config.train).policy):
+        # In `model`'s own policy: the float32 copy made for export is scored in float32.
+        with strategy.scope(), dtype_policy(model.dtype_policy.name):
             evaluation_model = build_model(config)
     if is_recurrent(config):
         runtime = sequence_predictor(evaluation_model, jit_compile=config.train.jit_compile)
