@@ -7,6 +7,7 @@ so the measured quantity comes from the factor alone.
 """
 
 import dataclasses
+import hashlib
 import math
 
 import cv2
@@ -470,6 +471,48 @@ def test_empty_probability_is_the_fraction_of_sequences_without_samples(probabil
     assert probability - 0.13 < without < probability + 0.13
     if probability == 1.0:
         assert without == 1.0
+
+
+def still_fraction(probability, sequences):
+    """Of `sequences` sequences holding one sample each (64x64, 8 frames), the fraction whose
+    sample is in the first and the last frame, its box centre moved less than a fifth of the
+    frame between them. A resident sample moves at most 1.2 % of the side per frame plus a
+    bounded wobble (under 13 px here), a crossing one at least diagonal / 1.5 sequence
+    lengths (7.5 px per frame, over 35 px between two frames 7 apart even with cut boxes)."""
+    spec = quiet(height=64, width=64, fringes=8, frames_per_sequence=8, max_samples=1,
+                 sample_size=0.1, resident_probability=probability)
+    still = 0
+    for seed in range(sequences):
+        boxes = render(spec, seed)[1]
+        if boxes[0] and boxes[-1]:
+            (x0, y0, w0, h0), (x1, y1, w1, h1) = boxes[0][0], boxes[-1][0]
+            still += math.hypot(x1 + w1 / 2 - x0 - w0 / 2, y1 + h1 / 2 - y0 - h0 / 2) < 64 / 5
+    return still / sequences
+
+
+def test_resident_probability_0_makes_every_sample_cross_and_1_every_sample_stay():
+    assert still_fraction(0.0, 24) == 0.0
+    assert still_fraction(1.0, 24) == 1.0
+    with pytest.raises(ValueError, match="resident_probability must be a number in"):
+        SyntheticSpec(resident_probability=1.5)
+
+
+@pytest.mark.slow
+def test_resident_probability_is_the_fraction_of_samples_staying_in_view():
+    # Binomial over 200 sequences: 0.3 +- 3 sigma of 0.032.
+    assert still_fraction(0.3, 200) == pytest.approx(0.3, abs=0.1)
+
+
+def test_the_default_spec_renders_the_frames_it_rendered_before_resident_probability():
+    # Recorded from the renderer with the resident fraction a module constant (0.3), commit
+    # 74c8273: the field's default makes the same draws, so the same frames and boxes.
+    digest = hashlib.sha256()
+    for seed in range(6):   # seeds 1 and 5 hold samples in view throughout
+        frames, boxes = generate_sequence(DEFAULT, seed)
+        digest.update(frames.tobytes())
+        digest.update(repr(boxes).encode())
+    assert digest.hexdigest() == (
+        "fbdc236965ac7382472c8d2a6fa9a5ee9378a9251197907c6b5155c5dd3c00d6")
 
 
 # Bit depth

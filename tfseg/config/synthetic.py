@@ -64,6 +64,11 @@ class SyntheticSpec:
         cluster_probability: probability that a sample arrives with 1 or 2 touching or
             overlapping neighbours that move with it (within max_samples).
         empty_probability: probability that a sequence holds no sample at all.
+        resident_probability: probability that a sample (a cluster's leader, with its
+            neighbours) stays in view, drifting slowly from where it starts (0.3 % to 1.2 %
+            of the short side per frame, plus a small wobble); otherwise it crosses the
+            frame in 0.5 to 1.5 sequence lengths, entering and leaving. 1: still samples
+            only, which subtracting the sequence's mean frame erases; 0: none.
         vibration: range; rms global phase jitter between frames, radians; a slow wander of
             the same amplitude is added.
         flicker: range; relative rms frame-to-frame laser power fluctuation.
@@ -94,6 +99,7 @@ class SyntheticSpec:
     irregularity: Range = (0.0, 0.15)
     cluster_probability: float = 0.2
     empty_probability: float = 0.1
+    resident_probability: float = 0.3
     vibration: Range = (0.0, 0.3)
     flicker: Range = (0.0, 0.01)
     bit_depth: Any = (8, 8)   # not a Range: either end of the pair, never between
@@ -104,7 +110,7 @@ class SyntheticSpec:
         _check_int("frames_per_sequence", self.frames_per_sequence, 1)
         _check_int("max_samples", self.max_samples, 0)
         object.__setattr__(self, "bit_depth", _bit_depths(self.bit_depth))
-        for name in ("cluster_probability", "empty_probability"):
+        for name in ("cluster_probability", "empty_probability", "resident_probability"):
             _check_number(name, getattr(self, name), 0.0, 1.0)
         short = min(self.height, self.width)
         limits = {  # name: (minimum, maximum, low must exceed the minimum, why)

@@ -10,7 +10,8 @@ axis-aligned box (x, y, w, h), the cv2.selectROI convention used for real data.
 Every factor is drawn per sequence (or per sample) from a range of the `SyntheticSpec`
 (domain randomisation: carrier density and direction, aberration strength, falloff, vignetting,
 visibility, exposure and saturation, noise, blur, dust, sample size, phase, outline, clusters,
-empty sequences); tests/data/test_synthetic_factors.py measures each back from the frames.
+empty sequences, samples staying in view or crossing it); tests/data/test_synthetic_factors.py
+measures each back from the frames.
 Rendering is vectorised numpy and deterministic for a given (spec, seed), fast enough to build
 training sets on the fly.
 """
@@ -37,9 +38,6 @@ _HARMONICS = np.arange(3, 6, dtype=np.float32)
 _SEQUENCE_FACTORS = ("fringes", "fringe_angle", "aberration", "falloff", "vignetting",
                      "visibility", "exposure", "read_noise", "shot_noise", "fixed_pattern",
                      "blur", "dust", "vibration", "flicker")
-# Probability that a sample stays in the field of view (slow drift); otherwise it flows across
-# the frame, entering and leaving, which is what leaves some frames without any sample.
-_P_RESIDENT = 0.3
 
 
 def _draw_factors(spec, rng):
@@ -100,10 +98,11 @@ class _Sample:
             distance = gap * (leader.radius_towards(direction) + self.radius_towards(direction))
             self.start = leader.start + unit * distance
             self.velocity = leader.velocity
-        elif rng.random() < _P_RESIDENT:
+        elif rng.random() < spec.resident_probability:   # stays in view, drifting slowly
             self.start = rng.uniform(0.15, 0.85, 2) * (w, h)
             self.velocity = unit * short * rng.uniform(0.003, 0.012)
-        else:  # crosses the frame in 0.5..1.5 sequence lengths, passing a central point
+        else:  # crosses the frame in 0.5..1.5 sequence lengths, passing a central point,
+            # which is what leaves some frames without any sample
             path = math.hypot(h, w) + 2 * self.reach
             self.velocity = unit * path / max(1.0, t * rng.uniform(0.5, 1.5))
             t_pass = rng.uniform(-0.3, 1.3) * (t - 1)
