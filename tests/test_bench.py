@@ -5,18 +5,20 @@ import dataclasses
 import json
 
 import keras
+import numpy as np
 import pytest
 from conftest import opencv_engines, run_module
 
 from tfseg import bench
 from tfseg.benchmarking import pipelines, runner
-from tfseg.benchmarking.cases import Case, Variant, cases_of, row_key, rows_of
+from tfseg.benchmarking.cases import Case, Variant, baseline_key, cases_of, row_key, rows_of
 from tfseg.benchmarking.children import run_child
 from tfseg.benchmarking.flops import count_flops
 from tfseg.benchmarking.report import SCHEMA, compare, render_comparison, render_markdown
-from tfseg.benchmarking.rows import build_model
+from tfseg.benchmarking.rows import build_model, measure_row
 from tfseg.cli import run_cli
-from tfseg.deploy.runtimes import RUNTIMES
+from tfseg.deploy import runtimes
+from tfseg.deploy.runtimes import RUNTIMES, Runtime
 from tfseg.utils.errors import TfsegError
 
 TINY = Case("sr_johnson", 16, 16, 3, {"scale": 4})
@@ -191,16 +193,7 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
     assert rows[0]["reason"] == "export: no disk"
     assert rows[2]["gflop_per_s"] == 200.0
     assert (rows[2]["cpu_fraction"], rows[2]["matmul_fraction"]) == (0.25, 0.5)
-    report = {"machine": {"cpu": "cpu", "cpu_features": ["avx2", "fma"], "cores": 2,
-                          "precision": {"policy": "float32", "reason": "auto: why"},
-                          "ceilings": CEILINGS,
-                          "anchors": {"conv_gflop_per_s": 210.0, "matmul_gflop_per_s": 270.0,
-                                      "resnet50_ms": 230.0}},
-              "versions": dict.fromkeys(("tensorflow", "keras", "onnxruntime", "opencv",
-                                         "tfseg"), "1"),
-              "date": "today", "command": "c", "rows": rows, "pipelines": [],
-              "repeats": 1, "warmup": 1, "batch": 1}
-    markdown = render_markdown(report)
+    markdown = render_markdown(report_of(rows))
     assert ("Machine: cpu, 2 cores, CPU flags avx2 fma; Keras precision auto: float32 "
             "(auto: why)") in markdown
     assert ("Ceilings (float32): CPU **800 GFLOP/s** = 2 cores x 3.12 GHz x 16 FP32 lanes x 2 "
@@ -213,6 +206,102 @@ def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):
     assert ("3x3 convolution 210 GFLOP/s (TOOLCHAIN.md: 420; 0.50x); 4096^3 matmul 270 GFLOP/s "
             "(TOOLCHAIN.md: 270; 1.00x); ResNet50 512x512 230 ms (TOOLCHAIN.md: 115; 0.50x)"
             ) in markdown
+
+
+def report_of(rows):
+    """A report of `rows` on a made-up machine, for `render_markdown`."""
+    return {"machine": {"cpu": "cpu", "cpu_features": ["avx2", "fma"], "cores": 2,
+                        "precision": {"policy": "float32", "reason": "auto: why"},
+                        "ceilings": CEILINGS,
+                        "anchors": {"conv_gflop_per_s": 210.0, "matmul_gflop_per_s": 270.0,
+                                    "resnet50_ms": 230.0}},
+            "versions": dict.fromkeys(("tensorflow", "keras", "onnxruntime", "opencv",
+                                       "tfseg"), "1"),
+            "date": "today", "command": "c", "rows": rows, "pipelines": [],
+            "repeats": 1, "warmup": 1, "batch": 1}
+
+
+def test_the_recurrent_icnet_is_judged_against_icnet_at_its_width_size_and_runtime(
+        tmp_path, monkeypatch):
+    cases = cases_of(bench.parse_args(["--models", "icnet", "icnet_temporal"]))
+    assert [(case.model, case.height, case.width, case.options["width"], case.baseline)
+            for case in cases] == [("icnet", 1024, 1024, 1.0, None),
+                                   ("icnet", 1024, 1024, 0.5, None),
+                                   ("icnet_temporal", 1024, 1024, 1.0, "icnet"),
+                                   ("icnet_temporal", 1024, 1024, 0.5, "icnet")]
+    assert {case.baseline_ratio for case in cases[2:]} == {1.2}
+    assert baseline_key(cases[3], Variant("opencv"), 1) == row_key(cases[1], Variant("opencv"), 1)
+    medians = {"icnet": 100.0, "icnet_temporal": 110.0}
+
+    def fake_child(spec, *, timeout):   # ICNet takes 100 ms a frame, the recurrent one 110
+        if spec["job"] == "prepare":
+            return {"status": "ok", "gflops": 2.0, "parameters": 1, "artifacts": {}}
+        return {"status": "ok", "median_ms": medians[spec["case"]["model"]],
+                "images_per_s": 10.0, "p90_ms": 1.0, "peak_rss_mib": 1.0,
+                **({"state_changed": True} if spec["case"]["model"] == "icnet_temporal"
+                   else {})}
+
+    monkeypatch.setattr(runner, "run_child", fake_child)
+    measured = [row for case in (cases[0], cases[2], cases[3]) for row in runner.measure_case(
+        case, [Variant("keras")], {"repeats": 1, "warmup": 1, "batch": 1}, tmp_path, 60,
+        CEILINGS)]
+    runner.judge_against_baselines(measured)
+    assert measured[1]["target_ms"] == pytest.approx(120.0)
+    assert measured[1]["baseline"]["measured"] == pytest.approx(1.1)
+    assert measured[2]["target_ms"] is None   # ICNet at width 0.5 was not measured
+    markdown = render_markdown(report_of(measured))
+    assert "| 120.0 (1.2x icnet) (met) | ok |" in markdown
+    assert "| 1.2x icnet, not measured | ok |" in markdown
+    assert ("- icnet_temporal, width=1.0 1024x1024x1, keras (float32): 1.10x icnet "
+            "(target <= 1.2x: met); the state changed over the timed calls") in markdown
+
+
+def test_a_recurrent_row_times_one_frame_per_call_from_the_previous_state(monkeypatch):
+    received = []
+
+    def step(pixels, state):   # a fake recurrent model: its state counts the frames
+        received.append(state.copy())
+        return np.zeros((*pixels.shape[:3], 2)), state + 1
+
+    monkeypatch.setattr(runtimes, "load", lambda path, name: Runtime(
+        name, step, version="fake", metadata={}, input_size=(8, 8), channels=1,
+        state_shape=(1, 1, 4)))
+    case = Case("icnet_temporal", 8, 8, 1, {"num_classes": 2, "width": 0.5})
+    row = measure_row(dataclasses.asdict(case), Variant("onnxruntime"), "model.onnx",
+                      repeats=3, warmup=2, batch=1)
+    # The first call from zeros, one warm-up call, then 3 timed ones, each from the last state.
+    assert [float(state.max()) for state in received] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert all(state.shape == (1, 1, 1, 4) for state in received)
+    assert row["state_changed"] is True and row["output_shape"] == [8, 8, 2]
+
+
+@pytest.mark.slow
+def test_the_recurrent_step_counts_icnet_and_the_gru_convolutions():
+    icnet, temporal = (build_model(Case(name, 64, 64, 1, {"num_classes": 2, "width": 0.5}),
+                                   "float32") for name in ("icnet", "icnet_temporal"))
+    # Three 3x3 gates over the 2x2 grid of 1/32, 128 state + 128 pyramid channels in, 128 out.
+    gru = 3 * 2 * (2 * 2) * (3 * 3 * 256) * 128
+    assert count_flops(temporal, (1, 64, 64, 1)) == count_flops(icnet, (1, 64, 64, 1)) + gru
+    assert count_flops(temporal, (2, 64, 64, 1)) == 2 * count_flops(temporal, (1, 64, 64, 1))
+
+
+@pytest.mark.slow
+def test_a_recurrent_icnet_row_streams_in_keras_and_onnxruntime(tmp_path):
+    process = run_module("tfseg.bench", "--models", "icnet_temporal", "--size", "64x64",
+                         "--runtimes", "keras", "onnxruntime", "--repeats", "2", "--warmup",
+                         "1", "--json", tmp_path / "bench.json")
+    assert process.returncode == 0, process.stderr[-2000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [(row["options"]["width"], row["runtime"]) for row in report["rows"]] == [
+        (1.0, "keras"), (1.0, "onnxruntime"), (0.5, "keras"), (0.5, "onnxruntime")]
+    for row in report["rows"]:
+        assert row["status"] == "ok", row
+        assert row["output_shape"] == [64, 64, 2] and row["state_changed"] is True
+        assert row["target_ms"] is None   # no ICNet row to judge it against
+    case = Case("icnet_temporal", 64, 64, 1, {"num_classes": 2, "width": 0.5})
+    assert report["rows"][2]["gflops"] == pytest.approx(
+        count_flops(build_model(case, "float32"), (1, 64, 64, 1)) / 1e9)
+    assert "icnet_temporal, width=0.5 | 64x64x1 | onnxruntime" in process.stdout
 
 
 def test_precision_and_xla_vary_the_keras_runtime_only():
@@ -228,7 +317,8 @@ def test_precision_and_xla_vary_the_keras_runtime_only():
         Variant("keras", "bfloat16"), Variant("onnxruntime")]
     assert rows_of(default) == [Variant("keras"), Variant("onnxruntime")]
     assert [case.model for case in cases_of(args)] == [
-        "fcn32_vgg16", "fcn_resnet18", "icnet", "icnet", "linknet", "sr_johnson"]
+        "fcn32_vgg16", "fcn_resnet18", "icnet", "icnet", "icnet_temporal", "icnet_temporal",
+        "linknet", "sr_johnson"]
     resized = cases_of(bench.parse_args(["--models", "icnet", "--size", "64x96"]))
     assert [(case.height, case.width, case.options["width"]) for case in resized] == [
         (64, 96, 1.0), (64, 96, 0.5)]

@@ -49,7 +49,8 @@ def test_train_arguments_select_recipes_by_model():
     assert every.batch is None   # each recipe's own batch
     assert runner.recipes_of(every) == [
         "default", "linknet_camvid", "fcn_resnet18_interferogram",
-        "fcn32_vgg16_interferogram", "icnet_interferogram", "sr_johnson_x4"]
+        "fcn32_vgg16_interferogram", "icnet_interferogram", "icnet_temporal_interferogram",
+        "sr_johnson_x4"]
     assert bench.parse_args([]).batch == 1   # inference: one image per call
 
 
@@ -169,6 +170,18 @@ def test_one_tiny_train_row_end_to_end(tmp_path):
     assert row["gflops_per_step"] > 0 and row["peak_rss_mib"] > 0
     assert "| sr_johnson_x4 | sr_johnson | 1x8x8x3 | float32 |" in process.stdout
     assert "tfseg / PyTorch" not in process.stdout
+
+
+@pytest.mark.slow
+def test_a_recurrent_recipe_trains_on_clips_and_counts_every_frame():
+    from tfseg.benchmarking.training import measure_train_row
+
+    row = measure_train_row("icnet_temporal_interferogram", "float32", False, (64, 64),
+                            batch=1, warmup=1, repeats=1)
+    # One clip of 8 frames (2 warm-up frames, 6 trained): images/s count all 8, as training.
+    assert (row["model"], row["batch"], row["input"]) == ("icnet_temporal", 1, "8x64x64x1")
+    assert row["images_per_s"] == pytest.approx(8e3 / row["median_ms"])
+    assert row["gflops_per_step"] > 0
 
 
 @pytest.mark.slow

@@ -37,6 +37,11 @@ class Case:
         channels: int. Input channels.
         options: dict. Keyword arguments of `tfseg.models.build` beyond the input shape.
         target_ms: float. The issue's median latency target at batch 1. Defaults to None.
+        baseline: str. A model whose row with the same options, input and runtime this
+            case's latency is judged against (its target: `baseline_ratio` x that row's
+            median, `runner.judge_against_baselines`). Defaults to None.
+        baseline_ratio: float. The most this case's median may be, over the baseline's.
+            Defaults to None.
     """
 
     model: str
@@ -45,6 +50,8 @@ class Case:
     channels: int
     options: dict
     target_ms: float | None = None
+    baseline: str | None = None
+    baseline_ratio: float | None = None
 
     @property
     def label(self):
@@ -62,6 +69,10 @@ CASES = (
     Case("fcn_resnet18", 768, 128, 1, {"num_classes": 2}, target_ms=900),
     Case("icnet", 1024, 1024, 1, {"num_classes": 2, "width": 1.0}, target_ms=400),
     Case("icnet", 1024, 1024, 1, {"num_classes": 2, "width": 0.5}, target_ms=120),
+    # Issue 21: one streamed frame (the state fed from the previous one) of the recurrent
+    # ICNet in no more than 1.2x the per-frame ICNet's latency, same width, size and runtime.
+    *(Case("icnet_temporal", 1024, 1024, 1, {"num_classes": 2, "width": width},
+           baseline="icnet", baseline_ratio=1.2) for width in (1.0, 0.5)),
     Case("linknet", 704, 960, 3, {"num_classes": 12}, target_ms=180),
     Case("sr_johnson", 72, 72, 3, {"scale": 4}),
 )
@@ -94,6 +105,12 @@ def rows_of(args, auto="float32"):
 def row_key(case, variant, batch):
     """The row's identity across runs (what `--compare` matches)."""
     return f"{case.label} {case.shape} {variant.label} batch {batch}"
+
+
+def baseline_key(case, variant, batch):
+    """The key of the row `case`'s row is judged against (`Case.baseline`), or None."""
+    return case.baseline and row_key(dataclasses.replace(case, model=case.baseline),
+                                     variant, batch)
 
 
 def slug(case):

@@ -2,6 +2,8 @@
 
 import math
 
+from tfseg.deploy.runtimes import model_state_shape, step_outputs
+
 # Graph ops whose work is multiply-adds (counted 2 FLOPs each, as the papers do); element-wise
 # work (bias, batch norm, activations, resizing, pooling) is left out.
 MULTIPLY_ADD_OPS = ("Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative", "MatMul",
@@ -9,7 +11,9 @@ MULTIPLY_ADD_OPS = ("Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative", "M
 
 
 def count_flops(model, shape):
-    """FLOPs (2 x multiply-adds) of `model(x, training=False)` on a float32 input of `shape`.
+    """FLOPs (2 x multiply-adds) of `model(x, training=False)` on a float32 input of `shape`;
+    for a recurrent step model (inputs a frame and `"state"`), of one step: the frame of
+    `shape` and the state of its static shape, with the same batch.
 
     Counted on the traced TensorFlow graph, so every convolution, transposed convolution and
     dense layer counts as often as it runs (a shared trunk twice) at the size it runs at. A
@@ -18,8 +22,14 @@ def count_flops(model, shape):
     """
     import tensorflow as tf
 
-    function = tf.function(lambda pixels: model(pixels, training=False))
-    graph = function.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    specs = [tf.TensorSpec(shape, tf.float32)]
+    state_shape = model_state_shape(model)
+    if state_shape is None:
+        function = tf.function(lambda pixels: model(pixels, training=False))
+    else:
+        specs.append(tf.TensorSpec((shape[0], *state_shape), tf.float32))
+        function = tf.function(lambda pixels, state: step_outputs(model, pixels, state))
+    graph = function.get_concrete_function(*specs).graph
     return sum(_op_flops(op) for op in _operations(graph) if op.type in MULTIPLY_ADD_OPS)
 
 

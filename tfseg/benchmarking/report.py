@@ -62,7 +62,8 @@ def render_markdown(report):
                    [_row_cells(r) for r in report["rows"]]),
             (f"Fastest runtime per model (target: >= {100 * PEAK_TARGET:.0f} % of the "
              f"measured matmul's throughput):"),
-            "\n".join(f"- {line}" for line in fastest_runtimes(report["rows"]))]
+            "\n".join(f"- {line}" for line in fastest_runtimes(report["rows"])),
+            *baseline_sections(report["rows"])]
     if report["pipelines"]:
         sections += ["Input pipelines (images per second):",
                      _table(("data set", "images", "pipeline, first epoch", "pipeline, cached",
@@ -94,9 +95,11 @@ def train_sections(report):
     return [(f"One training step (forward, backward, optimizer update; loss read back) on a "
              f"fixed random batch, data excluded, built as `python -m tfseg.train` builds it; "
              f"median and p90 of {report['repeats']} steps after {report['warmup']} warm-up "
-             f"steps, each row in its own process. GFLOP per step: the forward pass's 2 x "
-             f"multiply-adds x 3 (the usual estimate of forward + backward); % CPU / % "
-             f"matmul: achieved GFLOP/s over the two ceilings above."),
+             f"steps, each row in its own process. A recurrent recipe's batch is clips "
+             f"(batch x frames x input) and its images/s count every frame of a clip, the "
+             f"warm-up frames too, as training's images_per_second. GFLOP per step: the "
+             f"forward pass's 2 x multiply-adds x 3 (the usual estimate of forward + "
+             f"backward); % CPU / % matmul: achieved GFLOP/s over the two ceilings above."),
             _table(("recipe", "model", "batch x input", "precision", "median ms", "p90 ms",
                     "images/s", "GFLOP/step", "GFLOP/s", "% CPU", "% matmul", "peak RSS MiB",
                     "status"), [_train_cells(row) for row in rows]),
@@ -149,7 +152,7 @@ def _row_cells(row):
     cells = [row["model"] + "".join(f", {k}={v}" for k, v in row["options"].items()
                                     if k not in ("num_classes", "scale")),
              row["input"], row["runtime"], _precision(row)]
-    target = _number(row["target_ms"])
+    target = _target(row)
     if row["status"] != "ok":
         return cells + [""] * 8 + [target, f"{row['status']}: {_escape(row['reason'])}"]
     met = row["median_ms"] <= row["target_ms"] if row["target_ms"] else None
@@ -157,6 +160,36 @@ def _row_cells(row):
                     f"{row['images_per_s']:.2f}", f"{row['gflops']:.2f}",
                     *_throughput_cells(row), f"{row['peak_rss_mib']:.0f}",
                     target + {None: "", True: " (met)", False: " (**missed**)"}[met], "ok"]
+
+
+def _target(row):
+    """The target cell: the issue's latency, or a baseline row's median x the ratio allowed."""
+    baseline = row.get("baseline")
+    if not baseline:
+        return _number(row["target_ms"])
+    allowed = f"{baseline['ratio']:g}x {baseline['model']}"
+    return (f"{row['target_ms']:.1f} ({allowed})" if row["target_ms"]
+            else f"{allowed}, not measured")
+
+
+def baseline_sections(rows):
+    """The heading and one line per row judged against a baseline row: its median over the
+    baseline's, against the ratio allowed, and whether a recurrent model's state changed."""
+    lines = []
+    for row in rows:
+        baseline = row.get("baseline")
+        if not baseline or "measured" not in baseline:
+            continue
+        met = "met" if baseline["measured"] <= baseline["ratio"] else "**missed**"
+        state = ({True: "; the state changed over the timed calls",
+                  False: "; **the state did not change** over the timed calls"}
+                 [row["state_changed"]] if "state_changed" in row else "")
+        lines.append(f"{_row_cells(row)[0]} {row['input']}, {row['runtime']} "
+                     f"({_precision(row)}): {baseline['measured']:.2f}x {baseline['model']} "
+                     f"(target <= {baseline['ratio']:g}x: {met}){state}")
+    return ["Latency over the baseline's (same options, input and runtime; a recurrent "
+            "model: one frame per call, its state fed from the previous call):",
+            "\n".join(f"- {line}" for line in lines)] if lines else []
 
 
 def _pipeline_cells(pipeline):

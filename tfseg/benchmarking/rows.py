@@ -47,7 +47,11 @@ def prepare_case(case, formats, directory):
 def measure_row(case, variant, artifact, repeats, warmup, batch):
     """Latency of one runtime on random pixels, and the peak memory of the process running
     it. OpenCV runs in `tfseg.deploy.opencv_dnn`'s worker process: its latency includes the
-    pipe to the worker, and its peak memory is the worker's."""
+    pipe to the worker, and its peak memory is the worker's.
+
+    A recurrent model streams, as `predict` runs a sequence: each call is the next `batch`
+    frames, one at a time, from the state the previous call left (`Runtime.advance`); the row
+    says whether the state changed over the timed calls (`state_changed`)."""
     case, variant = Case(**case), Variant(*variant)
     rss_after_imports = peak_rss_mib()
     pixels = np.random.default_rng(0).uniform(
@@ -64,7 +68,10 @@ def measure_row(case, variant, artifact, repeats, warmup, batch):
     with runtime:
         outputs = runtime(pixels)
         first_call_s = time.perf_counter() - loaded
+        state = runtime.state
         timing = time_calls(lambda: runtime(pixels), warmup=warmup - 1, repeats=repeats)
+        streamed = ({"state_changed": not np.array_equal(state, runtime.state)}
+                    if runtime.recurrent else {})
     return {"runtime_version": runtime.version, "output_shape": list(outputs.shape[1:]),
             "load_s": loaded - started,
             "first_call_s": first_call_s,
@@ -72,7 +79,7 @@ def measure_row(case, variant, artifact, repeats, warmup, batch):
             "min_ms": 1e3 * timing["min_s"], "max_ms": 1e3 * timing["max_s"],
             "images_per_s": batch / timing["median_s"],
             "peak_rss_mib": max(peak_rss_mib(), peak_rss_mib(resource.RUSAGE_CHILDREN)),
-            "rss_after_imports_mib": rss_after_imports}
+            "rss_after_imports_mib": rss_after_imports, **streamed}
 
 
 def build_model(case, dtype):
@@ -90,6 +97,7 @@ def build_model(case, dtype):
 
 def export_metadata(case):
     """The tfseg metadata the case's exports carry (`tfseg.deploy.metadata.make_metadata`)."""
+    from tfseg.config.schema import RECURRENT_MODELS
     from tfseg.models import SEGMENTATION_MODELS
 
     if case.model in SEGMENTATION_MODELS:
@@ -103,7 +111,7 @@ def export_metadata(case):
                          preprocessing=Preprocessing(
                              resize_to=[case.height, case.width],
                              colour="gray" if case.channels == 1 else "rgb"),
-                         **task)
+                         recurrent=case.model in RECURRENT_MODELS, **task)
 
 
 def _first_line(error):

@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 
 import tfseg
-from tfseg.benchmarking.cases import ARTIFACTS, cases_of, row_key, rows_of, slug
+from tfseg.benchmarking.cases import (
+    ARTIFACTS,
+    baseline_key,
+    cases_of,
+    row_key,
+    rows_of,
+    slug,
+)
 from tfseg.benchmarking.ceiling import cpu_ceiling
 from tfseg.benchmarking.children import run_child
 from tfseg.benchmarking.training import TRAIN_RECIPES, pytorch_arguments
@@ -53,6 +60,7 @@ def run_benchmark(args, *, command):
             for case in cases_of(args):
                 rows += measure_case(case, variants, settings, Path(exports), args.timeout,
                                      machine["ceilings"])
+        judge_against_baselines(rows)
         with tempfile.TemporaryDirectory(prefix="tfseg-bench-data-") as scratch:
             work_dir = args.work_dir or Path(scratch)
             pipelines = [measure_pipeline(name, args, work_dir) for name in args.pipelines]
@@ -98,6 +106,9 @@ def measure_case(case, variants, settings, exports, timeout, ceilings):
         row = {"key": row_key(case, variant, settings["batch"]), "model": case.model,
                "options": case.options, "input": case.shape, **variant._asdict(),
                "target_ms": case.target_ms}
+        if case.baseline:
+            row["baseline"] = {"key": baseline_key(case, variant, settings["batch"]),
+                               "model": case.baseline, "ratio": case.baseline_ratio}
         if prepared["status"] != "ok":
             row.update(status="failed", reason=f"build or export: {prepared['reason']}")
         else:
@@ -113,6 +124,19 @@ def measure_case(case, variants, settings, exports, timeout, ceilings):
             add_throughput(row, row["gflops"] * row["images_per_s"], ceilings)
         rows.append(_progress(row))
     return rows
+
+
+def judge_against_baselines(rows):
+    """Gives each row judged against a baseline row (`Case.baseline`) measured in the same
+    run its median over the baseline's (`baseline["measured"]`) and its target: the
+    baseline's median x `baseline["ratio"]`."""
+    measured = {row["key"]: row for row in rows if row["status"] == "ok"}
+    for row in rows:
+        reference = measured.get(row.get("baseline", {}).get("key"))
+        if reference:
+            row["target_ms"] = row["baseline"]["ratio"] * reference["median_ms"]
+            if row["status"] == "ok":
+                row["baseline"]["measured"] = row["median_ms"] / reference["median_ms"]
 
 
 def _progress(row):

@@ -8,11 +8,11 @@ import resource
 
 from tfseg.benchmarking.flops import count_flops
 from tfseg.benchmarking.machine import peak_rss_mib, time_calls
-from tfseg.utils.errors import TfsegError
 
 # The recipes `--train` measures (configs/), at their own batch and training size.
 TRAIN_RECIPES = ("default", "linknet_camvid", "fcn_resnet18_interferogram",
-                 "fcn32_vgg16_interferogram", "icnet_interferogram", "sr_johnson_x4")
+                 "fcn32_vgg16_interferogram", "icnet_interferogram",
+                 "icnet_temporal_interferogram", "sr_johnson_x4")
 # mixed_precision setting of each `--dtypes` choice ("auto": as training resolves it here).
 PRECISION_SETTINGS = {"auto": "auto", "float32": "none", "bfloat16": "mixed_bfloat16",
                       "float16": "mixed_float16"}
@@ -45,15 +45,11 @@ def recipe_config(recipe, *, dtype="auto", jit_compile=False, size=None, batch=N
 
 def random_batch(config, size=None):
     """One training batch of random pixels and labels, shaped as the recipe's pipeline
-    yields it (segmentation: frames before the in-step crop, uint8 masks; super-resolution:
-    LR and HR patches, LR of `size` when given). No data is read."""
+    yields it (segmentation: frames before the in-step crop, uint8 masks; a recurrent
+    model: clips of `data.clips.length` such frames; super-resolution: LR and HR patches, LR
+    of `size` when given). No data is read."""
     import tensorflow as tf
 
-    from tfseg.config.schema import RECURRENT_MODELS
-
-    if config.model.name in RECURRENT_MODELS:
-        raise TfsegError(f"{config.model.name}: a recurrent model trains on clips; the "
-                         f"training bench times per-frame models only")
     data, batch = config.data, config.train.batch_size
     random = tf.random.Generator.from_seed(0)
     channels = config.model.input_channels
@@ -62,9 +58,16 @@ def random_batch(config, size=None):
         low = size or (data.super_resolution.patch_size // scale,) * 2
         return (random.uniform((batch, *low, channels), 0, 255),
                 random.uniform((batch, low[0] * scale, low[1] * scale, channels), 0, 255))
-    shape = (batch, data.height, data.width)
+    shape = (batch, *clip_frames(config), data.height, data.width)
     masks = random.uniform(shape, 0, config.model.num_classes, dtype=tf.int32)
     return random.uniform((*shape, channels), 0, 255), tf.cast(masks, tf.uint8)
+
+
+def clip_frames(config):
+    """(T,) frames of each clip a recurrent recipe's batch holds, () for single frames."""
+    from tfseg.models.from_config import is_recurrent
+
+    return (config.data.clips.length,) if is_recurrent(config) else ()
 
 
 def build_step(config):
@@ -93,7 +96,11 @@ def time_train_step(config, batch, *, warmup, repeats):
 
 def measure_train_row(recipe, dtype, jit_compile, size, batch, warmup, repeats):
     """The `--train` row of one recipe at one precision and XLA setting (a child job): step
-    time, images per second, GFLOPs per step (forward x 3), parameters and peak memory."""
+    time, images per second, GFLOPs per step (forward x 3), parameters and peak memory.
+
+    A recurrent recipe's batch is `batch` clips: its images per second count every frame
+    of a clip, the warm-up frames too (as `tfseg.training.loop` counts them), and its
+    forward pass is the clip model's over every frame."""
     import keras
 
     from tfseg.models.from_config import training_input_shape
@@ -107,16 +114,17 @@ def measure_train_row(recipe, dtype, jit_compile, size, batch, warmup, repeats):
     model, timing = time_train_step(config, fixed, warmup=warmup, repeats=repeats)
     batch_size = config.train.batch_size
     trained = training_input_shape(config)
-    height, width = trained if trained and trained[0] else fixed[0].shape[1:3]
-    channels = config.model.input_channels
-    forward = count_flops(model, (batch_size, height, width, channels))
+    height, width = trained if trained and trained[0] else fixed[0].shape[-3:-1]
+    channels, clip = config.model.input_channels, clip_frames(config)
+    forward = count_flops(model, (batch_size, *clip, height, width, channels))
+    frames = batch_size * math.prod(clip)
     return {"model": config.model.name, "options": dict(config.model.options),
             "num_classes": config.model.num_classes, "batch": batch_size,
-            "input": f"{height}x{width}x{channels}",
+            "input": "x".join(map(str, (*clip, height, width, channels))),
             "policy": precision_of(config.train).policy,
             "median_ms": 1e3 * timing["median_s"], "p90_ms": 1e3 * timing["p90_s"],
             "min_ms": 1e3 * timing["min_s"], "max_ms": 1e3 * timing["max_s"],
-            "images_per_s": batch_size / timing["median_s"],
+            "images_per_s": frames / timing["median_s"],
             "gflops_per_step": STEP_OVER_FORWARD * forward / 1e9,
             "parameters": sum(math.prod(w.shape) for w in model.trainable_weights),
             "peak_rss_mib": max(peak_rss_mib(), peak_rss_mib(resource.RUSAGE_CHILDREN))}
