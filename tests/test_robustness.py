@@ -53,6 +53,10 @@ def test_periodic_choice_and_probability_axes():
     axis = Axis("cluster_probability", "c", levels=(0.0, 1.0))
     assert levels(axis, 0.2, 0.2) == [(0.0, True), (0.2, True), (1.0, True)]
     assert levels(axis, 0.0, 0.0) == [(0.0, True), (1.0, False)]
+    # Still samples: none, the default share, all; a run with none has seen neither other.
+    still = next(axis for axis in AXES if axis.field == "resident_probability")
+    assert levels(still, 0.3, 0.3) == [(0.0, True), (0.3, True), (1.0, True)]
+    assert levels(still, 0.0, 0.0) == [(0.0, True), (0.3, False), (1.0, False)]
 
 
 def test_cells_cover_every_axis_of_the_generator_and_hold_the_others_at_training():

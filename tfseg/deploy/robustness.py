@@ -3,9 +3,12 @@ export) scored along each axis of variation of the training generator, at levels
 beyond the run's training ranges, and on a set from an independent renderer.
 
 Axes (`AXES`) are fields of `tfseg.config.SyntheticSpec`; the run's own `data.synthetic`
-gives each one's training range (low, high), or its single value. Per axis the levels are the
-range's ends and middle (inside), and levels beyond it (outside): `step` and 2 x `step` below
-the low end and above the high end (`scale` "add"; the step defaults to half the range's
+gives each one's training range (low, high), or its single value. Two are about time:
+still samples (`resident_probability`: samples that stay in view, which a model subtracting
+the sequence's mean frame loses) and background drift (`vibration`: a global phase jitter
+plus a slow wander of the same rms). Per axis the levels are the range's ends and middle
+(inside), and levels beyond it (outside): `step` and 2 x `step` below the low end and above
+the high end (`scale` "add"; the step defaults to half the range's
 width, a quarter of the value when the range is one value), or a factor `step` and its square
 (`scale` "mul"). A cell renders the run's held-out sequences (`data.val_seed`, split
 validation) with that one field fixed at the level and every other factor at its training
@@ -17,11 +20,13 @@ made with), with a note saying so.
 
 The independent set is rendered by `tfseg.data.holography` (an off-axis holography forward
 model sharing no code with the training generator), at the run's synthetic frame size and
-sequence length (`independent_spec`), written as sequence folders with rois.json (`tfseg.data.synthetic_folders`)
-and read back as `data.source: interferograms` reads a user's data.
+sequence length (`independent_spec`), written as sequence folders with rois.json
+(`tfseg.data.synthetic_folders`) and read back as `data.source: interferograms` reads a user's
+data (a recurrent model's config reads each folder as one whole sequence).
 
 Every cell is scored by `tfseg.deploy.evaluation.score`, the validation of training runs and
-of `python -m tfseg.evaluate`: foreground IoU, pixel precision and recall of the foreground
+of `python -m tfseg.evaluate` (a recurrent model runs each held-out sequence whole, in order,
+its state reset to zeros per sequence): foreground IoU, pixel precision and recall of the foreground
 class, and the sample-level precision, recall and F1 where the validation gives them.
 Written: `robustness.csv`, `robustness.md` (a table, outside cells marked), `robustness.json`
 and `robustness.png` (a panel per axis, drawn with OpenCV), and `independent_set/`.
@@ -85,7 +90,8 @@ AXES = (
     Axis("irregularity", "outline irregularity"),
     Axis("cluster_probability", "cluster probability", levels=(0.0, 1.0)),
     Axis("empty_probability", "empty-sequence probability", levels=(0.0, 0.5)),
-    Axis("vibration", "vibration (rad)"),
+    Axis("resident_probability", "still-sample probability", levels=(0.0, 0.3, 1.0)),
+    Axis("vibration", "background drift (vibration, rad)"),
     Axis("flicker", "laser flicker"),
     Axis("bit_depth", "bit depth", levels=(8, 16)),
 )
@@ -216,23 +222,16 @@ def _with_data(config, **changes):
     return dataclasses.replace(config, data=dataclasses.replace(config.data, **changes))
 
 
-def scorecard(runtime, config, *, sequences, folder, progress=print):
-    """Scores `runtime` on every cell and on the independent set.
-
-    Args:
-        runtime: a `tfseg.deploy.runtimes` runtime (entered).
-        config: the run's `Config` (a two-class interferogram segmentation run).
-        sequences: held-out sequences per cell (each of data.synthetic.frames_per_sequence
-            frames).
-        folder: Path. The independent set is written here (replaced when it exists).
-        progress: callable taking one line per scored cell.
-
-    Returns:
-        (rows, notes): one dict per cell (`COLUMNS`), the training-range cell first and the
-        independent set last; notes on left-out levels and axes, and the runtime's notes.
-    """
+def cell_configs(config, *, sequences, folder, axes=AXES):
+    """[(cell, config)]: each cell of `axes` (`cells_of`) and the independent set, with the
+    run's `config` whose validation data (`evaluation_batches`) is that cell's held-out
+    sequences: `sequences` synthetic ones (`data.val_seed`), or the independent set,
+    rendered into `folder` (replaced when it exists) and read back as `data.source:
+    interferograms` reads a user's sequence folders. A recurrent model's config gives whole
+    sequences (`tfseg.data.pipeline`), a per-frame model's their frames. Also the notes on
+    what `cells_of` left out."""
     spec = config.data.synthetic
-    cells, notes = cells_of(spec)
+    cells, notes = cells_of(spec, axes)
     jobs = [(cell, _with_data(config, source="synthetic", synthetic=cell.spec,
                               val_sequences=sequences, val_frame_stride=1, cache="none"))
             for cell in cells]
@@ -246,6 +245,28 @@ def scorecard(runtime, config, *, sequences, folder, progress=print):
     jobs.append((independent, _with_data(
         config, source="interferograms", path=str(folder), val_path=str(folder),
         labels="rois", cache="none")))
+    return jobs, notes
+
+
+def scorecard(runtime, config, *, sequences, folder, axes=AXES, progress=print):
+    """Scores `runtime` on every cell and on the independent set (`cell_configs`), each by
+    `tfseg.deploy.evaluation.score`: a recurrent model runs each held-out sequence whole,
+    its frames in order, from a zero state.
+
+    Args:
+        runtime: a `tfseg.deploy.runtimes` runtime (entered).
+        config: the run's `Config` (a two-class interferogram segmentation run).
+        sequences: held-out sequences per cell (each of data.synthetic.frames_per_sequence
+            frames).
+        folder: Path. The independent set is written here (replaced when it exists).
+        axes: the axes scored (default every one, `AXES`).
+        progress: callable taking one line per scored cell.
+
+    Returns:
+        (rows, notes): one dict per cell (`COLUMNS`), the training-range cell first and the
+        independent set last; notes on left-out levels and axes, and the runtime's notes.
+    """
+    jobs, notes = cell_configs(config, sequences=sequences, folder=folder, axes=axes)
     rows, runtime_notes = [], set()
     for cell, cell_config in jobs:
         report = score(runtime, cell_config,
