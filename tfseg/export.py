@@ -11,6 +11,15 @@ run's validation frames (resized to each ONNX size that differs from the trainin
 runtime outside the tolerance is named and the command exits with status 2, unless
 `--skip-runtime` names it.
 
+    python -m tfseg.export --run-dir runs/default --precision int8 --precision float16
+
+also writes `model.int8.onnx` (static quantization: int8 weights per channel, activation ranges
+calibrated on `--calibration-frames` of the run's training frames) and `model.float16.onnx`
+(float32 inputs and outputs) beside each float32 ONNX file, and adds to `parity.json` their
+outputs against float32's and their validation scores (mIoU and foreground IoU, or PSNR)
+against float32's in onnxruntime and each OpenCV DNN engine checked; an OpenCV that cannot
+load a copy is reported as not supporting it. These figures are reported, not enforced.
+
 A preset exports the same way into a folder of its own:
 
     python -m tfseg.export --model preset:NAME --output DIR [--set data.path=FOLDER]
@@ -28,6 +37,8 @@ from pathlib import Path
 
 from tfseg.cli import check_in_range, check_run_dir, parse_size, run_cli
 from tfseg.config.schema import ExportConfig
+from tfseg.deploy.metadata import PRECISIONS
+from tfseg.deploy.precisions import CALIBRATION_FRAMES, check_precisions
 from tfseg.deploy.runtimes import EXPORT_RUNTIMES
 from tfseg.runs.preflight import check_size_memory
 from tfseg.runs.presets import find_preset, is_preset
@@ -65,6 +76,12 @@ def parse_args(argv):
     parser.add_argument("--skip-runtime", dest="skip", action="append", default=[],
                         choices=EXPORT_RUNTIMES, help="do not check this runtime "
                         "(repeatable)")
+    parser.add_argument("--precision", dest="precisions", action="append", default=[],
+                        metavar="|".join(PRECISIONS), help="ONNX precisions to write "
+                        "(repeatable, or a comma-separated list; float32 is always written)")
+    parser.add_argument("--calibration-frames", type=int, default=CALIBRATION_FRAMES,
+                        metavar="N", help=f"training frames int8 is calibrated on (default "
+                        f"{CALIBRATION_FRAMES})")
     args = parser.parse_args(argv)
     if (args.run_dir is None) == (args.model is None):
         parser.error("give --run-dir RUN, or --model preset:NAME with --output DIR")
@@ -84,6 +101,8 @@ def check_args(args):
         check_in_range("--opset", args.opset, *OPSETS, why=" (the opsets tf2onnx converts)")
     for size in args.size:
         check_size_memory("--size", size)
+    check_precisions(args.precisions)
+    check_in_range("--calibration-frames", args.calibration_frames, 1, 10_000)
     check_writable_folder(args.output or args.run_dir, "export")
 
 
@@ -112,10 +131,12 @@ def main(argv=None):
 
     if args.model is not None:
         export_preset(args.model, args.output, sizes=args.size, layout=args.layout,
-                      opset=args.opset, skip=args.skip, overrides=args.overrides)
+                      opset=args.opset, skip=args.skip, overrides=args.overrides,
+                      precisions=args.precisions, calibration_frames=args.calibration_frames)
     else:
         export_from_run_dir(args.run_dir, sizes=args.size, layout=args.layout,
-                            opset=args.opset, skip=args.skip)
+                            opset=args.opset, skip=args.skip, precisions=args.precisions,
+                            calibration_frames=args.calibration_frames)
     return 0
 
 

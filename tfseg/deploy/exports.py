@@ -30,6 +30,8 @@ from tfseg.deploy.metadata import (
 )
 from tfseg.deploy.onnx_conversion import INPUT_NAME, OUTPUT_NAME
 from tfseg.deploy.parity import ParityError, Tolerance, check_parity, describe
+from tfseg.deploy.precisions import CALIBRATION_FRAMES, check_precisions, describe_precision
+from tfseg.deploy.quantization import PrecisionJob, export_precisions
 from tfseg.deploy.runtimes import (
     EXPORT_RUNTIMES,
     frame_input_shape,
@@ -142,7 +144,7 @@ def models_at_sizes(config, model, sizes):
 
 def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved_model=True,
                  onnx=True, opset=17, layout="NCHW", runtimes=EXPORT_RUNTIMES[1:], skip=(),
-                 tolerance=Tolerance(), training_size=None):
+                 tolerance=Tolerance(), training_size=None, precisions=None):
     """Writes every export of a model and checks them all against Keras.
 
     Args:
@@ -162,10 +164,14 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
         training_size: (H, W), the size written as `model.onnx` (others get their size in
             the name). Defaults to `model`'s input size; give it for a fully convolutional
             model.
+        precisions: `tfseg.deploy.quantization.PrecisionJob` or None: copies of every ONNX
+            file in other precisions, written once the float32 files pass, and their
+            figures (not held to `tolerance`) added to the parity report.
 
     Returns:
         dict: "saved_model" (path), "onnx" (list of paths), "labels", "parity" (results per
-        runtime, see `check_parity`).
+        runtime, see `check_parity`), "precisions" (with `precisions`: figures per file, see
+        `export_precisions`).
 
     Raises:
         ParityError: a runtime not in `skip` failed or missed the tolerance; `export_dir` is
@@ -180,7 +186,8 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
                 exported = _export_into(model, metadata, build, images, onnx_models=onnx_models,
                                         saved_model=saved_model, onnx=onnx, opset=opset,
                                         layout=layout, runtimes=runtimes, skip=skip,
-                                        tolerance=tolerance, training_size=training_size)
+                                        tolerance=tolerance, training_size=training_size,
+                                        precisions=precisions)
             except ParityError as error:
                 shutil.rmtree(rejected, ignore_errors=True)
                 os.replace(build, rejected)
@@ -196,7 +203,7 @@ def export_model(model, metadata, export_dir, images, *, onnx_models=None, saved
 
 
 def _export_into(model, metadata, export_dir, images, *, onnx_models, saved_model, onnx, opset,
-                 layout, runtimes, skip, tolerance, training_size):
+                 layout, runtimes, skip, tolerance, training_size, precisions):
     """`export_model`'s work, written into the empty folder `export_dir`."""
     training_size = tuple(training_size or frame_input_shape(model)[1:3])
     exported, checks = {"onnx": []}, []
@@ -218,6 +225,10 @@ def _export_into(model, metadata, export_dir, images, *, onnx_models, saved_mode
     exported["parity"] = check_parity(checks, images, runtimes=runtimes,
                                       task=metadata["task"], tolerance=tolerance, skip=skip,
                                       report_path=export_dir / "parity.json") if checks else {}
+    if precisions and precisions.precisions and exported["onnx"]:
+        exported["precisions"] = export_precisions(
+            precisions, exported["onnx"], images, runtimes=list(dict.fromkeys(["onnxruntime", *runtimes])),
+            skip=skip, report_path=export_dir / "parity.json")
     return exported
 
 
@@ -248,10 +259,13 @@ def parity_sequence(validation, count, size):
 
 
 def export_from_config(model, config, export_dir, validation, *, sizes=(), layout=None,
-                       opset=None, skip=()):
+                       opset=None, skip=(), precisions=("float32",),
+                       calibration_frames=CALIBRATION_FRAMES):
     """`export_model` of a run's float32 inference `model` with the options of
     `config.export` (arguments given here win), checked on the first `parity_samples`
-    frames of the `validation` batches. A recurrent step model is checked on one sequence of
+    frames of the `validation` batches. Each ONNX file gets a copy in every other of
+    `precisions` ("float16", "int8": `tfseg.deploy.quantization`; int8 calibrated on
+    `calibration_frames` training frames of `config`). A recurrent step model is checked on one sequence of
     at least `SEQUENCE_FRAMES` frames (`parity_sequence`), its validation batches whole
     sequences (B, N, H, W, C) or frames. `sizes` defaults to the training size (for a fully
     convolutional super-resolution model, the config's data.height x data.width)."""
@@ -260,8 +274,10 @@ def export_from_config(model, config, export_dir, validation, *, sizes=(), layou
     size = frame_input_shape(model)[1:3]
     if None in size:
         size = (config.data.height, config.data.width)
-    images = (parity_images(validation, options.parity_samples, size)
-              if model_state_shape(model) is None else
+    recurrent = model_state_shape(model) is not None
+    job = PrecisionJob(check_precisions(precisions, recurrent=recurrent), config,
+                       calibration_frames)
+    images = (parity_images(validation, options.parity_samples, size) if not recurrent else
               parity_sequence(validation, max(options.parity_samples, SEQUENCE_FRAMES), size))
     return export_model(
         model, metadata_for(config, layout), export_dir, images,
@@ -269,22 +285,23 @@ def export_from_config(model, config, export_dir, validation, *, sizes=(), layou
         saved_model=options.saved_model, onnx=options.onnx, opset=opset or options.opset,
         layout=layout, runtimes=options.parity_runtimes, skip=skip,
         tolerance=Tolerance(options.max_abs_diff, options.min_argmax_agreement),
-        training_size=size)
+        training_size=size, precisions=job)
 
 
-def export_from_run_dir(run_dir, *, sizes=(), layout=None, opset=None, skip=()):
+def export_from_run_dir(run_dir, *, sizes=(), layout=None, opset=None, skip=(), **precisions):
     """`export_from_config` of the latest checkpoint of run `run_dir` into `run_dir/export`,
-    checked on the run's validation frames; prints what it wrote and each runtime's parity."""
+    checked on the run's validation frames; prints what it wrote and each runtime's parity.
+    `precisions`: `export_from_config`'s precisions and calibration_frames."""
     config, model = load_run(run_dir)
     exported = export_from_config(model, config, Path(run_dir) / "export",
                                   make_datasets(config).validation, sizes=sizes,
-                                  layout=layout, opset=opset, skip=skip)
+                                  layout=layout, opset=opset, skip=skip, **precisions)
     print_exported(exported, skip)
     return exported
 
 
 def export_preset(reference, output, *, sizes=(), layout=None, opset=None, skip=(),
-                  overrides=()):
+                  overrides=(), **precisions):
     """`export_from_config` of the preset `reference` (`preset:NAME`) into the folder
     `output`, checked on the validation frames of its config with `overrides` (e.g.
     `data.path=FOLDER`); prints what it wrote and each runtime's parity.
@@ -305,7 +322,7 @@ def export_preset(reference, output, *, sizes=(), layout=None, opset=None, skip=
                 f"{preset.config_path} cannot be read here ({str(error).splitlines()[0]}); "
                 f"give --set data.path=FOLDER to check on its frames")
     exported = export_from_config(model, config, Path(output), validation, sizes=sizes,
-                                  layout=layout, opset=opset, skip=skip)
+                                  layout=layout, opset=opset, skip=skip, **precisions)
     print_exported(exported, skip)
     if note:
         print(f"note        {note}")
@@ -330,5 +347,7 @@ def print_exported(exported, skip):
         print(f"ONNX        {path}")
     for label, result in exported["parity"].items():
         print(f"parity      {label}: {describe(result)}")
+    for name, result in exported.get("precisions", {}).items():
+        print(f"precision   {describe_precision(name, result)}")
     if skip:
         print(f"skipped     {', '.join(skip)}")

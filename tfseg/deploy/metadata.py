@@ -8,6 +8,9 @@ decoded values (lists, dicts, ints) for both.
 A recurrent model's export (`"recurrent": true`) takes a state beside each frame and returns
 the next one (`state_metadata` describes both); exports from before the key was written are
 not recurrent (`recurrent_state`).
+
+A copy of an export in another precision (`tfseg.deploy.quantization`) carries the same
+metadata plus `"precision"` ("float16" or "int8"); files without the key are float32.
 """
 
 import dataclasses
@@ -31,6 +34,8 @@ _JSON_KEYS = ("class_names", "class_colours", "mean", "std", "preprocessing", "i
 # whose input and output share a name).
 STATE_INPUT = "state_in"
 STATE_OUTPUT = "state"
+# The precisions an ONNX export is written in (metadata "precision"; absent means float32).
+PRECISIONS = ("float32", "float16", "int8")
 
 
 def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
@@ -182,6 +187,7 @@ def check_metadata(metadata, source):
               "input_size": (lambda v: _integers(v, 2, 1), "HxW, positive integers"),
               "input_channels": (lambda v: v in (1, 3), "1 or 3"),
               "scale": (lambda v: _integers([v], 1, 1), "a positive integer"),
+              "precision": (lambda v: v in PRECISIONS, " or ".join(map(repr, PRECISIONS))),
               "class_names": (lambda v: isinstance(v, list) and v
                               and all(isinstance(name, str) for name in v),
                               "a list of class names")}

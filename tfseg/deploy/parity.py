@@ -7,6 +7,7 @@ runtime, each carrying its own state: the report gives the largest difference ov
 frames, at the last frame (a state that drifts apart shows there) and of the states."""
 
 import dataclasses
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -181,6 +182,14 @@ def check_parity(exports, images, *, runtimes, task, tolerance=Tolerance(), skip
         raise ParityError(f"exports disagree with Keras ({details}); see {report_path}; "
                           f"--skip-runtime NAME accepts a runtime that cannot match")
     return results
+
+
+def record_precisions(report_path, precisions):
+    """Adds the figures of an export's copies in other precisions
+    (`tfseg.deploy.quantization.export_precisions`) to the parity report `report_path`, under
+    "precisions": reported, never held to the tolerance (the report's "passed" is float32's)."""
+    report = json.loads(Path(report_path).read_text())
+    write_json({**report, "precisions": precisions}, report_path)
 
 
 def describe(result):
