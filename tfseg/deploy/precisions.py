@@ -3,6 +3,7 @@ loads (`python -m tfseg.export --precision`), the copies' file names, and the on
 description of their figures. The copies are made and scored by
 `tfseg.deploy.quantization`."""
 
+import re
 from pathlib import Path
 
 from tfseg.deploy.metadata import PRECISIONS
@@ -33,6 +34,16 @@ def precision_path(onnx_path, precision):
     if precision == "float32":
         return onnx_path
     return onnx_path.with_name(f"{onnx_path.stem}.{precision}{onnx_path.suffix}")
+
+
+def opencv_reason(error, path):
+    """OpenCV's own words in a runtime's `error` about `path`, without what names the file,
+    the runtime, the child's exit status and OpenCV's log prefix."""
+    reason = re.sub(r"^(.*?: )?opencv\w*: (exit status -?\d+: )?", "",
+                    error.replace(f"{path}: ", "").replace(str(path), "the file"))
+    # OpenCV's log prefix ("[ERROR:0@0.02] global onnx_importer2.cpp:1215 parseNode ").
+    reason = re.sub(r"\[ERROR:[^\]]*\] (global )?\S+ (\w+ )?", "", reason)
+    return re.sub(r"^(>: )?(OpenCV [\d.]+ )?", "", reason.strip())
 
 
 def describe_precision(name, result):

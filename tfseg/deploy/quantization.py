@@ -19,7 +19,6 @@ own.
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from tfseg.deploy.evaluation import evaluation_batches, score
 from tfseg.deploy.metadata import encode_metadata
 from tfseg.deploy.opencv_dnn import OpenCVError, installed_engines
 from tfseg.deploy.parity import Tolerance, record_precisions, run_model, run_parity
-from tfseg.deploy.precisions import CALIBRATION_FRAMES, precision_path
+from tfseg.deploy.precisions import CALIBRATION_FRAMES, opencv_reason, precision_path
 from tfseg.deploy.runtimes import load
 
 # The scores compared with float32's, by task; figures are differences (copy - float32).
@@ -104,10 +103,13 @@ def write_precision(onnx_path, precision, frames=None):
             quantize_int8(onnx_path, partial, frames)
         else:
             convert_float16(onnx_path, partial)
+        # The float32 file's metadata (not the converter's own marks), plus the precision.
+        properties = {p.key: p.value for p in onnx.load(
+            str(onnx_path), load_external_data=False).metadata_props}
         proto = onnx.load(str(partial))
-        properties = {p.key: p.value for p in proto.metadata_props}
-        properties.update(encode_metadata({"precision": precision}))
-        onnx.helper.set_model_props(proto, properties)
+        proto.ClearField("metadata_props")
+        onnx.helper.set_model_props(proto, {**properties,
+                                            **encode_metadata({"precision": precision})})
         onnx.save(proto, str(partial))
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -176,7 +178,8 @@ def _compare(path, runtime, images, reference, config, float32_scores, opencv_ve
     result = run_parity(path, runtime, images, reference, task=task, tolerance=Tolerance())
     result.pop("passed")
     if "error" in result and runtime.startswith("opencv"):
-        return {"not_supported": f"OpenCV {opencv_version}: {_reason(result['error'], path)}"}
+        reason = opencv_reason(result["error"], path)
+        return {"not_supported": f"OpenCV {opencv_version}: {reason}"}
     if "version" not in result:
         return result
     with load(path, runtime) as loaded:
@@ -185,16 +188,6 @@ def _compare(path, runtime, images, reference, config, float32_scores, opencv_ve
         result[key] = value
         result[f"{key}_difference"] = value - float32_scores[key]
     return result
-
-
-def _reason(error, path):
-    """OpenCV's own words in a runtime's `error` about `path`, without what names the file,
-    the runtime, the child's exit status and OpenCV's log prefix."""
-    reason = re.sub(r"^(.*?: )?opencv\w*: (exit status -?\d+: )?", "",
-                    error.replace(f"{path}: ", "").replace(str(path), "the file"))
-    # OpenCV's log prefix ("[ERROR:0@0.02] global onnx_importer2.cpp:1215 parseNode ").
-    reason = re.sub(r"\[ERROR:[^\]]*\] (global )?\S+ (\w+ )?", "", reason)
-    return re.sub(r"^(>: )?(OpenCV [\d.]+ )?", "", reason.strip())
 
 
 def _scores(runtime, config):
