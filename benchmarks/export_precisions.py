@@ -1,0 +1,110 @@
+"""Latency and size of the float32, int8 and float16 ONNX exports in onnxruntime (issue 22
+part 4), for LinkNet at 704x960x3 and ICNet 1.0 at 1024x1024x1 (the seeds' sizes, the bench's
+cases), with seeded random weights and randomised batch norm statistics:
+
+    python benchmarks/export_precisions.py [--repeats 10] [--calibration-frames 8] [--json F]
+
+int8 is calibrated on seeded uniform random frames (0..255): these rows measure speed and
+size, not accuracy (the export's parity report scores accuracy on a run's own data). Prints a
+markdown table: median and p90 latency at batch 1 after warm-up, speed-up over float32, file
+size and size ratio, and argmax agreement / max abs difference with float32 on one frame.
+"""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tfseg.benchmarking.cases import CASES
+from tfseg.benchmarking.machine import time_calls
+from tfseg.benchmarking.rows import build_model, export_metadata
+from tfseg.deploy import runtimes
+from tfseg.deploy.exports import export_onnx
+from tfseg.deploy.precisions import precision_path
+from tfseg.deploy.quantization import write_precision
+from tfseg.utils.hardware import cpuinfo_fields, cpuinfo_path
+from tfseg.models import all_layers
+
+SEED_CASES = [case for case in CASES if (case.model, case.options.get("width")) in (
+    ("linknet", None), ("icnet", 1.0))]
+
+
+def randomise_batch_norm(model, seed=0):
+    """Batch norm statistics and affine weights away from their initial values, as a trained
+    model's are (initial ones make every normalisation an identity)."""
+    rng = np.random.default_rng(seed)
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0.0, 0.3, shape).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+            layer.beta.assign(rng.normal(0.0, 0.2, shape).astype(np.float32))
+
+
+def measure_case(case, directory, repeats, calibration_frames):
+    """Rows (one per precision) of one case."""
+    model = build_model(case, "float32")
+    randomise_batch_norm(model)
+    float32 = export_onnx(model, directory / "model.onnx", metadata=export_metadata(case))
+    rng = np.random.default_rng(0)
+    shape = (case.height, case.width, case.channels)
+    frames = rng.uniform(0, 255, (calibration_frames, *shape)).astype(np.float32)
+    pixels = rng.uniform(0, 255, (1, *shape)).astype(np.float32)
+    rows, reference = [], None
+    for precision in ("float32", "int8", "float16"):
+        path = (float32 if precision == "float32" else
+                write_precision(float32, precision, frames if precision == "int8" else None))
+        assert path == precision_path(float32, precision)
+        with runtimes.load(path, "onnxruntime") as runtime:
+            timing = time_calls(lambda: runtime(pixels), warmup=2, repeats=repeats)
+            outputs = runtime(pixels)
+        reference = outputs if reference is None else reference
+        rows.append({"model": case.label, "input": case.shape, "precision": precision,
+                     "median_ms": 1e3 * timing["median_s"], "p90_ms": 1e3 * timing["p90_s"],
+                     "mb": path.stat().st_size / 1e6,
+                     "argmax_agreement": float(np.mean(outputs.argmax(-1)
+                                                       == reference.argmax(-1))),
+                     "max_abs_diff": float(np.abs(outputs - reference).max()),
+                     "runtime": runtime.version})
+    for row in rows:
+        row["speedup"] = rows[0]["median_ms"] / row["median_ms"]
+        row["smaller"] = rows[0]["mb"] / row["mb"]
+    return rows
+
+
+def markdown(rows):
+    lines = ["| model | input | precision | median ms | p90 ms | vs float32 | MB | smaller "
+             "| argmax agreement | max abs diff |", "|---" * 10 + "|"]
+    lines += [f"| {r['model']} | {r['input']} | {r['precision']} | {r['median_ms']:.0f} | "
+              f"{r['p90_ms']:.0f} | {r['speedup']:.2f}x | {r['mb']:.1f} | {r['smaller']:.2f}x "
+              f"| {100 * r['argmax_agreement']:.2f} % | {r['max_abs_diff']:.3g} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--calibration-frames", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tfseg-precisions-") as tmp:
+        for index, case in enumerate(SEED_CASES):
+            directory = Path(tmp) / str(index)
+            directory.mkdir()
+            rows += measure_case(case, directory, args.repeats, args.calibration_frames)
+    cpu = cpuinfo_fields(cpuinfo_path()).get("model name", "unknown CPU")
+    print(f"{cpu}; {rows[0]['runtime']}; batch 1, median of {args.repeats} after 2 warm-up "
+          f"calls")
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
