@@ -6,20 +6,21 @@ cases), with seeded random weights and randomised batch norm statistics:
 
 int8 is calibrated on seeded uniform random frames (0..255): these rows measure speed and
 size, not accuracy (the export's parity report scores accuracy on a run's own data). Prints a
-markdown table: median and p90 latency at batch 1 after warm-up, speed-up over float32, file
-size and size ratio, and argmax agreement / max abs difference with float32 on one frame.
+markdown table: median and p90 latency at batch 1 after warm-up (the precisions take turns,
+call by call), speed-up over float32, file size and size ratio, and argmax agreement / max abs
+difference with float32 on one frame.
 """
 
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from tfseg.benchmarking.cases import CASES
-from tfseg.benchmarking.machine import time_calls
 from tfseg.benchmarking.rows import build_model, export_metadata
 from tfseg.deploy import runtimes
 from tfseg.deploy.exports import export_onnx
@@ -54,26 +55,43 @@ def measure_case(case, directory, repeats, calibration_frames):
     shape = (case.height, case.width, case.channels)
     frames = rng.uniform(0, 255, (calibration_frames, *shape)).astype(np.float32)
     pixels = rng.uniform(0, 255, (1, *shape)).astype(np.float32)
-    rows, reference = [], None
-    for precision in ("float32", "int8", "float16"):
-        path = (float32 if precision == "float32" else
-                write_precision(float32, precision, frames if precision == "int8" else None))
-        assert path == precision_path(float32, precision)
-        with runtimes.load(path, "onnxruntime") as runtime:
-            timing = time_calls(lambda: runtime(pixels), warmup=2, repeats=repeats)
-            outputs = runtime(pixels)
-        reference = outputs if reference is None else reference
-        rows.append({"model": case.label, "input": case.shape, "precision": precision,
-                     "median_ms": 1e3 * timing["median_s"], "p90_ms": 1e3 * timing["p90_s"],
-                     "mb": path.stat().st_size / 1e6,
+    paths = {"float32": float32,
+             "int8": write_precision(float32, "int8", frames),
+             "float16": write_precision(float32, "float16")}
+    assert all(path == precision_path(float32, name) for name, path in paths.items())
+    loaded = {name: runtimes.load(path, "onnxruntime") for name, path in paths.items()}
+    seconds = interleaved_seconds(loaded, pixels, repeats)
+    reference = loaded["float32"](pixels)
+    rows = []
+    for name, runtime in loaded.items():
+        outputs = runtime(pixels)
+        rows.append({"model": case.label, "input": case.shape, "precision": name,
+                     "median_ms": 1e3 * np.median(seconds[name]),
+                     "p90_ms": 1e3 * np.percentile(seconds[name], 90),
+                     "mb": paths[name].stat().st_size / 1e6,
                      "argmax_agreement": float(np.mean(outputs.argmax(-1)
                                                        == reference.argmax(-1))),
                      "max_abs_diff": float(np.abs(outputs - reference).max()),
                      "runtime": runtime.version})
+        runtime.close()
     for row in rows:
         row["speedup"] = rows[0]["median_ms"] / row["median_ms"]
         row["smaller"] = rows[0]["mb"] / row["mb"]
     return rows
+
+
+def interleaved_seconds(loaded, pixels, repeats, warmup=2):
+    """{precision: seconds of each of `repeats` calls}, the precisions taking turns call by
+    call after `warmup` calls each, so that load from other processes, which drifts, falls
+    on all of them alike."""
+    seconds = {name: [] for name in loaded}
+    for index in range(warmup + repeats):
+        for name, runtime in loaded.items():
+            started = time.perf_counter()
+            runtime(pixels)
+            if index >= warmup:
+                seconds[name].append(time.perf_counter() - started)
+    return seconds
 
 
 def markdown(rows):
@@ -99,8 +117,8 @@ def main():
             directory.mkdir()
             rows += measure_case(case, directory, args.repeats, args.calibration_frames)
     cpu = cpuinfo_fields(cpuinfo_path()).get("model name", "unknown CPU")
-    print(f"{cpu}; {rows[0]['runtime']}; batch 1, median of {args.repeats} after 2 warm-up "
-          f"calls")
+    print(f"{cpu}; {rows[0]['runtime']}; batch 1, median of {args.repeats} calls after 2 "
+          f"warm-up calls each, the precisions taking turns")
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
