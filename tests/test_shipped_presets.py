@@ -20,8 +20,8 @@ def test_shipped_preset_is_complete_and_intact(name):
     presets.check_intact(preset)   # sha256 as preset.json says
     card = (preset.folder / presets.CARD_NAME).read_text()
     assert "<!--" not in card, "a part of the model card is not filled in"
-    for score in ("mean_iou",):
-        assert f"{preset.info['scores'][score]:.4f}" in card, f"{score} differs from the card"
+    for score, value in preset.info["scores"].items():
+        assert f"| {score} | {value:.4f} |" in card, f"{score} differs from the card"
 
 
 @pytest.mark.slow
@@ -31,14 +31,18 @@ def test_shipped_preset_scores_what_its_entry_says(name, tmp_path):
     from tfseg.cli import run_cli
 
     preset, config, _ = presets.load_preset(name)
-    overrides = []
-    if config.data.source == "camvid":
-        data = REPO / "../shared/data/camvid"
-        if not data.is_dir():
-            pytest.skip(f"CamVid is not at {data}")
-        overrides = ["--set", f"data.path={data}"]
-    elif config.data.source != "synthetic":
-        pytest.skip(f"no data on this machine for a {config.data.source!r} preset")
+    shared = REPO.parent / "shared" / "data"
+    folders = {"camvid": ["camvid"], "super_resolution": ["sr/t91", "sr/bsd200", "sr/set5"],
+               "synthetic": []}[config.data.source]
+    missing = [folder for folder in folders if not (shared / folder).is_dir()]
+    if missing:
+        pytest.skip(f"the preset's data is not on this machine ({shared / missing[0]})")
+    overrides = {"camvid": ["--set", f"data.path={shared / 'camvid'}"],
+                 "super_resolution": [
+                     "--set", f"data.super_resolution.train=[{shared / 'sr/t91'}, "
+                              f"{shared / 'sr/bsd200'}]",
+                     "--set", f"data.super_resolution.validation=[{shared / 'sr/set5'}]"],
+                 "synthetic": []}[config.data.source]
     assert run_cli(evaluate.main, ["--model", f"preset:{name}", "--output", str(tmp_path),
                                    *overrides]) == 0
     scores = json.loads((tmp_path / "evaluation.json").read_text())

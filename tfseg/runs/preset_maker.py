@@ -98,7 +98,10 @@ def model_card(name, description, config, metrics, info, cpu):
     only a person can add."""
     data, model, weights = config.data, config.model, info["weights"]
     reference = PREFIX + name
-    data_set = "" if data.source == "synthetic" else " --set data.path=FOLDER"
+    data_set = {"synthetic": "",
+                "super_resolution": ' --set "data.super_resolution.train=[HR_FOLDER, ...]"'
+                                    ' --set "data.super_resolution.validation=[HR_FOLDER]"',
+                "tfds": ""}.get(data.source, " --set data.path=FOLDER")
     check = weights["check"]
     outputs = (f"{model.num_classes} classes ({', '.join(data.class_names)})"
                if model.task == "segmentation" else f"x{model.scale} upscaled pixels")
