@@ -1,7 +1,8 @@
 """The recurrent ICNet (issue 21): the GRU step's equations and serialisation, ICNet's layers
 plus exactly three gate convolutions, state shapes, a clip model equal to stepping frame by
-frame, the state used, no gradient into the warm-up frames, weights copied from a per-frame
-ICNet, and the model a config describes for training (clips) and for inference (one step)."""
+frame whose batch norms see all its frames at once, the state used, no gradient into the
+warm-up frames, weights copied from a per-frame ICNet, and the model a config describes for
+training (clips) and for inference (one step)."""
 
 import copy
 
@@ -14,7 +15,7 @@ from conftest import TINY_CONFIG, randomize_batch_norm
 from tfseg import models
 from tfseg.config.loading import from_dict
 from tfseg.config.schema import Config
-from tfseg.models.clips import build_clip_model
+from tfseg.models.clips import RecurrentParts, build_clip_model, build_step_model
 from tfseg.models.from_config import (
     build_model,
     copy_weights,
@@ -61,13 +62,20 @@ def step():
 
 
 def build_tiny_step():
-    """A generic step model in milliseconds: 8 x 8 frames, a 4 x 4 x 3 state."""
+    """A generic step model in milliseconds: 8 x 8 frames (a batch norm first, its moving
+    mean the last batch's mean), a 4 x 4 x 3 state, a batch norm in the decoder."""
     image = keras.Input((8, 8, 1), name="image")
-    state = keras.Input((4, 4, 3), name="state")
-    x = keras.layers.Conv2D(3, 3, strides=2, padding="same")(image)
-    new_state = ConvGRUCell(3)(x, state)
-    logits = keras.layers.Conv2D(2, 1)(keras.layers.UpSampling2D(2)(new_state))
-    return keras.Model([image, state], {"logits": logits, "state": new_state}, name="tiny")
+    x = keras.layers.BatchNormalization(momentum=0.0, name="tiny_norm")(image)
+    x = keras.layers.Conv2D(3, 3, strides=2, padding="same")(x)
+    encoder = keras.Model(image, {"x": x, "skip": image}, name="tiny_encoder")
+    inputs = {"state": keras.Input((4, 4, 3), name="state"),
+              "skip": keras.Input((8, 8, 1), name="skip")}
+    y = keras.layers.Concatenate()([keras.layers.UpSampling2D(2)(inputs["state"]),
+                                    inputs["skip"]])
+    y = keras.layers.BatchNormalization()(keras.layers.Conv2D(2, 1)(y))
+    decoder = keras.Model(inputs, {"logits": y}, name="tiny_decoder")
+    parts = RecurrentParts(encoder, ConvGRUCell(3), decoder, cell_input="x")
+    return build_step_model(parts, (4, 4, 3), "tiny")
 
 
 @pytest.fixture(scope="module", params=["tiny", pytest.param("icnet_temporal",
@@ -175,8 +183,46 @@ def test_clip_model_equals_stepping_frame_by_frame(step_and_clip):
         state = expected["state"].numpy()
         if t >= 1:
             for key, value in expected.items():
-                np.testing.assert_allclose(outputs[key][:, t - 1], value, atol=1e-4,
+                np.testing.assert_allclose(outputs[key][:, t - 1], value, atol=1e-5,
                                            err_msg=f"{key} at frame {t}")
+
+
+def test_clip_model_normalises_each_batch_norm_over_all_frames_of_the_batch(step_and_clip,
+                                                                            monkeypatch):
+    """Training mode: each batch norm runs once per clip-model call, on the B x T frames
+    (encoder) or the B x (T - warmup) trained frames (decoder), not T times on B frames."""
+    step, clip = step_and_clip
+    frames = frames_for(step)[0]
+    norms = [layer for layer in models.all_layers(step)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    calls = {}
+    for kind in {type(layer) for layer in norms}:
+        def spy(layer, inputs, *args, kind=kind, call=kind.call, **kwargs):
+            if type(layer) is kind:   # not again in a subclass's super().call
+                calls.setdefault(layer.name, []).append(inputs.shape[0])
+            return call(layer, inputs, *args, **kwargs)
+        monkeypatch.setattr(kind, "call", spy)
+    clip(frames, training=True)
+    parts = step.recurrent_parts
+    for model, batch in ((parts.encoder, 2 * 3), (parts.decoder, 2 * 2)):
+        names = [layer.name for layer in models.all_layers(model)
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        assert names and all(calls[name] == [batch] for name in names), (model.name, calls)
+
+
+def test_clip_model_batch_norm_statistics_are_those_of_all_frames():
+    step = build_tiny_step()
+    frames = frames_for(step)[0]
+    build_clip_model(step, 3, warmup=1)(frames, training=True)
+    # momentum 0: the moving mean is the one batch's mean, every frame of every clip.
+    norm = step.recurrent_parts.encoder.get_layer("tiny_norm")
+    np.testing.assert_allclose(norm.moving_mean.numpy(), [frames.mean()], rtol=1e-5)
+
+
+def test_clip_model_weights_are_the_step_models_in_order(step_and_clip):
+    step, clip = step_and_clip
+    assert [w.path for w in clip.weights] == [w.path for w in step.weights]
+    assert all(ours is theirs for ours, theirs in zip(clip.weights, step.weights))
 
 
 def test_no_gradient_reaches_the_warmup_frames(step_and_clip):
@@ -213,7 +259,7 @@ def test_copy_weights_from_icnet_leaves_only_the_gru_new():
     (lambda: ConvGRUCell(0), "`filters` must be a positive integer"),
     (lambda: build_clip_model(keras.Sequential([keras.Input((4, 4, 1)),
                                                 keras.layers.Conv2D(1, 1)]), 3),
-     "a step model needs two inputs, a frame and 'state'"),
+     "a step model needs two inputs, a frame and 'state', and its `recurrent_parts`"),
 ])
 def test_bad_arguments_raise_one_line_value_errors(call, message):
     with pytest.raises(ValueError, match=message) as error:

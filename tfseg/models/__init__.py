@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from tfseg.config.schema import MODEL_TASKS
+from tfseg.models.clips import with_preprocessing
 from tfseg.models.fcn import build_fcn32_vgg16, build_fcn_resnet18
 from tfseg.models.icnet import build_icnet
 from tfseg.models.icnet_temporal import build_icnet_temporal
@@ -84,7 +85,7 @@ def build(name, *, input_shape=None, input_channels=3, num_classes=None, mean=No
         pixels 0..255. A recurrent model (`tfseg.config.schema.RECURRENT_MODELS`) is its step
         model: inputs `pixels` (named `image` without `mean`) and `state`, in that order,
         and a dict of outputs with `"logits"` and the new `"state"` (see
-        `tfseg.models.icnet_temporal`).
+        `tfseg.models.icnet_temporal`), its `recurrent_parts` normalising the frames alike.
     """
     check_options(name, options)
     if name in SEGMENTATION_MODELS:
@@ -110,4 +111,7 @@ def build(name, *, input_shape=None, input_channels=3, num_classes=None, mean=No
                                name="normalize")(inputs[0])
     if len(inputs) == 1:
         return keras.Model(inputs[0], network(x), name=f"{name}_model")
-    return keras.Model(inputs, network([x, *inputs[1:]]), name=f"{name}_model")
+    model = keras.Model(inputs, network([x, *inputs[1:]]), name=f"{name}_model")
+    # Its clip model (`tfseg.models.clips.build_clip_model`) normalises the frames alike.
+    model.recurrent_parts = with_preprocessing(network.recurrent_parts, inputs[0], x)
+    return model

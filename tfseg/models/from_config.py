@@ -48,7 +48,8 @@ def build_model(config, input_shape=None, *, for_training=False):
     `pixels` (B, H, W, C) and `state` (B, h, w, S), outputs a dict with `"logits"` and the
     new `"state"` (start from zeros; `tfseg.models.icnet_temporal.state_shape` gives
     (h, w, S)). For training it is that step unrolled over clips
-    (`tfseg.models.clips.build_clip_model`): input `clip` (B, T, H, W, C) with
+    (`tfseg.models.clips.build_clip_model`, its frame-wise parts batched over the B x T
+    frames, so batch norm trains on all of them): input `clip` (B, T, H, W, C) with
     T = `data.clips.length`, outputs every step output stacked over the T - `data.clips.warmup`
     trained frames, (B, T - warmup, ...); the state output is for inspection, not for a loss.
 

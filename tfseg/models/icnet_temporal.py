@@ -10,14 +10,16 @@ fusion reads (in place of the pyramid pooling's output).
 `build_icnet_temporal` returns the STEP model, one frame per call:
     {"image": (B, H, W, C), "state": (B, h, w, S)} -> {"logits": (B, H, W, K), "state": new}
 with (h, w, S) = `state_shape((H, W), width)`. A zero state is the initial state. Training
-runs the step over clips (`tfseg.models.clips.build_clip_model`); streaming inference and
-export call the step model and feed `"state"` back in.
+runs the step over clips (`tfseg.models.clips.build_clip_model`), ICNet's frame-wise encoder
+and decoder once on all the clips' frames and only the GRU frame after frame; streaming
+inference and export call the step model and feed `"state"` back in.
 """
 
 import math
 
 import keras
 
+from tfseg.models.clips import RecurrentParts, build_step_model
 from tfseg.models.icnet import (
     OUTPUT_STRIDE,
     apply_icnet_decoder,
@@ -58,7 +60,10 @@ def build_icnet_temporal(*, num_classes, input_shape, width=1.0, cascade_outputs
     cascade feature fusion. Every other layer is ICNet's, named as in `build_icnet` with its
     default name "icnet" (e.g. "icnet_cff16_coarse_conv"), so a trained ICNet initialises this
     model by `copy_weights(icnet, model, partial=True)`; only the GRU, named f"{name}_gru",
-    is new.
+    is new. The step is composed of three parts (`tfseg.models.clips.RecurrentParts`, its
+    `recurrent_parts`): the encoder f"{name}_encoder" (frame -> `"sub1"`, `"sub2"`,
+    `"sub4"`), the GRU on `"sub4"`, and the decoder f"{name}_decoder" (`"state"`, `"sub2"`,
+    `"sub1"` -> the logits), so a clip model runs the encoder and decoder batched over frames.
 
     Args:
         num_classes: int. Number of output classes.
@@ -95,13 +100,19 @@ def build_icnet_temporal(*, num_classes, input_shape, width=1.0, cascade_outputs
         raise ValueError(f"`gru_kernel` must be a positive odd integer; received "
                          f"gru_kernel={gru_kernel!r}")
     image = keras.Input(shape=input_shape, name="image")
-    state = keras.Input(shape=state_shape(input_shape, width), name="state")
     features = apply_icnet_encoder(image, width=width, backbone_weights=backbone_weights,
                                    name=ICNET_NAME)
+    pad = features.pop("pad")
+    encoder = keras.Model(image, features, name=f"{name}_encoder")
+    # The decoder reads the new state where ICNet's reads the pyramid pooling's output.
+    decoder_inputs = {"state": keras.Input(shape=state_shape(input_shape, width), name="state"),
+                      **{key: keras.Input(shape=features[key].shape[1:], name=key)
+                         for key in ("sub2", "sub1")}}
+    outputs = apply_icnet_decoder(decoder_inputs["state"], decoder_inputs["sub2"],
+                                  decoder_inputs["sub1"], pad=pad,
+                                  num_classes=num_classes, input_shape=input_shape,
+                                  cascade_outputs=cascade_outputs, name=ICNET_NAME)
+    decoder = keras.Model(decoder_inputs, outputs, name=f"{name}_decoder")
     cell = ConvGRUCell(pyramid_channels(width), gru_kernel, name=f"{name}_gru")
-    new_state = cell(features["sub4"], state)
-    outputs = apply_icnet_decoder(new_state, features["sub2"], features["sub1"],
-                                  pad=features["pad"], num_classes=num_classes,
-                                  input_shape=input_shape, cascade_outputs=cascade_outputs,
-                                  name=ICNET_NAME)
-    return keras.Model([image, state], {**outputs, "state": new_state}, name=name)
+    parts = RecurrentParts(encoder, cell, decoder, cell_input="sub4")
+    return build_step_model(parts, state_shape(input_shape, width), name)
