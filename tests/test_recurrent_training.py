@@ -24,7 +24,8 @@ from tfseg.config import (
 )
 from tfseg.config.schema import ClipConfig
 from tfseg.deploy.evaluation import evaluate_to_folder
-from tfseg.models.clips import build_clip_model
+from tfseg.models.clips import RecurrentParts, build_clip_model, build_step_model
+from tfseg.models.recurrent import ConvGRUCell
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.validation import validate
 from tfseg.training.loop import train, with_computed_class_weights
@@ -46,13 +47,16 @@ def stand_in_step_model(seed=0):
     {"logits", "state"}; the state changes the logits."""
     keras.utils.set_random_seed(seed)
     image = keras.Input((SIZE, SIZE, 1), name="image")
-    state = keras.Input((SIZE // 4, SIZE // 4, 3), name="state")
     pixels = keras.layers.Rescaling(1 / 50)(image)
-    new_state = keras.layers.Conv2D(3, 1, activation="tanh")(
-        keras.layers.Concatenate()([keras.layers.AveragePooling2D(4)(pixels), state]))
+    encoder = keras.Model(image, {"pixels": pixels,
+                                  "pooled": keras.layers.AveragePooling2D(4)(pixels)})
+    inputs = {"pixels": keras.Input((SIZE, SIZE, 1), name="pixels"),
+              "state": keras.Input((SIZE // 4, SIZE // 4, 3), name="state")}
     logits = keras.layers.Conv2D(2, 1)(keras.layers.Concatenate()(
-        [pixels, keras.layers.UpSampling2D(4)(3.0 * new_state)]))
-    return keras.Model([image, state], {"logits": logits, "state": new_state})
+        [inputs["pixels"], keras.layers.UpSampling2D(4)(3.0 * inputs["state"])]))
+    parts = RecurrentParts(encoder, ConvGRUCell(3, kernel_size=1),
+                           keras.Model(inputs, {"logits": logits}), cell_input="pooled")
+    return build_step_model(parts, (SIZE // 4, SIZE // 4, 3), "stand_in")
 
 
 @pytest.fixture(scope="module")
