@@ -27,29 +27,16 @@ from tfseg.deploy.exports import export_onnx
 from tfseg.deploy.precisions import precision_path
 from tfseg.deploy.quantization import write_precision
 from tfseg.utils.hardware import cpuinfo_fields, cpuinfo_path
-from tfseg.models import all_layers
+from tfseg.models import randomize_batch_norm
 
 SEED_CASES = [case for case in CASES if (case.model, case.options.get("width")) in (
     ("linknet", None), ("icnet", 1.0))]
 
 
-def randomise_batch_norm(model, seed=0):
-    """Batch norm statistics and affine weights away from their initial values, as a trained
-    model's are (initial ones make every normalisation an identity)."""
-    rng = np.random.default_rng(seed)
-    for layer in all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0.0, 0.3, shape).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
-            layer.beta.assign(rng.normal(0.0, 0.2, shape).astype(np.float32))
-
-
 def measure_case(case, directory, repeats, calibration_frames):
     """Rows (one per precision) of one case."""
     model = build_model(case, "float32")
-    randomise_batch_norm(model)
+    randomize_batch_norm(model)
     float32 = export_onnx(model, directory / "model.onnx", metadata=export_metadata(case))
     rng = np.random.default_rng(0)
     shape = (case.height, case.width, case.channels)

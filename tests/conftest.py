@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import yaml
@@ -81,21 +80,6 @@ def run_module(module, *args, timeout=600, env=None):
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
-
-
-def randomize_batch_norm(model, seed=0):
-    """Moves every batch norm's statistics and affine weights away from their initial values,
-    so training and inference modes (and an export that folds them wrongly) differ."""
-    from tfseg.models import all_layers
-
-    rng = np.random.default_rng(seed)
-    for layer in all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0.0, 0.3, shape).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
-            layer.beta.assign(rng.normal(0.0, 0.2, shape).astype(np.float32))
 
 
 def psnr(a, b, peak=255.0):

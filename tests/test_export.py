@@ -10,7 +10,7 @@ import onnx
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import TINY_CONFIG, assert_parity_results, randomize_batch_norm, run_module
+from conftest import TINY_CONFIG, assert_parity_results, run_module
 
 from tfseg import export, models
 from tfseg.cli import run_cli
@@ -19,6 +19,7 @@ from tfseg.deploy import runtimes
 from tfseg.deploy.exports import export_model, export_onnx
 from tfseg.deploy.metadata import make_metadata, read_onnx_metadata
 from tfseg.deploy.parity import ParityError, check_parity
+from tfseg.models import randomize_batch_norm
 from tfseg.utils.files import write_json
 
 SIZE = (64, 64)

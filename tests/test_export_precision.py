@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG, randomize_batch_norm, write_hr_images
+from conftest import TINY_CONFIG, write_hr_images
 
 from tfseg import export
 from tfseg.cli import run_cli
@@ -18,6 +18,7 @@ from tfseg.deploy.precisions import (
     opencv_reason,
     precision_path,
 )
+from tfseg.models import randomize_batch_norm
 from tfseg.utils.errors import TfsegError
 
 # Full width: enough weights (3M) for the int8 file to be about 4x smaller.

@@ -15,7 +15,6 @@ from conftest import (
     REPO,
     assert_one_line_error,
     psnr,
-    randomize_batch_norm,
     run_module,
     write_plain_onnx,
 )
@@ -50,7 +49,7 @@ def make_segmenter(mean, std, seed=0):
     keras.utils.set_random_seed(seed)
     model = models.build("linknet", num_classes=2, input_shape=MODEL_SIZE, input_channels=1,
                          mean=mean, std=std)
-    randomize_batch_norm(model, seed)
+    models.randomize_batch_norm(model, seed)
     return model
 
 

@@ -13,13 +13,14 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY_CONFIG, randomize_batch_norm
+from conftest import TINY_CONFIG
 
 from tfseg import export as export_command
 from tfseg import presets as presets_command
 from tfseg import train as train_command
 from tfseg.cli import run_cli
 from tfseg.config import Config, from_dict, save_config
+from tfseg.models import randomize_batch_norm
 from tfseg.runs import presets
 from tfseg.utils.errors import TfsegError
 

@@ -7,7 +7,7 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG, randomize_batch_norm
+from conftest import TINY_CONFIG
 
 from tfseg.config import Config, from_dict
 from tfseg.data.pipeline import make_datasets
@@ -15,7 +15,7 @@ from tfseg.deploy import robustness, runtimes
 from tfseg.deploy.evaluation import sequence_batches
 from tfseg.deploy.metadata import metadata_for
 from tfseg.deploy.robustness import INDEPENDENT, TRAINING, Axis
-from tfseg.models import all_layers
+from tfseg.models import all_layers, randomize_batch_norm
 from tfseg.models.from_config import build_model
 
 SEQUENCES, FRAMES = 2, 4

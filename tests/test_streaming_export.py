@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import tensorflow as tf
-from conftest import assert_parity_results, available_opencv_runtimes, randomize_batch_norm
+from conftest import assert_parity_results, available_opencv_runtimes
 from test_opencv_segment import run_tool
 from test_predict import make_frames, read_mask, write_frames
 
@@ -30,6 +30,7 @@ from tfseg.deploy.metadata import (
     recurrent_state,
     state_metadata,
 )
+from tfseg.models import randomize_batch_norm
 from tfseg.models.from_config import build_model
 from tfseg.utils.errors import TfsegError
 

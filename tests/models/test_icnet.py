@@ -10,13 +10,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import available_opencv_runtimes, randomize_batch_norm
+from conftest import available_opencv_runtimes
 from keras.src.legacy.saving import legacy_h5_format
 
 from tfseg.deploy.exports import export_onnx
 from tfseg.deploy.opencv_dnn import run_opencv
 from tfseg.deploy.parity import run_onnxruntime
-from tfseg.models import all_layers
+from tfseg.models import all_layers, randomize_batch_norm
 from tfseg.models.backbones.resnet import build_resnet_backbone
 from tfseg.models.icnet import AdaptiveAveragePooling, build_icnet
 

@@ -10,11 +10,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY_CONFIG, randomize_batch_norm
+from conftest import TINY_CONFIG
 
 from tfseg import models
 from tfseg.config.loading import from_dict
 from tfseg.config.schema import Config
+from tfseg.models import randomize_batch_norm
 from tfseg.models.clips import RecurrentParts, build_clip_model, build_step_model
 from tfseg.models.from_config import (
     build_model,

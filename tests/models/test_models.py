@@ -4,13 +4,14 @@ exports that agree with Keras in onnxruntime and both OpenCV DNN engines."""
 
 import numpy as np
 import pytest
-from conftest import available_opencv_runtimes, psnr, randomize_batch_norm
+from conftest import available_opencv_runtimes, psnr
 
 from tfseg import models
 from tfseg.config.schema import MODEL_TASKS, RECURRENT_MODELS
 from tfseg.deploy.exports import export_onnx
 from tfseg.deploy.opencv_dnn import run_opencv
 from tfseg.deploy.parity import run_onnxruntime
+from tfseg.models import randomize_batch_norm
 
 # Per-frame models (one input, one output); recurrent step models (inputs pixels and state)
 # are tested in their own files (test_icnet_temporal.py).

@@ -5,11 +5,12 @@ onnxruntime and both OpenCV DNN engines."""
 import keras
 import numpy as np
 import pytest
-from conftest import available_opencv_runtimes, psnr, randomize_batch_norm
+from conftest import available_opencv_runtimes, psnr
 
 from tfseg.deploy.exports import export_onnx
 from tfseg.deploy.opencv_dnn import run_opencv
 from tfseg.deploy.parity import run_onnxruntime
+from tfseg.models import randomize_batch_norm
 from tfseg.models.sr_johnson import build_sr_johnson
 
 

@@ -62,6 +62,20 @@ def all_layers(model):
             yield from all_layers(layer)
 
 
+def randomize_batch_norm(model, seed=0):
+    """Moves every batch norm's statistics and affine weights away from their initial values,
+    as a trained model's are: initial ones make every normalisation an identity, so an export
+    that folds batch norm wrongly would still agree (export checks and benchmarks)."""
+    rng = np.random.default_rng(seed)
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0.0, 0.3, shape).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+            layer.beta.assign(rng.normal(0.0, 0.2, shape).astype(np.float32))
+
+
 def build(name, *, input_shape=None, input_channels=3, num_classes=None, mean=None, std=None,
           **options):
     """Builds model `name` of `MODEL_BUILDERS`.
