@@ -12,7 +12,6 @@ from conftest import TINY_CONFIG
 from tfseg.config import Config, from_dict
 from tfseg.data.pipeline import make_datasets
 from tfseg.deploy import robustness, runtimes
-from tfseg.deploy.evaluation import sequence_batches
 from tfseg.deploy.metadata import metadata_for
 from tfseg.deploy.robustness import INDEPENDENT, TRAINING, Axis
 from tfseg.models import all_layers, randomize_batch_norm
@@ -72,8 +71,8 @@ def test_each_cell_runs_its_sequences_whole_in_order_from_a_zero_state(tmp_path,
     # independent set; their held-out sequences as the validation data gives them.
     jobs, _ = robustness.cell_configs(config, sequences=SEQUENCES, folder=tmp_path / "data",
                                       axes=(STILL,))
-    held_out = [list(sequence_batches(make_datasets(cell_config).validation))
-                for _, cell_config in jobs]
+    held_out = [[(np.asarray(images)[0], np.asarray(masks)[0]) for images, masks
+                 in make_datasets(cell_config).validation] for _, cell_config in jobs]
     assert [len(sequences) for sequences in held_out] == [SEQUENCES] * 4
     model = step_model(config, held_out[0][0][0])
     runtime = runtimes.from_keras(model, metadata_for(config, "NHWC"))

@@ -71,22 +71,12 @@ def predict_whole_images(runtime, images, notes):
     return np.stack([predict_tiled(runtime, image, runtime.input_size) for image in images])
 
 
-def sequence_batches(batches):
-    """The sequences of `batches` one by one: (frames (N, H, W, C), masks (N, H, W)) of each
-    sequence of a batch of whole sequences (B, N, H, W, C), or a batch of frames as it is."""
-    for inputs, targets in batches:
-        inputs, targets = np.asarray(inputs), np.asarray(targets)
-        if inputs.ndim == 5:
-            yield from zip(inputs, targets)
-        else:
-            yield inputs, targets
-
-
 def score(runtime, config, batches, samples=0):
     """Scores `runtime` on `batches` (of (images, masks), or (LR, HR) whole images) by the
     validation of training runs (`tfseg.tasks.validation.validate`). A recurrent model
-    (`runtime.recurrent`) is scored sequence by sequence (`sequence_batches`): the frames of
-    each in order, its state carried from frame to frame and reset to zeros at each sequence.
+    (`runtime.recurrent`) gets batches of whole sequences, which `validate` hands over one
+    sequence per call: the frames of each in order, the state carried from frame to frame and
+    reset to zeros at each call.
 
     Returns:
         dict: every validation score, "notes", and for segmentation "per_class" rows; "panels"
@@ -98,13 +88,12 @@ def score(runtime, config, batches, samples=0):
 
     def run(images):
         if runtime.recurrent:
-            runtime.reset()   # each batch is one whole sequence
+            runtime.reset()   # each call is one whole sequence
         if segmentation:
             return predict(runtime, images, labels, notes)
         return predict_whole_images(runtime, images, notes)
 
     if runtime.recurrent:
-        batches = sequence_batches(batches)
         notes.add("a recurrent model: each sequence scored whole, its frames in order, the "
                   "state carried from frame to frame and reset to zeros at each sequence")
     report = validate(make_task(config), run, batches, samples=samples)
