@@ -17,7 +17,7 @@ from tfseg.models.from_config import build_model, copy_weights
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.losses import per_image_asymmetric_loss, per_image_cross_entropy
 from tfseg.training.loop import with_computed_class_weights
-from tfseg.training.optimizers import make_optimizer
+from tfseg.training.optimizers import FusedAdam, make_optimizer
 from tfseg.training.steps import build_training
 
 
@@ -37,6 +37,42 @@ def test_cosine_schedule_with_warmup_rises_then_decays_to_zero():
                                            ("sgd", keras.optimizers.SGD)])
 def test_optimizer_choice(name, expected):
     assert isinstance(make_optimizer(TrainConfig(optimizer=name)), expected)
+
+
+def adam_trajectory(optimizer_class, steps=5, **options):
+    """Variables after `steps` updates of a fixed pseudo-random gradient sequence."""
+    rng = np.random.default_rng(0)
+    variables = [keras.Variable(rng.normal(size=shape).astype(np.float32))
+                 for shape in ((3, 3, 4, 8), (8,))]
+    optimizer = optimizer_class(**options)
+    gradients = [[rng.normal(size=v.shape).astype(np.float32) for v in variables]
+                 for _ in range(steps)]
+    apply = tf.function(lambda g: optimizer.apply_gradients(zip(g, variables)))
+    for step_gradients in gradients:
+        apply(step_gradients)
+    graph = apply.get_concrete_function(gradients[0]).graph
+    return [v.numpy() for v in variables], {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize("options", [
+    {"learning_rate": 1e-2},
+    {"learning_rate": keras.optimizers.schedules.CosineDecay(0.0, 10, warmup_target=1e-2,
+                                                             warmup_steps=2),
+     "weight_decay": 1e-2, "epsilon": 1e-3},
+])
+def test_fused_adam_takes_keras_adams_steps(options):
+    fused, fused_ops = adam_trajectory(FusedAdam, **options)
+    reference, reference_ops = adam_trajectory(keras.optimizers.Adam, **options)
+    for ours, theirs in zip(fused, reference):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert "ResourceApplyAdam" in fused_ops and "ResourceApplyAdam" not in reference_ops
+
+
+def test_fused_adam_keeps_amsgrad_as_keras_computes_it():
+    fused, _ = adam_trajectory(FusedAdam, learning_rate=1e-2, amsgrad=True)
+    reference, _ = adam_trajectory(keras.optimizers.Adam, learning_rate=1e-2, amsgrad=True)
+    for ours, theirs in zip(fused, reference):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_float16_wraps_the_optimizer_in_loss_scaling():
