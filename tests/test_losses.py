@@ -39,6 +39,12 @@ def test_ignored_pixels_do_not_count():
     pixel = reference_cross_entropy(labels, logits)
     assert loss[0] == pytest.approx(pixel[0, 2:].mean(), rel=1e-5)
     assert loss[1] == pytest.approx(pixel[1].mean(), rel=1e-5)
+    logits = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = tf.reduce_sum(per_image_cross_entropy(ignored, logits, 255))
+    gradient = tape.gradient(loss, logits).numpy()
+    assert not gradient[0, :2].any() and np.abs(gradient[0, 2:]).min() > 0
 
 
 def test_fully_ignored_image_contributes_zero():

@@ -5,6 +5,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfseg.data.super_resolution import evaluation_pairs
 from tfseg.tasks.metrics import (
@@ -26,6 +27,23 @@ def test_confusion_matrix_skips_ignored_pixels_and_counts_rows_as_truth():
     predictions = np.array([[0, 0, 1], [1, 1, 1]])
     matrix = confusion_matrix(labels, predictions, num_classes=2, ignore_label=255).numpy()
     np.testing.assert_array_equal(matrix, [[1, 1], [1, 2]])
+
+
+def test_confusion_matrix_counts_as_tensorflows_with_ignored_pixels_left_out():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 12, (2, 30, 40)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.2] = 255
+    predictions = rng.integers(0, 12, labels.shape)
+    valid = labels != 255
+    expected = tf.math.confusion_matrix(labels[valid], predictions[valid], num_classes=12)
+    matrix = confusion_matrix(labels, predictions, 12, 255)
+    assert matrix.dtype == tf.int64
+    np.testing.assert_array_equal(matrix, expected)
+
+
+def test_a_label_outside_the_classes_is_an_error_not_a_dropped_pixel():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside 0..1 that is not 255"):
+        confusion_matrix(np.array([[0, 2]]), np.array([[0, 1]]), 2, 255)
 
 
 def test_scores_by_hand():
