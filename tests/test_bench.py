@@ -12,7 +12,7 @@ from conftest import opencv_engines, run_module
 from tfseg import bench
 from tfseg.benchmarking import pipelines, runner
 from tfseg.benchmarking.cases import Case, Variant, baseline_key, cases_of, row_key, rows_of
-from tfseg.benchmarking.children import run_child
+from tfseg.benchmarking.children import crash_reason, run_child
 from tfseg.benchmarking.flops import count_flops
 from tfseg.benchmarking.report import SCHEMA, compare, render_comparison, render_markdown
 from tfseg.benchmarking.rows import build_model, measure_row
@@ -164,6 +164,20 @@ def test_flop_counter_matches_models_md(case, published, tolerance):
     shape = (1, case.height, case.width, case.channels)
     gflops = count_flops(build_model(case, "float32"), shape) / 1e9
     assert gflops == pytest.approx(published, rel=tolerance)
+
+
+def test_a_child_out_of_memory_is_reported_as_such():
+    # TensorFlow's own lines when the FCN-ResNet18 recipe's 4 x 3072x512 step ran out of 24 GiB
+    # (it then segfaulted); the OOM killer's SIGKILL comes with no message.
+    stderr = ("W0000 bfc_allocator.cc:502] Allocator (mklcpu) ran out of memory trying to "
+              "allocate 768.00MiB\nW0000 op_kernel.cc:1858] OP_REQUIRES failed at "
+              "mkl_util.h:848 : RESOURCE_EXHAUSTED: OOM when allocating tensor with shape"
+              "[4,1536,256,128] and type float on /job:localhost/replica:0/task:0/device:CPU:0"
+              "\nFatal Python error: Segmentation fault\n")
+    assert crash_reason(11, stderr).startswith(
+        "out of memory (TensorFlow could not allocate a tensor of shape [4,1536,256,128];")
+    assert crash_reason(9, "").startswith("killed (signal 9: out of memory")
+    assert crash_reason(11, "Fatal Python error: Segmentation fault") == "crashed (signal 11)"
 
 
 def test_a_runtime_that_fails_fails_its_row_only(tmp_path, monkeypatch):

@@ -39,9 +39,22 @@ def run_child(spec, *, timeout):
     if process.returncode == 0 and results:
         return {"status": "ok", **json.loads(results[-1][len(RESULT_PREFIX):])}
     if process.returncode < 0:
-        return {"status": "failed", "reason": f"crashed (signal {-process.returncode})"}
+        return {"status": "failed", "reason": crash_reason(-process.returncode, stderr)}
     last = (stderr.strip().splitlines() or ["(no message)"])[-1]
     return {"status": "failed", "reason": f"exit status {process.returncode}: {last[:300]}"}
+
+
+def crash_reason(signal_number, stderr):
+    """Why a child died of `signal_number`: running out of memory says so, because
+    TensorFlow's CPU allocator reports it and then segfaults, and the kernel's OOM killer
+    sends SIGKILL with no message at all."""
+    if "RESOURCE_EXHAUSTED: OOM" in stderr:
+        shape = stderr.split("OOM when allocating tensor with shape", 1)[-1].split(" ", 1)[0]
+        return f"out of memory (TensorFlow could not allocate a tensor of shape {shape}; " \
+               f"signal {signal_number})"
+    if signal_number == signal.SIGKILL:
+        return "killed (signal 9: out of memory, or stopped from outside)"
+    return f"crashed (signal {signal_number})"
 
 
 def child():
