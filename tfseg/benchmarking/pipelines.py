@@ -58,16 +58,12 @@ def interferogram_pipeline(work_dir, frames):
     import numpy as np
 
     from tfseg.data import interferograms, preprocess
-    from tfseg.data.synthetic_folders import write_sequences
 
-    root = work_dir / f"interferograms-3072-{frames}-frames"
-    if not root.exists():
-        write_sequences(root, SyntheticSpec(height=3072, width=3072, frames_per_sequence=frames,
-                                            fringes=80.0), sequences=1)
+    folder = bmp_sequence(work_dir, frames)
     preprocessing = preprocess.Preprocessing(steps=PreprocessConfig(
         blur=3, background_every=10, clahe_clip_limit=5.0, clahe_tile_grid=20),
         resize_to=[1024, 1024])
-    records = interferograms.read_sequence(root / "sequence_000")
+    records = interferograms.read_sequence(folder)
     background = interferograms.sequence_background(records, preprocessing)
     dataset = interferograms.folder_frames(records, {records[0].path.parent: background},
                                            preprocessing)
@@ -85,6 +81,19 @@ def interferogram_pipeline(work_dir, frames):
     return pipeline_rates(dataset, plain_loop, len(records),
                           train_step_rate("icnet", (1024, 1024), 1, 2, batch_size=2, width=0.5),
                           batch_size=2)
+
+
+def bmp_sequence(work_dir, frames, size=3072):
+    """The folder of one synthetic sequence of `frames` size x size 8-bit BMP interferograms
+    (80 fringes across 3072 pixels), written under `work_dir` the first time and reused
+    after."""
+    from tfseg.data.synthetic_folders import write_sequences
+
+    root = Path(work_dir) / f"interferograms-{size}-{frames}-frames"
+    if not root.exists():
+        write_sequences(root, SyntheticSpec(height=size, width=size, frames_per_sequence=frames,
+                                            fringes=80.0 * size / 3072), sequences=1)
+    return root / "sequence_000"
 
 
 def camvid_pipeline(data_dir, limit):

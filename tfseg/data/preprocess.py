@@ -171,12 +171,16 @@ class Preprocessing:
             if background.shape != image.shape:
                 raise ValueError(f"{_size(image)} frame in a sequence of {_size(background)} "
                                  f"frames (one background needs one size)")
-            image = np.maximum(image - self.steps.background_alpha * background, 0.0)
+            # In place: `image` is this call's own copy, and a 3072x3072 frame's temporaries
+            # cost more than the arithmetic.
+            image -= self.steps.background_alpha * background
+            np.maximum(image, 0.0, out=image)
         image = image.reshape(*image.shape[:2], -1)
         if self.steps.clahe_clip_limit:
             max_value, divisor = np.iinfo(blurred.dtype).max, self._divisor(blurred.dtype)
-            image = np.stack([self._equalized(image[..., c], max_value, divisor)
-                              for c in range(image.shape[-1])], axis=-1)
+            channels = [self._equalized(image[..., c], max_value, divisor)
+                        for c in range(image.shape[-1])]
+            image = np.stack(channels, axis=-1) if len(channels) > 1 else channels[0][..., None]
         image = _resized(crop(image, self.steps.crop), self.resize_to,
                          INTERPOLATIONS[self.interpolation])
         return image.reshape(*image.shape[:2], -1)
@@ -217,8 +221,11 @@ class Preprocessing:
         clahe = cv2.createCLAHE(clipLimit=self.steps.clahe_clip_limit,
                                 tileGridSize=(grid, grid))
         native = channel if divisor == 1 else channel * np.float32(divisor)
-        rounded = np.clip(np.rint(native), 0, max_value).astype(
-            np.uint8 if max_value <= 255 else np.uint16)
+        # The values are never negative (frames, or frames minus a background clipped at 0):
+        # OpenCV's saturating conversion of their absolute values rounds half to even as
+        # np.rint does, in one pass instead of four.
+        rounded = (cv2.convertScaleAbs(native) if max_value <= 255 else
+                   np.clip(np.rint(native), 0, max_value).astype(np.uint16))
         equalized = clahe.apply(rounded).astype(np.float32)
         return equalized if divisor == 1 else equalized / np.float32(divisor)
 
