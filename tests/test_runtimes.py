@@ -79,6 +79,22 @@ def test_keras_file_runs_in_keras(exported, tmp_path):
     np.testing.assert_allclose(loaded(images), model(images, training=False), atol=1e-5)
 
 
+@pytest.mark.slow   # 1.5 s: two graphs traced
+def test_the_keras_runtime_runs_a_frozen_snapshot_unless_asked_for_live_weights(exported):
+    model, _, images, _ = exported
+    frozen, live = runtimes.from_keras(model), runtimes.from_keras(model, frozen=False)
+    before = frozen(images)
+    np.testing.assert_allclose(before, live(images), atol=1e-5)
+    kernel = next(w for w in model.weights if w.path.endswith("kernel"))
+    saved = kernel.numpy()
+    try:
+        kernel.assign(saved * 0.5)   # as training's next epoch changes the weights
+        np.testing.assert_array_equal(frozen(images), before)
+        assert np.abs(live(images) - before).max() > 1e-3
+    finally:
+        kernel.assign(saved)
+
+
 def test_wrong_frames_are_refused_with_the_expected_shape(exported):
     out = exported[3]
     loaded = runtimes.load(out / "model.onnx")

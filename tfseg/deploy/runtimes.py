@@ -208,7 +208,7 @@ def run_frames(step, pixels, state):
     return np.concatenate(outputs), np.concatenate(states)
 
 
-def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
+def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False, frozen=True):
     """A "keras" runtime for an in-memory model, `batch_size` frames at a time (a recurrent
     step model: one frame at a time, its state carried; its metadata gets the state's
     description, `state_metadata`).
@@ -216,7 +216,12 @@ def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
     The model is called with `training=False` (TOOLCHAIN.md trap 1) inside one tf.function
     with a fixed input signature, the graph every export traces: eager calls took 1.2x the
     time for LinkNet at 360x480 and 3.4x for the SR network at 72x72 on the project machine.
-    `jit_compile` compiles it with XLA.
+    `frozen` (the default) makes the weights as they are now constants of that graph, as an
+    export does: oneDNN then packs each filter once instead of at every call and batch norm
+    folds into the convolutions, which made FCN-32s 2.1x and LinkNet 1.2x faster
+    (docs/benchmarks.md); the logits stay within float32 rounding. A model whose weights
+    change between calls (training's validation) needs `frozen=False`. `jit_compile`
+    compiles the graph with XLA.
     """
     import tensorflow as tf
 
@@ -225,8 +230,8 @@ def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
     state_shape = model_state_shape(model)
     if state_shape is not None:
         state_spec = tf.TensorSpec((None, *state_shape), tf.float32)
-        call = tf.function(lambda pixels, state: step_outputs(model, pixels, state),
-                           input_signature=[spec, state_spec], jit_compile=jit_compile)
+        call = _graph(lambda pixels, state: step_outputs(model, pixels, state),
+                      [spec, state_spec], frozen=frozen, jit_compile=jit_compile)
 
         def step(frame, state):
             outputs = call(frame, state)
@@ -237,8 +242,8 @@ def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
                        metadata={**(metadata or {}), **state_metadata(state_shape, "NHWC")},
                        input_size=(height, width), channels=channels,
                        state_shape=state_shape)
-    infer = tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec],
-                        jit_compile=jit_compile)
+    infer = _graph(lambda pixels: model(pixels, training=False), [spec], frozen=frozen,
+                   jit_compile=jit_compile)
 
     def predict(pixels):
         pixels = np.asarray(pixels, np.float32)
@@ -249,6 +254,32 @@ def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False):
                    metadata=dict(metadata or {}),
                    input_size=(height, width) if height and width else None,
                    channels=channels)
+
+
+def _graph(function, signature, *, frozen, jit_compile):
+    """`function` as one graph of `signature`, `frozen` or on the live variables."""
+    import tensorflow as tf
+
+    traced = tf.function(function, input_signature=signature,
+                         jit_compile=jit_compile and not frozen)
+    if not frozen:
+        return traced
+    return tf.function(_frozen(traced.get_concrete_function()), input_signature=signature,
+                       jit_compile=jit_compile)
+
+
+def _frozen(function):
+    """The concrete `function` with its variables turned into constants
+    (`convert_variables_to_constants_v2`, the step tf2onnx takes before converting), called
+    with its inputs positionally (in their flattened order) and returning its structure."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    constant = convert_variables_to_constants_v2(function)
+    return lambda *inputs: tf.nest.pack_sequence_as(function.structured_outputs,
+                                                     constant(*inputs))
 
 
 def _load_keras(path, runtime):
@@ -282,11 +313,18 @@ def _load_saved_model(path, runtime):
     import tensorflow as tf
 
     metadata = read_saved_model_metadata(path)
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(path))   # alive while its variables are read
+    signature = loaded.signatures["serving_default"]
+    specs = dict(signature.structured_input_signature[1])
+    frozen, names = _frozen(signature), sorted(specs)
+
+    def serve(**inputs):   # the frozen signature takes its inputs in name order
+        return frozen(*[inputs[name] for name in names])
+
     state = recurrent_state(metadata)
     if state:
-        return _saved_model_step(path, runtime, serve, metadata, state)
-    (name, spec), = serve.structured_input_signature[1].items()
+        return _saved_model_step(path, runtime, serve, specs, metadata, state)
+    (name, spec), = specs.items()
     _, height, width, channels = spec.shape
 
     def predict(pixels):
@@ -298,12 +336,11 @@ def _load_saved_model(path, runtime):
                    channels=channels)
 
 
-def _saved_model_step(path, runtime, serve, metadata, state):
+def _saved_model_step(path, runtime, serve, specs, metadata, state):
     """The runtime of a recurrent SavedModel: its signature takes the frame and the state
     (`state["input"]`) and returns the logits and the next state (`state["output"]`)."""
     import tensorflow as tf
 
-    specs = dict(serve.structured_input_signature[1])
     if state["input"] not in specs or len(specs) != 2:
         raise TfsegError(f"{path}: the signature takes {sorted(specs)}; its tfseg metadata "
                          f"describes a frame and the state {state['input']!r}")

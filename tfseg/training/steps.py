@@ -69,7 +69,8 @@ def build_validation(config, strategy, task, model, validation):
     if is_recurrent(config):
         runtime = sequence_predictor(evaluation_model, jit_compile=config.train.jit_compile)
     else:
-        runtime = from_keras(evaluation_model, jit_compile=config.train.jit_compile)
+        runtime = from_keras(evaluation_model, jit_compile=config.train.jit_compile,
+                             frozen=False)   # the weights change from epoch to epoch
 
     def validate_epoch(samples=0):
         if evaluation_model is not model:
