@@ -68,9 +68,11 @@ def test_state_files_of_existing_runs_read_back_typed_and_write_back_unchanged(f
     assert state.best == Best(metric="foreground_iou", epoch=1, step=2, value=0.0264)
     assert state.statistics.dtype == np.int64 and state.statistics.shape == (2, 2)
     assert json.loads(json.dumps(state.to_json())) == SAVED_STATE
-    # What the loop writes today has the same keys.
+    assert state.train_seconds is None   # written before training time was kept
+    # What the loop writes today has the same keys and the training time so far.
     written = json.loads((finished / "checkpoints" / "state-3.json").read_text())
-    assert list(written) == list(SAVED_STATE) and written["step"] == 3
+    assert list(written) == [*SAVED_STATE, "train_seconds"] and written["step"] == 3
+    assert 0 < written["train_seconds"] < 300
 
 
 def test_a_step_counts_its_loss_if_finite_and_is_skipped_otherwise():

@@ -28,7 +28,11 @@ from tfseg.models.clips import RecurrentParts, build_clip_model, build_step_mode
 from tfseg.models.recurrent import ConvGRUCell
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.validation import validate
+from tfseg.models import all_layers
+from tfseg.models.from_config import build_model, training_input_shape
+from tfseg.runs.restore import init_from_run, load_run
 from tfseg.training.loop import train, with_computed_class_weights
+from tfseg.utils.errors import TfsegError
 from tfseg.training.recurrent import sequence_predictor, trained_frames
 from tfseg.training.steps import make_train_step
 
@@ -220,3 +224,33 @@ def test_icnet_temporal_trains_validates_checkpoints_and_resumes(tmp_path, capsy
     assert f"resuming {resumed} at step 3" in capsys.readouterr().out
     assert_same_run(json.loads((resumed / "metrics.json").read_text()),
                     json.loads((run_dir / "metrics.json").read_text()))
+
+
+@pytest.mark.slow  # a tiny per-frame icnet run: about 15 s
+def test_icnet_temporal_starts_from_a_per_frame_icnet_run_but_its_gru(tmp_path, capsys):
+    per_frame = copy.deepcopy(RECURRENT_RUN)
+    per_frame["model"]["name"] = "icnet"
+    per_frame["train"].update(epochs=1, steps_per_epoch=1)
+    train(from_dict(Config, per_frame, source="test"), tmp_path / "icnet")
+    _, icnet = load_run(tmp_path / "icnet")
+    config = from_dict(Config, RECURRENT_RUN, source="test")
+    model = build_model(config, training_input_shape(config), for_training=True)
+    checkpoint = init_from_run(tmp_path / "icnet", config, model)
+    assert checkpoint.startswith(str(tmp_path / "icnet" / "checkpoints"))
+    source = {layer.name: layer for layer in all_layers(icnet) if layer.weights}
+    targets = [layer for layer in all_layers(model)
+               if layer.weights and not isinstance(layer, keras.Model)]
+    shared = [layer for layer in targets if layer.name in source]
+    assert len(shared) > len(targets) / 2
+    for layer in shared:
+        for ours, theirs in zip(layer.get_weights(), source[layer.name].get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    assert any(isinstance(layer, ConvGRUCell) for layer in targets if layer not in shared)
+    assert "start from their initial values" in capsys.readouterr().out
+    wider = from_dict(Config, {**RECURRENT_RUN, "model": {**RECURRENT_RUN["model"],
+                                                         "options": {"width": 1.0}}},
+                      source="test")
+    with pytest.raises(TfsegError, match="model.options; train.init_from needs the same"):
+        init_from_run(tmp_path / "icnet", wider,
+                      build_model(wider, training_input_shape(wider), for_training=True))
+

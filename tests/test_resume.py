@@ -72,6 +72,11 @@ def test_sigkill_mid_epoch_then_resume_continues_without_gap(tmp_path, uninterru
     process.wait()
     on_disk = checkpoint_steps(run_dir)
     assert max(on_disk) < 12, "the run finished before it was killed"
+    # As if the killed part had trained for 1000 s: the resumed run adds its own time to it.
+    state_file = run_dir / "checkpoints" / f"state-{max(on_disk)}.json"
+    state = json.loads(state_file.read_text())
+    assert 0 < state["train_seconds"] < 1000
+    state_file.write_text(json.dumps({**state, "train_seconds": 1000.0}))
 
     result = run_module("tfseg.train", "--resume", run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -80,6 +85,7 @@ def test_sigkill_mid_epoch_then_resume_continues_without_gap(tmp_path, uninterru
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3]
     assert [row["step"] for row in metrics["history"]] == [4, 8, 12]
+    assert 1000 < metrics["train_seconds"] <= 1000 + metrics["total_seconds"]
     # Same data position, augmentation draws and optimizer state: the same run.
     assert_same_run(metrics, uninterrupted)
 

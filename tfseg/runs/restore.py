@@ -73,3 +73,36 @@ def restore_weights(run_dir, model, described, checkpoint="latest"):
         raise TfsegError(f"{checkpoint_path}: does not fit {described} "
                          f"({str(error).splitlines()[0]})") from None
     return checkpoint_path
+
+
+def init_from_run(run_dir, config, model):
+    """`train.init_from: RUN`: the latest weights of run `run_dir` into the training `model`
+    of `config`. The run must have the same architecture, or be the per-frame `icnet` whose
+    layers an `icnet_temporal` of the same width, classes and channels shares: then every
+    layer but the GRU starts from the run (a printed line names the new ones). Returns the
+    checkpoint's path.
+
+    Raises:
+        TfsegError: not a run, no checkpoint that verifies, or weights that do not fit.
+    """
+    config_path = Path(run_dir) / "config.yaml"
+    described = "the model of this config (train.init_from)"
+    if not config_path.is_file() or config.model.name != "icnet_temporal":
+        return restore_weights(run_dir, model, described)
+    source = load_config(config_path)
+    if source.model.name != "icnet":
+        return restore_weights(run_dir, model, described)
+    shared = ("num_classes", "input_channels", "options")
+    differing = [key for key in shared
+                 if getattr(source.model, key) != getattr(config.model, key)]
+    if differing:
+        raise TfsegError(f"{config_path}: its icnet differs from this icnet_temporal in "
+                         f"model.{', model.'.join(differing)}; train.init_from needs the "
+                         f"same width, classes and channels")
+    trained = build_model(source, training_input_shape(source), for_training=True)
+    checkpoint = restore_weights(run_dir, trained, f"the model of {config_path}")
+    fresh = copy_weights(trained, model, partial=True)
+    print(f"tfseg: {', '.join(fresh)} start from their initial values (the per-frame "
+          f"icnet of {run_dir} has no such layers)")
+    return checkpoint
+

@@ -27,7 +27,7 @@ from tfseg.runs.checkpoints import RunCheckpoints, variables_bytes
 from tfseg.runs.folder import prepare_run_dir, refuse_existing_run
 from tfseg.runs.preflight import check_free_disk
 from tfseg.runs.presets import init_from_preset, is_preset
-from tfseg.runs.restore import restore_weights
+from tfseg.runs.restore import init_from_run
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.losses import class_pixel_counts, linknet_class_weights
 from tfseg.training.distribution import is_chief, make_strategy, precision_of
@@ -127,6 +127,17 @@ def _train(config, run_dir, *, resume, profile):
     elif chief and getattr(task, "perceptual", None) and task.perceptual.random_weights:
         log.write_text("warnings", "The perceptual loss uses a RANDOM VGG16 "
                        "(train.perceptual.weights: random): its features are not perceptual.")
+    # Training time over every part of a resumed run, kept in each checkpoint's state.
+    earlier_seconds = state.train_seconds
+    if earlier_seconds is None:
+        print(f"tfseg: its checkpoint predates the record of training time: metrics.json's "
+              f"train_seconds will count from step {state.step} only")
+
+    def timed_state():
+        if earlier_seconds is not None:
+            state.train_seconds = earlier_seconds + time.perf_counter() - started
+        return state.to_json()
+
     print(f"tfseg: training {model.name} ({model.count_params():,} parameters) on "
           f"{strategy.num_replicas_in_sync} replica(s); run directory {run_dir}")
 
@@ -162,12 +173,12 @@ def _train(config, run_dir, *, resume, profile):
                 if done == steps:
                     break
                 if stop.signal_number:
-                    checkpoints.save(state.step, state.to_json())
+                    checkpoints.save(state.step, timed_state())
                     raise Interrupted(_interrupted_message(stop.signal_number, state.step,
                                                            run_dir), stop.signal_number)
                 if (config.train.checkpoint_every
                         and state.step % config.train.checkpoint_every == 0):
-                    checkpoints.save(state.step, state.to_json())
+                    checkpoints.save(state.step, timed_state())
             seconds = time.perf_counter() - epoch_started
             validation = validate(samples=config.train.log_images if chief else 0)
             panels = validation.pop("panels", None)
@@ -182,8 +193,8 @@ def _train(config, run_dir, *, resume, profile):
                               if isinstance(value, float)}}
             best_metric = task.best_metric   # the config allows only scores of the task
             if state.end_epoch(history_row, best_metric, validation[best_metric]):
-                checkpoints.save_best(state.step, state.to_json())
-            checkpoints.save(state.step, state.to_json())
+                checkpoints.save_best(state.step, timed_state())
+            checkpoints.save(state.step, timed_state())
             if chief:
                 log.write_epoch(state.step, scores=scores,
                                 learning_rate=float(keras.ops.convert_to_numpy(
@@ -204,12 +215,15 @@ def _train(config, run_dir, *, resume, profile):
     validation_scores = validate()
     if not chief:
         return validation_scores
-    recorded = state.to_json()
+    recorded = timed_state()
     final = {"split": "validation", **validation_scores, "epochs": config.train.epochs,
              "steps": state.step, "best": recorded["best"],
              "precision": {"policy": precision.policy, "reason": precision.reason},
              "machine": cpu_info().describe(),   # for model cards (tools/make_preset.py)
-             "train_seconds": round(time.perf_counter() - started, 1),
+             # Every part of a resumed run; this part's only when it resumed a state
+             # written before training time was kept.
+             "train_seconds": round(recorded.get("train_seconds",
+                                                 time.perf_counter() - started), 1),
              "history": recorded["history"], "skipped_frames": data.skipped,
              "skipped_batches": recorded["skipped_batches"]}
     write_json(final, run_dir / "metrics.json")
@@ -225,11 +239,11 @@ def _train(config, run_dir, *, resume, profile):
 
 def initial_weights_of(config, model):
     """Loads the weights `train.init_from` names into the training `model`: a run's latest
-    checkpoint, or a preset's weights (`preset:NAME`); returns where they came from."""
+    checkpoint (`tfseg.runs.restore.init_from_run`), or a preset's weights (`preset:NAME`);
+    returns where they came from."""
     if is_preset(config.train.init_from):
         return init_from_preset(config.train.init_from, config, model)
-    return restore_weights(config.train.init_from, model,
-                           "the model of this config (train.init_from)")
+    return init_from_run(config.train.init_from, config, model)
 
 
 def _non_finite_message(loss, step, checkpoints):

@@ -21,10 +21,13 @@ class Best:
 @dataclass
 class LoopState:
     """Where the loop is: the step, the current epoch's running sums over its finite steps,
-    the per-epoch history, the best score, and the steps skipped for a NaN or Inf loss.
+    the per-epoch history, the best score, the steps skipped for a NaN or Inf loss, and the
+    seconds spent training so far over every resumed part (None: a state written before
+    they were kept).
 
     `to_json` / `from_json` give the `state-<step>.json` of every run since resume existed
-    (keys step, loss_sum, statistics, history, best, skipped_batches), so older runs resume.
+    (keys step, loss_sum, statistics, history, best, skipped_batches; train_seconds since
+    session 13), so older runs resume.
     """
 
     statistics: np.ndarray            # the task's sums (`task.zero_statistics()` at start)
@@ -33,6 +36,7 @@ class LoopState:
     history: list = field(default_factory=list)    # one dict per epoch
     best: Best | None = None
     skipped_batches: list = field(default_factory=list)
+    train_seconds: float | None = 0.0
 
     def add_step(self, loss, statistics, finite):
         """Counts one training step: its loss and statistics if `finite`, else its number as
@@ -62,10 +66,13 @@ class LoopState:
 
     def to_json(self):
         """A JSON-able dict (the `state-<step>.json` format)."""
-        return {"step": self.step, "loss_sum": self.loss_sum,
+        data = {"step": self.step, "loss_sum": self.loss_sum,
                 "statistics": self.statistics.tolist(), "history": self.history,
                 "best": dataclasses.asdict(self.best) if self.best else None,
                 "skipped_batches": self.skipped_batches}
+        if self.train_seconds is not None:   # an older state writes back as it was read
+            data["train_seconds"] = self.train_seconds
+        return data
 
     @classmethod
     def from_json(cls, data):
@@ -73,4 +80,5 @@ class LoopState:
         return cls(step=data["step"], loss_sum=data["loss_sum"],
                    statistics=np.asarray(data["statistics"]), history=list(data["history"]),
                    best=Best(**data["best"]) if data["best"] else None,
-                   skipped_batches=list(data["skipped_batches"]))
+                   skipped_batches=list(data["skipped_batches"]),
+                   train_seconds=data.get("train_seconds"))
