@@ -308,6 +308,27 @@ def test_unreadable_frame_stops_cleanly_with_earlier_outputs_complete(segmentati
     assert read_mask(tmp_path / "out" / "frame_0000_mask.png").shape == FRAME_SIZE
 
 
+@pytest.mark.slow   # 0.5-0.8 s: an onnxruntime session
+def test_a_failed_write_stops_predict_and_the_frames_before_it_are_complete(
+        segmentation_export, tmp_path, monkeypatch):
+    # Files are written in a thread while the next frame runs: a write error still stops
+    # the run, named, and the frames handed over before it are on disk whole.
+    write_png = inference.write_png
+
+    def fail_on_the_second_frame(path, image, **options):
+        if "frame_0001" in path.name:
+            raise TfsegError(f"{path}: no space left on device")
+        write_png(path, image, **options)
+
+    monkeypatch.setattr(inference, "write_png", fail_on_the_second_frame)
+    with pytest.raises(TfsegError, match="frame_0001_mask.png: no space left"):
+        inference.predict_files(segmentation_export.onnx, [segmentation_export.folder],
+                                tmp_path / "out")
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["frame_0000_mask.png", "frame_0000_overlay.png"]
+    assert read_mask(tmp_path / "out" / "frame_0000_mask.png").shape == FRAME_SIZE
+
+
 def test_onnx_without_tfseg_metadata_is_refused_before_writing(tmp_path,
                                                                segmentation_export):
     plain = write_plain_onnx(tmp_path / "plain.onnx")
