@@ -6,11 +6,13 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import types
 from pathlib import Path
 
 import pytest
-from conftest import CPUINFO, run_module
+from conftest import CPUINFO, REPO, run_module
 
 from tfseg import bench
 from tfseg.benchmarking import ceiling, runner
@@ -208,3 +210,24 @@ def test_pytorch_training_mode_times_the_same_network():
     assert result["parameters"] == sum(math.prod(w.shape) for w in tfseg_model.trainable_weights)
     assert runner.PYTORCH_SCRIPT == Path(__file__).resolve().parents[1] / "benchmarks" / \
         "pytorch_reference.py"
+
+
+@pytest.mark.slow   # builds and profiles a tiny step: about 15 s
+def test_step_profile_times_the_parts_and_sums_the_profile_by_op_type(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "step_profile.py"), "--set",
+         "data.height=32", "--set", "data.width=32", "--repeats", "2", "--warmup", "1",
+         "--profile", str(tmp_path)], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    times = {line.split("  ")[1].strip(): float(line.split()[-2]) for line in lines
+             if line.startswith("  ") and line.endswith(" ms") and "%" not in line}
+    assert list(times) == ["inference", "forward (training)", "forward + backward",
+                           "whole step"]
+    assert all(value > 0 for value in times.values())
+    assert times["whole step"] > times["inference"]
+    shares = [float(line.split()[-2]) for line in lines if line.endswith(" %")]
+    assert len(shares) >= 5 and 50 < sum(shares) <= 100.1
+    assert any("Conv2DBackpropFilter" in line for line in lines)
+
