@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny but complete run configuration, and subprocess helpers."""
 
 import functools
+import importlib.util
 import os
 import subprocess
 import sys
@@ -73,6 +74,14 @@ def assert_parity_results(results, labels):
         assert result["passed"], (label, result)
         if missing is None:
             assert result["version"], (label, result)
+
+
+def load_script(path):
+    """A script of the repository (tools/, benchmarks/) imported as a module."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_module(module, *args, timeout=600, env=None):

@@ -1,7 +1,6 @@
 """tools/label_rois.py: YOLO conversion, resume, box mapping and atomic saves without a
 display; a clear one-line exit 2 when there is no display or the input is bad."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -11,16 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, load_script
 
 from tfseg.data.labels import read_roi_json, read_yolo, write_roi_json, write_yolo
 from tfseg.utils import files
 from tfseg.utils.errors import TfsegError
 
 TOOL = REPO / "tools" / "label_rois.py"
-_spec = importlib.util.spec_from_file_location("label_rois", TOOL)
-label_rois = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(label_rois)
+label_rois = load_script(TOOL)
 
 # name, (height, width), bit depth, boxes (x, y, w, h)
 FRAMES = [

@@ -2,7 +2,6 @@
 export's metadata, preprocesses like tfseg and segments like `python -m tfseg.predict`: the
 same masks and overlays, at the input frame's size."""
 
-import importlib.util
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, write_plain_onnx
+from conftest import REPO, load_script, write_plain_onnx
 from test_predict import (
     FRAME_SIZE,
     make_segmentation_export,
@@ -33,10 +32,7 @@ def segmentation_export(tmp_path_factory):
 
 def load_tool(name="opencv_segment"):
     """tools/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(name, TOOL.with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL.with_name(f"{name}.py"))
 
 
 def run_tool(*args):

@@ -2,7 +2,6 @@
 training, tiled super-resolution with histogram matching, and clean errors that leave nothing
 half-written."""
 
-import importlib.util
 import re
 from types import SimpleNamespace
 
@@ -14,6 +13,7 @@ import tensorflow as tf
 from conftest import (
     REPO,
     assert_one_line_error,
+    load_script,
     psnr,
     run_module,
     write_plain_onnx,
@@ -371,10 +371,7 @@ def test_boxes_are_the_mask_samples_in_both_label_formats(segmentation_export, t
         found += len(boxes)
     assert found
     # tools/label_rois.py --proposals opens either file set with these boxes.
-    spec = importlib.util.spec_from_file_location("label_rois",
-                                                  REPO / "tools" / "label_rois.py")
-    label_rois = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(label_rois)
+    label_rois = load_script(REPO / "tools" / "label_rois.py")
     frames = sorted(exported.folder.iterdir())
     for proposals in (out / "rois.json", out):
         loaded = label_rois.load_proposals(proposals, frames, tmp_path / "labels.json")

@@ -3,13 +3,12 @@ each step, for every family and precision; and the speed-ups of predict's input 
 change no result: the preprocessing's in-place background and OpenCV rounding, frames read and
 preprocessed in a worker thread one frame ahead; and the overlay blended by OpenCV."""
 
-import importlib.util
 import json
 
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, load_script
 
 from tfseg.benchmarking.cases import MODEL_NAMES
 from tfseg.config import PreprocessConfig
@@ -33,10 +32,7 @@ SCRIPT = REPO / "benchmarks" / "predict_fps.py"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("predict_fps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_every_bench_family_has_its_recipe(script):

@@ -2,7 +2,6 @@
 reference networks, and ImageNet weights loaded from local files (a keras.applications ResNet50
 file and a converted torchvision ResNet18 state_dict) reproducing the reference features."""
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import load_script
 from keras.src.legacy.saving import legacy_h5_format
 
 from tfseg.models.backbones.resnet import build_resnet_backbone
@@ -114,10 +114,7 @@ def torchvision_resnet18_features(state, images):
 
 @pytest.fixture(scope="module")
 def converter():
-    spec = importlib.util.spec_from_file_location("convert_resnet18_weights", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL)
 
 
 @pytest.fixture(scope="module")
