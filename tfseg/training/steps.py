@@ -114,8 +114,7 @@ def make_train_step(strategy, model, optimizer, task, config):
             # mixed_float16's loss scaling, on the tape: scaled outside it, every gradient
             # came back None.
             scaled = optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, model.trainable_variables)
-        return loss, gradients, task.step_statistics(targets, outputs)
+        return loss, tape.gradient(scaled, model.trainable_variables), targets, outputs
 
     if config.train.jit_compile:
         forward_backward = tf.function(forward_backward, jit_compile=True)
@@ -125,7 +124,9 @@ def make_train_step(strategy, model, optimizer, task, config):
         # Read before the forward pass updates them (tf.function orders the reads first).
         before = ([tf.identity(variable.value) for variable in model.non_trainable_variables]
                   if skip_non_finite else [])
-        loss, gradients, statistics = forward_backward(inputs, targets)
+        loss, gradients, targets, outputs = forward_backward(inputs, targets)
+        # Outside XLA (with jit_compile): the confusion matrix's bincount has no XLA kernel.
+        statistics = task.step_statistics(targets, outputs)
         finite = tf.reduce_all([tf.math.is_finite(loss)] + [
             tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None])
         return (loss, statistics, tf.cast(finite, tf.int32)), gradients, before
