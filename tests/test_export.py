@@ -114,6 +114,7 @@ def test_super_resolution_exports_pass_psnr_parity(tmp_path):
     assert runtimes.load(tmp_path / "saved_model").metadata["scale"] == 2
 
 
+@pytest.mark.slow  # 5 s each: the fast tier stays under 3 minutes
 @pytest.mark.parametrize("size,target", [((3, 5), (7, 11)), ((97, 83), (50, 70))])
 def test_fractional_resize_exports_at_its_exact_size(tmp_path, size, target):
     # tf2onnx writes 97 -> 50 as scale 50/97, which runtimes may floor to 49 (TOOLCHAIN.md

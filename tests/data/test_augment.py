@@ -279,6 +279,7 @@ print(json.dumps({"values": sorted(values), "shapes": sorted(shapes)}))
 """
 
 
+@pytest.mark.slow  # 5 s: the fast tier stays under 3 minutes
 def test_runs_in_a_tf_function_under_a_mirrored_strategy():
     result = subprocess.run([sys.executable, "-c", DISTRIBUTED_RUN], check=False, cwd=REPO,
                             capture_output=True, text=True, timeout=300)
