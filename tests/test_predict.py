@@ -311,8 +311,7 @@ def test_unreadable_frame_stops_cleanly_with_earlier_outputs_complete(segmentati
 @pytest.mark.slow   # 0.5-0.8 s: an onnxruntime session
 def test_a_failed_write_stops_predict_and_the_frames_before_it_are_complete(
         segmentation_export, tmp_path, monkeypatch):
-    # Files are written in a thread while the next frame runs: a write error still stops
-    # the run, named, and the frames handed over before it are on disk whole.
+    # A write error stops the run, named, and the frames before it are on disk whole.
     write_png = inference.write_png
 
     def fail_on_the_second_frame(path, image, **options):

@@ -275,14 +275,11 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
         raise TfsegError(f"{output}: exists and is not a folder")
     if boxes:
         _check_box_folders(sequences, output)
-    # A frame's PNG files are encoded and written in a thread while the next frame is
-    # computed; one frame at a time, so a failure surfaces at the next frame, and leaving
-    # the block (an error included) waits for the files already handed over.
-    with load_model(model_path, runtime) as model, ThreadPoolExecutor(1) as writer:
+    with load_model(model_path, runtime) as model:
         tile = choose_tile(model, tile, overlap)
         background_id = _background_for_boxes(model, model_path) if boxes else None
         output.mkdir(parents=True, exist_ok=True)
-        count, started, written = 0, time.perf_counter(), None
+        count, started = 0, time.perf_counter()
         for sequence in sequences:
             folder = output / sequence.name
             folder.mkdir(exist_ok=True)
@@ -292,9 +289,7 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
                 for name, pictures in predict_sequence(model, sequence, tile=tile,
                                                        overlap=overlap,
                                                        match_histogram=match_histogram):
-                    if written:
-                        written.result()
-                    written = writer.submit(write_pictures, folder, name, pictures)
+                    write_pictures(folder, name, pictures)
                     if boxes:
                         mask = pictures["mask"]
                         found.append((files.get(name, name), sample_boxes(mask, background_id)))
@@ -303,8 +298,6 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
             finally:
                 if boxes:   # the frames done so far, also when a later frame fails
                     write_roi_json(folder / ROI_FILE, found)
-        if written:
-            written.result()
         print(f"{count} frame(s) -> {output}")
         if count:
             print(frame_rate_line(count, time.perf_counter() - started, model))
