@@ -218,7 +218,7 @@ def from_keras(model, metadata=None, *, batch_size=8, jit_compile=False, frozen=
     time for LinkNet at 360x480 and 3.4x for the SR network at 72x72 on the project machine.
     `frozen` (the default) makes the weights as they are now constants of that graph, as an
     export does: oneDNN then packs each filter once instead of at every call and batch norm
-    folds into the convolutions, which made FCN-32s 2.1x and LinkNet 1.2x faster
+    folds into the convolutions, which made FCN-32s 2.3x and LinkNet 1.6x faster
     (docs/benchmarks.md); the logits stay within float32 rounding. A model whose weights
     change between calls (training's validation) needs `frozen=False`. `jit_compile`
     compiles the graph with XLA.
@@ -344,8 +344,8 @@ def _saved_model_step(path, runtime, serve, specs, metadata, state):
     if state["input"] not in specs or len(specs) != 2:
         raise TfsegError(f"{path}: the signature takes {sorted(specs)}; its tfseg metadata "
                          f"describes a frame and the state {state['input']!r}")
-    state_spec = specs.pop(state["input"])
-    (name, spec), = specs.items()
+    state_spec = specs[state["input"]]
+    (name, spec), = ((key, value) for key, value in specs.items() if key != state["input"])
     _, height, width, channels = spec.shape
 
     def step(frame, current):

@@ -105,4 +105,3 @@ def init_from_run(run_dir, config, model):
     print(f"tfseg: {', '.join(fresh)} start from their initial values (the per-frame "
           f"icnet of {run_dir} has no such layers)")
     return checkpoint
-

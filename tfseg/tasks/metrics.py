@@ -24,8 +24,9 @@ def confusion_matrix(labels, predictions, num_classes, ignore_label):
     """(num_classes, num_classes) int64 counts, rows = ground truth, columns = prediction.
 
     Pixels whose label is `ignore_label` are left out; any other label outside
-    0..num_classes-1 is an error. One bincount of label x num_classes + prediction: a third of
-    the time of `tf.math.confusion_matrix`'s masking and scatter (docs/benchmarks.md).
+    0..num_classes-1 is an error. One bincount of label x num_classes + prediction, in place of
+    `tf.math.confusion_matrix`'s masking and scatter, which the training step pays for every
+    batch. bincount has no XLA kernel: a jit-compiled step counts outside XLA.
     """
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     predictions = tf.reshape(tf.cast(predictions, tf.int32), [-1])

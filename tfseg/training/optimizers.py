@@ -43,9 +43,9 @@ class FusedAdam(keras.optimizers.Adam):
     """Keras's Adam whose per-variable update is TensorFlow's fused `ResourceApplyAdam`
     kernel: the same arithmetic (Kingma and Ba's bias-corrected step size, epsilon added to
     sqrt(v)) in one pass over a variable and its two moments, where Keras's update makes a
-    dozen element-wise passes. A training step of the full-width LinkNet at 8x128x128 spent
-    40 of its 217 ms in those passes (docs/benchmarks.md). Variables, slots, serialisation and
-    everything else (weight decay, schedules, loss scaling) are Keras's.
+    dozen element-wise passes, each over the whole variable (with the step's two other
+    changes, 8-15 % of LinkNet's training step: docs/benchmarks.md). Variables, slots,
+    serialisation and everything else (weight decay, schedules, loss scaling) are Keras's.
     """
 
     def update_step(self, gradient, variable, learning_rate):
