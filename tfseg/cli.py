@@ -9,6 +9,7 @@ from pathlib import Path
 import tfseg
 from tfseg.runs.presets import find_preset, is_preset
 from tfseg.utils.errors import TfsegError
+from tfseg.utils.startup import filter_tensorflow_start_up
 
 
 def parse_size(text, minimum=1):
@@ -54,7 +55,9 @@ def check_in_range(option, value, low, high=None, why=""):
 def run_cli(main, argv=None):
     """Runs `main(argv)`; a `TfsegError` becomes `error: ...` on stderr and exit status 2 (or
     the error's own `exit_status`, e.g. 130 after SIGINT). Any other exception is a bug: its
-    traceback is printed, then a line saying so, and the exit status is 1."""
+    traceback is printed, then a line saying so, and the exit status is 1. TensorFlow's
+    start-up notices on a CPU-only machine are left out (`tfseg.utils.startup`)."""
+    filter_tensorflow_start_up()
     try:
         return main(argv)
     except TfsegError as error:
