@@ -93,6 +93,43 @@ def test_symmetric_or_implied_conv_transpose_padding_is_left_alone(padding):
     assert result.graph.node == model.graph.node
 
 
+@pytest.mark.parametrize("kernel,stride,pads,bias", [
+    (3, 2, [0, 0, 0, 0], True),    # LinkNet's upsampling (its crop follows as a Slice)
+    (2, 2, [0, 0, 0, 0], False),   # LinkNet's logits: no crop needed
+    (4, 2, [0, 0, 0, 0], True),
+    (3, 3, [0, 0, 0, 0], True),
+    (1, 2, [0, 0, 0, 0], True),    # every other row and column is the bias alone
+    (3, 1, [1, 1, 1, 1], True),    # LinkNet's first decoder block
+    (3, 1, [0, 1, 2, 1], False),
+])
+def test_conv_transpose_becomes_convolution(kernel, stride, pads, bias):
+    rng = np.random.default_rng(2)
+    constants = {"w": rng.normal(size=(3, 5, kernel, kernel)).astype(np.float32)}
+    if bias:
+        constants["b"] = rng.normal(size=5).astype(np.float32)
+    model = make_model([helper.make_node("ConvTranspose", ["x", *constants], ["y"],
+                                         strides=[stride, stride], kernel_shape=[kernel] * 2,
+                                         pads=pads)], [1, 3, 5, 7], constants)
+    result = rewritten(model, onnx_rewrites.conv_transpose_to_conv)
+    assert not nodes(result, "ConvTranspose") and len(nodes(result, "Conv")) == 1
+    assert len(nodes(result, "DepthToSpace")) == (stride > 1)
+
+
+@pytest.mark.parametrize("attributes", [
+    {"strides": [2, 2], "pads": [0, 0, 1, 1]},      # pads with a stride: cropped first
+    {"strides": [2, 2], "group": 3},
+    {"strides": [2, 2], "output_padding": [1, 1]},
+    {"strides": [2, 1]},
+])
+def test_conv_transpose_it_cannot_rewrite_is_left_alone(attributes):
+    weights = np.ones((3, 1 if "group" in attributes else 3, 3, 3), np.float32)
+    model = make_model([helper.make_node("ConvTranspose", ["x", "w"], ["y"],
+                                         kernel_shape=[3, 3], **attributes)],
+                       [1, 3, 5, 7], {"w": weights})
+    result = rewritten(model, onnx_rewrites.conv_transpose_to_conv)
+    assert result.graph.node == model.graph.node
+
+
 @pytest.mark.parametrize("bounds,expected", [
     # tf2onnx's crop of an NHWC tensor in an NCHW graph: N and C whole, H and W cut.
     (([0, 0, 0, 0], [END, -19, -19, END], [0, 2, 3, 1]), ([0, 0], [-19, -19], [2, 3])),

@@ -1,9 +1,10 @@
-"""Rewrites of tf2onnx's graphs that OpenCV DNN 4.x imports wrongly or not at all
-(TOOLCHAIN.md trap 5b), each into an exactly equivalent graph that every OpenCV from 4.6 on
-imports and computes right.
+"""Rewrites of tf2onnx's graphs into exactly equivalent ones: those OpenCV DNN 4.x imports
+wrongly or not at all (TOOLCHAIN.md trap 5b), into graphs that every OpenCV from 4.6 on
+imports and computes right; and `conv_transpose_to_conv`, for onnxruntime's int8 kernels.
 
 Each rewrite changes the ModelProto in place and needs static shapes, which tfseg's exports
-have; `rewrite_for_opencv` applies them all, after conversion (`tfseg.deploy.onnx_conversion`).
+have; `rewrite_for_opencv` applies the OpenCV ones, after conversion
+(`tfseg.deploy.onnx_conversion`).
 """
 
 import itertools
@@ -224,6 +225,102 @@ def _run_on(chain, data, constants, opset_import):
     evaluator = onnx.reference.ReferenceEvaluator(
         helper.make_model(graph, opset_imports=opset_import))
     return evaluator.run(None, {chain[0].input[0]: data})[0]
+
+
+def conv_transpose_to_conv(proto):
+    """ConvTranspose -> Conv (stride 1), or Conv + DepthToSpace (stride s), exactly.
+
+    onnxruntime has no int8 ConvTranspose kernel: a quantized one runs in float32 between a
+    DequantizeLinear and a QuantizeLinear. Output row s q + r of a stride-s transposed
+    convolution with a k-tap kernel W is sum_m x[q - m] W[s m + r]: an ordinary convolution
+    of x with the taps r, s + r, ... of W, reversed. One Conv computes the s x s phases as
+    channels, DepthToSpace interleaves them, and a Slice keeps the (H - 1) s + k rows and
+    columns of the transposed convolution. A stride-1 ConvTranspose with pads p is a Conv
+    with the kernel flipped and pads k - 1 - p. Handles 2-D nodes with constant weights,
+    group 1, dilation 1 and no output_shape, output_padding or auto_pad (with stride > 1:
+    no pads, as `crop_asymmetric_conv_transpose` leaves them, and equal strides); others are
+    left as they are.
+    """
+    graph = proto.graph
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    shapes = _static_shapes(proto)
+    for node in list(graph.node):
+        if node.op_type != "ConvTranspose" or not _plain_conv_transpose(node, weights):
+            continue
+        kernel = numpy_helper.to_array(weights[node.input[1]])   # (C in, C out, kh, kw)
+        bias = (numpy_helper.to_array(weights[node.input[2]])
+                if len(node.input) > 2 and node.input[2] else None)
+        strides = list(_attribute(node, "strides", [1, 1]))
+        pads = list(_attribute(node, "pads", [0, 0, 0, 0]))
+        size = kernel.shape[2:]
+        if strides == [1, 1]:
+            if any(pad > k - 1 for pad, k in zip(pads, [*size, *size])):
+                continue
+            flipped = kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+            conv_pads = [k - 1 - pad for pad, k in zip(pads, [*size, *size])]
+            replacement = _conv(graph, node, node.output[0], flipped, bias, conv_pads)
+        elif strides[0] == strides[1] and not any(pads):
+            replacement = _sub_pixel_conv(graph, node, kernel, bias, strides[0],
+                                          shapes[node.input[0]][2:])
+        else:
+            continue
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new in enumerate(replacement):
+            graph.node.insert(index + offset, new)
+    _drop_unused_initializers(graph)
+    return proto
+
+
+def _plain_conv_transpose(node, weights):
+    return (node.input[1] in weights and len(weights[node.input[1]].dims) == 4
+            and (len(node.input) < 3 or not node.input[2] or node.input[2] in weights)
+            and _attribute(node, "group", 1) == 1
+            and list(_attribute(node, "dilations", [1, 1])) == [1, 1]
+            and _attribute(node, "output_shape") is None
+            and not any(_attribute(node, "output_padding", []))
+            and _attribute(node, "auto_pad", b"NOTSET") == b"NOTSET")
+
+
+def _sub_pixel_conv(graph, node, kernel, bias, stride, input_size):
+    """[Conv, DepthToSpace(, Slice)] computing the unpadded stride-`stride` ConvTranspose
+    `node` of `kernel` (C in, C out, kh, kw) on an input of `input_size` (H, W)."""
+    channels_out, size = kernel.shape[1], kernel.shape[2:]
+    taps = [-(-k // stride) for k in size]                     # ceil(k / s) per axis
+    phases = np.zeros((stride * stride * channels_out, kernel.shape[0], *taps), kernel.dtype)
+    for row, column in itertools.product(range(stride), repeat=2):
+        first = (row * stride + column) * channels_out
+        for j, i in itertools.product(range(taps[0]), range(taps[1])):
+            ty, tx = stride * (taps[0] - 1 - j) + row, stride * (taps[1] - 1 - i) + column
+            if ty < size[0] and tx < size[1]:
+                phases[first:first + channels_out, :, j, i] = kernel[:, :, ty, tx].T
+    output = node.output[0]
+    full = [(n - 1) * stride + k for n, k in zip(input_size, size)]
+    interleaved = [stride * (n + t - 1) for n, t in zip(input_size, taps)]
+    shuffled = output if interleaved == full else f"{output}_interleaved"
+    nodes = _conv(graph, node, f"{output}_phases",
+                  phases, None if bias is None else np.tile(bias, stride * stride),
+                  [t - 1 for t in taps] * 2)
+    nodes.append(helper.make_node("DepthToSpace", [f"{output}_phases"], [shuffled],
+                                  name=f"{node.name}_interleave", blocksize=stride,
+                                  mode="DCR"))
+    if shuffled != output:
+        nodes.append(_slice(graph, f"{node.name}_phases_crop", shuffled, output, [0, 0], full,
+                            [2, 3]))
+    return nodes
+
+
+def _conv(graph, node, output, kernel, bias, pads):
+    """[a Conv node] of `kernel` (+ `bias`) with `pads` on `node`'s input, its weights added
+    to the graph's initializers."""
+    inputs = [node.input[0]]
+    for role, values in (("kernel", kernel), ("bias", bias)):
+        if values is not None:
+            graph.initializer.append(numpy_helper.from_array(
+                np.ascontiguousarray(values), f"{node.name}_as_conv_{role}"))
+            inputs.append(f"{node.name}_as_conv_{role}")
+    return [helper.make_node("Conv", inputs, [output], name=f"{node.name}_as_conv",
+                             kernel_shape=list(kernel.shape[2:]), pads=pads)]
 
 
 def _takes_whole(start, end, step, size):

@@ -28,6 +28,7 @@ import tensorflow as tf
 from tfseg.data.pipeline import make_datasets
 from tfseg.deploy.evaluation import evaluation_batches, score
 from tfseg.deploy.metadata import encode_metadata
+from tfseg.deploy.onnx_rewrites import conv_transpose_to_conv
 from tfseg.deploy.opencv_dnn import OpenCVError, installed_engines
 from tfseg.deploy.parity import Tolerance, record_precisions, run_model, run_parity
 from tfseg.deploy.precisions import CALIBRATION_FRAMES, opencv_reason, precision_path
@@ -74,10 +75,13 @@ def calibration_reader(onnx_path, frames):
 
 
 def quantize_int8(onnx_path, output, frames):
-    """`output`: the int8 QDQ copy of the float32 `onnx_path`, calibrated on NHWC `frames`."""
+    """`output`: the int8 QDQ copy of the float32 `onnx_path`, calibrated on NHWC `frames`;
+    its transposed convolutions first rewritten as convolutions (`conv_transpose_to_conv`),
+    which onnxruntime runs in int8."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    quantize_static(str(onnx_path), str(output), calibration_reader(onnx_path, frames),
+    proto = conv_transpose_to_conv(onnx.load(str(onnx_path)))
+    quantize_static(proto, str(output), calibration_reader(onnx_path, frames),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
