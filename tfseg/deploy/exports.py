@@ -9,6 +9,7 @@ beside it, swapped in only when all of them are written and agree with Keras
 previous one as it was.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -232,6 +233,14 @@ def _export_into(model, metadata, export_dir, images, *, onnx_models, saved_mode
     return exported
 
 
+def uncached_validation(config):
+    """`config`'s validation batches, not cached: an export reads a few of them for parity
+    (a cache read in part and released makes tf.data warn) and the rest once per scored
+    precision and runtime."""
+    return make_datasets(dataclasses.replace(
+        config, data=dataclasses.replace(config.data, cache="none"))).validation
+
+
 def parity_images(validation, count, size):
     """The first `count` inputs of the `validation` batches (inputs, targets) as float32
     NHWC raw pixels, resized (bilinear) to `size` (H, W) where they differ."""
@@ -294,7 +303,7 @@ def export_from_run_dir(run_dir, *, sizes=(), layout=None, opset=None, skip=(), 
     `precisions`: `export_from_config`'s precisions and calibration_frames."""
     config, model = load_run(run_dir)
     exported = export_from_config(model, config, Path(run_dir) / "export",
-                                  make_datasets(config).validation, sizes=sizes,
+                                  uncached_validation(config), sizes=sizes,
                                   layout=layout, opset=opset, skip=skip, **precisions)
     print_exported(exported, skip)
     return exported
@@ -312,7 +321,7 @@ def export_preset(reference, output, *, sizes=(), layout=None, opset=None, skip=
     """
     preset, config, model = load_preset(reference, overrides)
     try:
-        validation = make_datasets(config).validation
+        validation = uncached_validation(config)
         note = None
     except TfsegError as error:
         if overrides:
