@@ -275,7 +275,7 @@ def _synthetic_train(config, preprocessing):
 
 
 def _synthetic_validation(config, preprocessing):
-    """The fixed held-out synthetic frames, rendered once and cached in memory.
+    """The fixed held-out synthetic frames, rendered once and cached as `data.cache` says.
 
     Every `val_frame_stride`-th frame of the validation stream is kept; each was preprocessed
     with its whole sequence, as at training time.
@@ -284,7 +284,8 @@ def _synthetic_validation(config, preprocessing):
                                              seed=config.data.val_seed,
                                              split="validation",
                                              num_sequences=config.data.val_sequences)
-    return _validation_batches(frames.shard(config.data.val_frame_stride, 0).cache(), config)
+    return _validation_batches(_cached(frames.shard(config.data.val_frame_stride, 0),
+                                       config.data.cache, "validation"), config)
 
 
 def _clip_datasets(config, preprocessing):
