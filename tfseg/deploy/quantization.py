@@ -3,7 +3,9 @@
 
 - int8 (`model.int8.onnx`): onnxruntime's static quantization, QDQ format, int8 weights per
   output channel and uint8 activations whose ranges are calibrated (min/max) on the run's
-  TRAINING frames, preprocessed exactly as the network is fed them (`make_datasets`).
+  TRAINING frames, preprocessed exactly as the network is fed them (`make_datasets`);
+  transposed convolutions are rewritten as convolutions first, which onnxruntime runs in int8
+  (`tfseg.deploy.onnx_rewrites.conv_transpose_to_conv`).
 - float16 (`model.float16.onnx`): onnxruntime's float16 converter with float32 inputs and
   outputs kept, so callers still feed float32 pixels.
 
