@@ -144,10 +144,13 @@ class SegmentationScores:
         report = {"loss": self.loss_sum / max(self.frames, 1), "frames": self.frames,
                   **scores_from_confusion(self.matrix, self.task.class_names),
                   **self.instances.result()}
+        with_foreground = [value for value in self.seed_figures if not np.isnan(value)]
         if self.seed_figures:
             # The seed's "mean IoU": |prediction & truth| / |truth| per image, averaged over
-            # images with foreground (a recall; false positives do not lower it).
-            report["seed_per_image_foreground_iou"] = float(np.nanmean(self.seed_figures))
+            # images with foreground (a recall; false positives do not lower it); NaN when
+            # no image has any.
+            report["seed_per_image_foreground_iou"] = (
+                float(np.mean(with_foreground)) if with_foreground else float("nan"))
         if self.sample_counts is not None:
             report.update(self.sample_counts.result())
         report["confusion_matrix"] = self.matrix.tolist()
