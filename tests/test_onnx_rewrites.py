@@ -115,17 +115,18 @@ def test_conv_transpose_becomes_convolution(kernel, stride, pads, bias):
     assert len(nodes(result, "DepthToSpace")) == (stride > 1)
 
 
-@pytest.mark.parametrize("attributes", [
-    {"strides": [2, 2], "pads": [0, 0, 1, 1]},      # pads with a stride: cropped first
-    {"strides": [2, 2], "group": 3},
-    {"strides": [2, 2], "output_padding": [1, 1]},
-    {"strides": [2, 1]},
+@pytest.mark.parametrize("attributes,shape", [
+    ({"strides": [2, 2], "pads": [0, 0, 1, 1]}, [1, 3, 5, 7]),   # pads with a stride
+    ({"strides": [2, 2], "group": 3}, [1, 3, 5, 7]),
+    ({"strides": [2, 2], "output_padding": [1, 1]}, [1, 3, 5, 7]),
+    ({"strides": [2, 1]}, [1, 3, 5, 7]),
+    ({"strides": [2, 2]}, [1, 3, "height", 7]),                   # no static height
 ])
-def test_conv_transpose_it_cannot_rewrite_is_left_alone(attributes):
+def test_conv_transpose_it_cannot_rewrite_is_left_alone(attributes, shape):
     weights = np.ones((3, 1 if "group" in attributes else 3, 3, 3), np.float32)
     model = make_model([helper.make_node("ConvTranspose", ["x", "w"], ["y"],
                                          kernel_shape=[3, 3], **attributes)],
-                       [1, 3, 5, 7], {"w": weights})
+                       shape, {"w": weights})
     result = rewritten(model, onnx_rewrites.conv_transpose_to_conv)
     assert result.graph.node == model.graph.node
 

@@ -259,7 +259,8 @@ def conv_transpose_to_conv(proto):
             flipped = kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
             conv_pads = [k - 1 - pad for pad, k in zip(pads, [*size, *size])]
             replacement = _conv(graph, node, node.output[0], flipped, bias, conv_pads)
-        elif strides[0] == strides[1] and not any(pads):
+        elif (strides[0] == strides[1] and not any(pads)
+              and all(shapes.get(node.input[0], [0, 0, 0, 0])[2:])):   # a static H, W
             replacement = _sub_pixel_conv(graph, node, kernel, bias, strides[0],
                                           shapes[node.input[0]][2:])
         else:
