@@ -98,9 +98,9 @@ def quantize_int8(onnx_path, output, frames):
 
 class _WithoutPreProcessingAdvice(logging.Filter):
     """Drops onnxruntime's advice, logged on every quantization, to run its quant_pre_process
-    first. Not taken: tfseg's exports have static shapes already, and its graph optimisations
-    made the int8 copy of docs/benchmarks.md's ICNet 0.5 lose 0.26 mIoU points in
-    onnxruntime against 0.08 without (0.39 against 0.29 in OpenCV 5.1)."""
+    first. Not taken: tfseg's exports have static shapes already, and tried on
+    docs/benchmarks.md's ICNet 0.5, its graph optimisations made the int8 copy lose more
+    accuracy, not less."""
 
     def filter(self, record):
         return "pre-processing before quantization" not in record.getMessage()

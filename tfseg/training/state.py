@@ -26,8 +26,8 @@ class LoopState:
     they were kept).
 
     `to_json` / `from_json` give the `state-<step>.json` of every run since resume existed
-    (keys step, loss_sum, statistics, history, best, skipped_batches; train_seconds since
-    session 13), so older runs resume.
+    (keys step, loss_sum, statistics, history, best, skipped_batches; train_seconds in
+    newer ones), so older runs resume.
     """
 
     statistics: np.ndarray            # the task's sums (`task.zero_statistics()` at start)
