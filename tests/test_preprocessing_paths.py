@@ -247,6 +247,39 @@ def test_opencv_tool_follows_every_kind_of_description(description, tmp_path):
     np.testing.assert_array_equal(np.concatenate(blobs).transpose(0, 2, 3, 1), expected)
 
 
+@pytest.mark.parametrize("clahe", [0.0, 2.0])
+def test_grey_files_reach_an_rgb_network_as_their_rgb_copies(clahe, tmp_path):
+    """Grey files stay grey until after the resize; the network gets exactly what their RGB
+    copies give, in a sequence of grey files and in one mixing grey and colour files."""
+    description = Preprocessing(steps=PreprocessConfig(blur=3, background_every=1,
+                                                       clahe_clip_limit=clahe),
+                                colour="rgb", resize_to=[24, 40], interpolation="area")
+    grey = make_frames(3, (44, 60), maximum=250, dtype=np.uint8, seed=3)
+    colour = (rgb_frames(1, (44, 60), seed=7)[0] >> 8).astype(np.uint8)
+    tool = load_tool()
+    steps = tool.preprocessing_steps(
+        {"preprocessing": json.dumps(description.to_metadata())}, "model.onnx")
+    for name, stored in [("grey", list(grey)), ("mixed", [*grey[:2], colour])]:
+        folder = tmp_path / name
+        folder.mkdir()
+        paths = [folder / f"frame_{index}.png" for index in range(len(stored))]
+        for path, frame in zip(paths, stored):
+            cv2.imwrite(str(path), frame if frame.ndim == 2 else frame[..., ::-1])
+        as_rgb = [cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB) if frame.ndim == 2 else frame
+                  for frame in stored]
+        background = description.background(enumerate(as_rgb))
+        expected = np.stack([description.image(frame, background) for frame in as_rgb])
+        assert read_frame(paths[0], "rgb").ndim == 2
+        sequence_background = Sequence(images=tuple(paths)).background(description)
+        got = np.stack([description.image(read_frame(path, "rgb"), sequence_background)
+                        for path in paths])
+        np.testing.assert_array_equal(got, expected)
+        tool_background = tool.background_of(paths, steps)
+        blobs = [tool.network_input(tool.prepare(tool.read_frame(path, steps),
+                                                 tool_background, steps)) for path in paths]
+        np.testing.assert_array_equal(np.concatenate(blobs).transpose(0, 2, 3, 1), expected)
+
+
 def test_opencv_tool_refuses_a_description_it_cannot_follow():
     tool = load_tool()
     values = {**Preprocessing().to_metadata(), "sharpen": 1}

@@ -193,16 +193,15 @@ def in_depth(frame, steps):
 def decode_frame(path, steps):
     """An 8- or 16-bit image as (H, W) gray or (H, W, 3) RGB, the network's channel order
     (OpenCV decodes BGR; preparing RGB, not swapping at the end, keeps every float rounding
-    of the resize as in training), at its own bit depth (the overlay shows it so)."""
+    of the resize as in training), at its own bit depth (the overlay shows it so). A grey
+    file stays grey: `prepare` makes an RGB network's three equal channels last."""
     frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if frame is None:
         raise SystemExit(f"error: {path}: unreadable image")
     if frame.dtype not in (np.uint8, np.uint16):
         raise SystemExit(f"error: {path}: {frame.dtype} pixels; expected an 8- or 16-bit image")
     colour = steps["colour"]
-    if frame.ndim == 2:
-        frame = frame if colour == "gray" else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    else:
+    if frame.ndim != 2:
         codes = {("gray", 3): cv2.COLOR_BGR2GRAY, ("gray", 4): cv2.COLOR_BGRA2GRAY,
                  ("rgb", 3): cv2.COLOR_BGR2RGB, ("rgb", 4): cv2.COLOR_BGRA2RGB}
         frame = cv2.cvtColor(frame, codes[colour, frame.shape[2]])
@@ -234,6 +233,8 @@ def background_of(paths, steps):
     total = None
     for path in paths[::every]:
         blurred = in_units(blur(read_frame(path, steps), steps["blur"]), steps)
+        if total is not None:
+            total, blurred = same_channels(total, blurred)
         total = blurred if total is None else total + blurred
     return total / len(paths[::every])
 
@@ -261,6 +262,7 @@ def prepare(frame, background, steps):
     resize (the training order)."""
     image = in_units(blur(frame, steps["blur"]), steps)
     if background is not None:
+        image, background = same_channels(image, background)
         image = np.maximum(image - steps["background_alpha"] * background, 0.0)
     if steps["clahe_clip_limit"]:
         grid = steps["clahe_tile_grid"]
@@ -277,7 +279,16 @@ def prepare(frame, background, steps):
         height, width = steps["resize_to"]
         image = cv2.resize(image, (width, height),
                            interpolation=INTERPOLATIONS[steps["interpolation"]])
+    if steps["colour"] == "rgb" and image.ndim == 2:
+        image = cv2.merge([image] * 3)
     return image
+
+
+def same_channels(first, second):
+    """Two frames of a sequence, a grey one made RGB where the other is RGB."""
+    if first.ndim == second.ndim:
+        return first, second
+    return tuple(cv2.merge([a] * 3) if a.ndim == 2 else a for a in (first, second))
 
 
 def network_input(image):

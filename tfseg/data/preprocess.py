@@ -146,6 +146,8 @@ class Preprocessing:
         total, count = None, 0
         for source, frame in sampled:
             blurred = self._in_units(self._blurred(self._reduced(frame)))
+            if total is not None:
+                total, blurred = _same_channels(total, blurred)
             if total is not None and blurred.shape != total.shape:
                 raise TfsegError(f"{source}: {_size(blurred)} frame in a sequence of "
                                  f"{_size(total)} frames (one background needs one size)")
@@ -168,6 +170,7 @@ class Preprocessing:
         blurred = self._blurred(self._reduced(frame))
         image = self._in_units(blurred)
         if background is not None:
+            image, background = _same_channels(image, background)
             if background.shape != image.shape:
                 raise ValueError(f"{_size(image)} frame in a sequence of {_size(background)} "
                                  f"frames (one background needs one size)")
@@ -183,7 +186,10 @@ class Preprocessing:
             image = np.stack(channels, axis=-1) if len(channels) > 1 else channels[0][..., None]
         image = _resized(crop(image, self.steps.crop), self.resize_to,
                          INTERPOLATIONS[self.interpolation])
-        return image.reshape(*image.shape[:2], -1)
+        image = image.reshape(*image.shape[:2], -1)
+        # A grey file for an RGB network (`to_colour` keeps it grey): every step above works
+        # per channel, so its three equal channels are made last, on the fewest pixels.
+        return np.repeat(image, self.channels, axis=-1) if image.shape[-1] == 1 else image
 
     def mask(self, mask):
         """A raw frame's (H, W) class ids, cropped as `image` crops the frame and resized to
@@ -242,6 +248,15 @@ class LabelsAtOtherSize(Preprocessing):
     @property
     def mask_size(self):
         return tuple(self.label_size)
+
+
+def _same_channels(first, second):
+    """Two frames of a sequence in the same channels: a grey one (H, W) repeated into three
+    where the other is RGB (H, W, 3), as a sequence may mix grey and colour files."""
+    if first.ndim == second.ndim:
+        return first, second
+    return tuple(np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a
+                 for a in (first, second))
 
 
 def _resized(array, size, interpolation):

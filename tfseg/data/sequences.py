@@ -57,17 +57,22 @@ def frame_files(folder):
 
 
 def read_frame(path, colour="gray"):
-    """An image file as a `colour` frame: (H, W) "gray" or (H, W, 3) "rgb", uint8 or uint16.
-    TfsegError naming an unreadable file."""
+    """An image file as a `colour` frame (`to_colour`), uint8 or uint16. TfsegError naming
+    an unreadable file."""
     return to_colour(read_unchanged(path), colour, path)
 
 
 def to_colour(frame, colour, source):
-    """`frame` as OpenCV decodes it (grey, BGR or BGRA) -> (H, W) grey or (H, W, 3) RGB."""
+    """`frame` as OpenCV decodes it (grey, BGR or BGRA) -> (H, W) grey or (H, W, 3) RGB.
+
+    A grey file stays (H, W) for an "rgb" network too: its three channels would be equal,
+    and `Preprocessing.image` makes them after the resize, on a third of the pixels (a
+    3072x3072 frame's conversion and float copy cost more than its network at 704x960).
+    """
     if frame.dtype not in (np.uint8, np.uint16):
         raise TfsegError(f"{source}: {frame.dtype} pixels; expected 8- or 16-bit images")
     if frame.ndim == 2:
-        return frame if colour == "gray" else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        return frame
     return cv2.cvtColor(frame, _TO_COLOUR[colour, frame.shape[2]])
 
 
