@@ -89,6 +89,15 @@ def test_invalid_choice_suggests_closest(write_yaml):
     ({"train": {"class_weights": [0, 0]}}, "class_weights=[0.0, 0.0] must not all be 0"),
     ({"model": {"input_channels": 3}, "data": {"mean": [0, 0, 0], "std": [1, 1, 1]}},
      "data.source 'synthetic' has 1 channel(s) but model.input_channels is 3"),
+    ({"data": {"preprocess": {"phase_gradient": True}}},
+     "data.source 'synthetic' has 3 channel(s) but model.input_channels is 1"),
+    ({"model": {"input_channels": 3}, "data": {
+        "mean": [0, 0, 0], "std": [1, 1, 1], "preprocess": {"phase_gradient": True},
+        "augment": {"contrast": 0.2}}}, "brightness and contrast would change the phase"),
+    ({"model": {"input_channels": 3}, "data": {
+        "source": "camvid", "path": ".", "mean": [0, 0, 0], "std": [1, 1, 1],
+        "preprocess": {"phase_gradient": True}}},
+     "data.preprocess.phase_gradient demodulates interferograms"),
     ({"export": {"layout": "NHWC"}}, "with layout NHWC, leave opencv, opencv_classic, opencv_ort out"),
     ({"train": {"mixed_precision": "mixed_float16", "strategy": "mirrored"}},
      "mixed_float16 is supported with strategy 'default' only"),

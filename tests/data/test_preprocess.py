@@ -9,6 +9,7 @@ import pytest
 
 from tfseg.config import PreprocessConfig, SyntheticSpec, load_config
 from tfseg.config.recipes import recipe_path
+from tfseg.data.fringes import phase_gradient
 from tfseg.data.interferograms import prepare_sequence
 from tfseg.data.preprocess import Preprocessing, boxes_to_mask, crop
 from tfseg.data.synthetic import generate_sequence
@@ -188,6 +189,18 @@ def test_the_config_describes_what_each_source_trains_on():
     assert Preprocessing.from_config(icnet).at_size((64, 128)).resize_to == [64, 128]
 
 
+def test_phase_gradient_adds_the_resized_frames_slopes_as_two_channels():
+    frames, _ = generate_sequence(SyntheticSpec(height=96, width=112, frames_per_sequence=1), 3)
+    plain = described().at_size((64, 48))
+    demodulated = dataclasses.replace(
+        plain, steps=dataclasses.replace(plain.steps, phase_gradient=True))
+    assert (plain.channels, demodulated.channels, demodulated.frame_channels) == (1, 3, 1)
+    image = demodulated.image(frames[0])
+    np.testing.assert_array_equal(image[..., :1], plain.image(frames[0]))
+    np.testing.assert_array_equal(image[..., 1:], phase_gradient(image[..., 0]))
+    assert Preprocessing.from_config(load_config(recipe_path("default"))).channels == 3
+
+
 def test_metadata_round_trip_and_old_exports():
     preprocessing = Preprocessing(steps=PreprocessConfig(clahe_clip_limit=2.0, crop=[1, 2, 3, 4]),
                                   colour="rgb", eight_bit=True, resize_to=[8, 16],
@@ -197,7 +210,7 @@ def test_metadata_round_trip_and_old_exports():
     # Exports from before "eight_bit" and "interpolation" were recorded read as they were
     # predicted then.
     old = {key: value for key, value in stored.items()
-           if key not in ("eight_bit", "interpolation")}
+           if key not in ("eight_bit", "interpolation", "phase_gradient")}
     for task, eight_bit in (("segmentation", False), ("super_resolution", True)):
         assert Preprocessing.from_metadata(old, task=task, source="m") == dataclasses.replace(
             preprocessing, eight_bit=eight_bit, interpolation="cubic")

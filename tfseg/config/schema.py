@@ -112,6 +112,9 @@ class PreprocessConfig:
     # [x, y, w, h] region of each frame kept before resizing (the FCN seed's column strip
     # 200:712 is [200, 0, 512, 3072]); [] keeps the whole frame.
     crop: list[int] = bounded([], 0)
+    # After the resize, two channels more: the fringe phase's slope along x and y, carrier
+    # removed (Fourier demodulation, tfseg.data.fringes); model.input_channels counts them.
+    phase_gradient: bool = False
 
     def __post_init__(self):
         check_ranges(self)
@@ -383,9 +386,22 @@ class Config:
                              f"model.input_channels is {self.model.input_channels}")
         # A TFDS data set's channels are checked when it is opened (tfseg.data.tfds_source).
         channels = 3 if self.data.source in ("camvid", "super_resolution") else 1
+        if self.data.preprocess.phase_gradient:
+            self._check_phase_gradient()
+            channels += 2
         if self.data.source != "tfds" and self.model.input_channels != channels:
             raise ValueError(f"data.source {self.data.source!r} has {channels} channel(s) but "
                              f"model.input_channels is {self.model.input_channels}")
+
+    def _check_phase_gradient(self):
+        if self.data.source not in ("synthetic", "interferograms"):
+            raise ValueError(f"data.preprocess.phase_gradient demodulates interferograms "
+                             f"(data.source 'synthetic' or 'interferograms'), not "
+                             f"{self.data.source!r} frames")
+        if self.data.augment.brightness or self.data.augment.contrast:
+            raise ValueError("data.augment.brightness and contrast would change the phase "
+                             "gradient's channels too: set them to 0 with "
+                             "data.preprocess.phase_gradient")
 
     def _check_super_resolution(self):
         if self.data.source not in ("super_resolution", "tfds"):

@@ -4,7 +4,8 @@
 its input itself): it is built from a config (`from_config`), written into every export's
 metadata (`to_metadata`), read back from it (`from_metadata`) and executed by its methods,
 with numpy and OpenCV, for every frame a network sees. The order is the interferogram seed's:
-8-bit reduction -> box blur -> background subtraction -> CLAHE -> crop -> resize. The
+8-bit reduction -> box blur -> background subtraction -> CLAHE -> crop -> resize, then, where
+the steps ask for it, the fringe phase's slopes as two channels more (`tfseg.data.fringes`). The
 background is estimated once per sequence (`background`) and shared by all of its frames.
 Every frame is expressed in 8-bit grey levels once blurred (`units`: value x 255 / its
 dtype's max, / 257 for uint16; CLAHE still equalises 16-bit frames on 0..65535), so one
@@ -22,6 +23,7 @@ import numpy as np
 
 from tfseg.config import PreprocessConfig, from_dict
 from tfseg.config.schema import bounded, check_ranges
+from tfseg.data.fringes import phase_gradient
 from tfseg.utils.errors import TfsegError
 
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
@@ -64,17 +66,23 @@ class Preprocessing:
         did in TensorFlow); SR models resize nothing."""
         data = config.data
         interferograms = data.source in ("synthetic", "interferograms")
-        return cls(steps=data.preprocess if interferograms else _no_steps(),
-                   colour="rgb" if config.model.input_channels == 3 else "gray",
+        steps = data.preprocess if interferograms else _no_steps()
+        frame_channels = config.model.input_channels - (2 if steps.phase_gradient else 0)
+        return cls(steps=steps, colour="rgb" if frame_channels == 3 else "gray",
                    eight_bit=not interferograms,
                    resize_to=([] if config.model.task == "super_resolution"
                               else [data.height, data.width]),
                    interpolation="cubic" if interferograms else "area")
 
     @property
-    def channels(self):
-        """Channels of the network input: 1 for grey frames, 3 for RGB ones."""
+    def frame_channels(self):
+        """Channels of the frame in the network input: 1 for grey frames, 3 for RGB ones."""
         return 1 if self.colour == "gray" else 3
+
+    @property
+    def channels(self):
+        """Channels of the network input: the frame's, and the phase slopes' two."""
+        return self.frame_channels + (2 if self.steps.phase_gradient else 0)
 
     def at_size(self, size):
         """The same preprocessing for a model of input `size` (H, W): frames resized to it,
@@ -116,7 +124,8 @@ class Preprocessing:
             raise TfsegError(f"{source}: tfseg metadata without a preprocessing mapping; "
                              f"export the model again")
         # What tfseg.predict did with exports from before these keys were recorded.
-        values = {"eight_bit": task == "super_resolution", "interpolation": "cubic", **values}
+        values = {"eight_bit": task == "super_resolution", "interpolation": "cubic",
+                  "phase_gradient": False, **values}
         # Frames reduced to 8 bits are in 8-bit units either way: the one way to say it.
         values = {"units": "8bit" if values["eight_bit"] is True else "native", **values}
         step_keys = [item.name for item in dataclasses.fields(PreprocessConfig)]
@@ -189,7 +198,11 @@ class Preprocessing:
         image = image.reshape(*image.shape[:2], -1)
         # A grey file for an RGB network (`to_colour` keeps it grey): every step above works
         # per channel, so its three equal channels are made last, on the fewest pixels.
-        return np.repeat(image, self.channels, axis=-1) if image.shape[-1] == 1 else image
+        if image.shape[-1] < self.frame_channels:
+            image = np.repeat(image, self.frame_channels, axis=-1)
+        if self.steps.phase_gradient:
+            image = np.concatenate([image, phase_gradient(image[..., 0])], axis=-1)
+        return image
 
     def mask(self, mask):
         """A raw frame's (H, W) class ids, cropped as `image` crops the frame and resized to

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfseg.data.augment import SegmentationAugmentation
+from tfseg.data.preprocess import Preprocessing
 from tfseg.tasks.losses import (
     ICNET_PAPER_WEIGHTS,
     ICNET_SEED_WEIGHTS,
@@ -108,6 +109,8 @@ class SegmentationScores:
         self.instances = InstanceIoU(task.class_names, ignore_label=task.ignore_label)
         self.sample_counts = None if task.background_id is None else SampleCounts()
         self.loss_sum, self.frames, self.seed_figures, self.panels = 0.0, 0, [], []
+        # The panels show the frame, not the channels derived from it (phase slopes).
+        self.frame_channels = Preprocessing.from_config(task.config).frame_channels
 
     def update(self, images, masks, logits):
         """Adds a batch: (N, H, W, C) images, (N, H, W) masks, (N, H, W, K) logits (numpy)."""
@@ -132,7 +135,7 @@ class SegmentationScores:
         take = self.samples - len(self.panels)
         if take > 0:
             self.panels.extend(segmentation_panels(
-                images[:take], masks[:take], predictions[:take],
+                images[:take, ..., :self.frame_channels], masks[:take], predictions[:take],
                 colours=class_colours(task.config.data, task.num_classes),
                 ignore_label=task.ignore_label))
 

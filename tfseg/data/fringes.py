@@ -1,0 +1,52 @@
+"""Fourier demodulation of an interferogram's carrier fringes (Takeda's method), the classic
+first step of off-axis interferometry: the local slope of the fringe phase, with the carrier
+removed, shows a sample as a local disturbance on a smooth background, whatever the carrier's
+density and direction, the illumination or the fringe visibility. A network given these
+slopes next to the frame learns in minutes what it needs the whole default run to find in raw
+fringes (docs/benchmarks.md). numpy alone, in float64, so that `tools/opencv_segment.py` can
+follow it to the bit.
+"""
+
+import numpy as np
+
+# The carrier is the strongest frequency beyond this many cycles across the frame: slower
+# variations are the illumination's, never fringes a camera resolves as a carrier.
+LOWEST_CARRIER_CYCLES = 4
+# The Gaussian window kept around the carrier has a width of its frequency divided by this:
+# wide enough for a sample's fringe bend, narrow enough to exclude the zero order.
+WINDOW_DIVISOR = 3
+
+
+def phase_gradient(image):
+    """float32 (H, W, 2): the fringe phase's slope along x and along y, in radians per pixel,
+    carrier removed, of an (H, W) interferogram (H, W >= 2).
+
+    The carrier is the strongest frequency of one half-plane of the spectrum (beyond
+    `LOWEST_CARRIER_CYCLES`); a Gaussian window around it gives the complex fringe field, whose
+    phase differences between neighbouring pixels, less the carrier's, are wrapped into
+    (-pi, pi]. The frame's median slope is then subtracted: the spectrum finds the carrier to
+    its nearest frequency bin only, and the remainder (up to pi / size) would differ from
+    frame to frame. The sign of the slopes is the sideband's: phi on carrier f and -phi on -f
+    are the same interferogram. A frame without fringes gives slopes of 0.
+    """
+    image = np.asarray(image, np.float64)
+    height, width = image.shape
+    spectrum = np.fft.fft2(image - image.mean())
+    freq_y = np.fft.fftfreq(height)[:, None]
+    freq_x = np.fft.fftfreq(width)[None, :]
+    half_plane = (freq_x > 0) | ((freq_x == 0) & (freq_y > 0))
+    beyond_lowest = np.hypot(freq_y, freq_x) > LOWEST_CARRIER_CYCLES / max(height, width)
+    strength = np.where(half_plane & beyond_lowest, np.abs(spectrum), 0.0)
+    if not strength.any():   # a uniform frame
+        return np.zeros((height, width, 2), np.float32)
+    row, column = np.unravel_index(np.argmax(strength), strength.shape)
+    carrier_y, carrier_x = freq_y[row, 0], freq_x[0, column]
+    sigma = np.hypot(carrier_y, carrier_x) / WINDOW_DIVISOR
+    window = np.exp(-((freq_y - carrier_y) ** 2 + (freq_x - carrier_x) ** 2) / (2 * sigma ** 2))
+    field = np.fft.ifft2(spectrum * window)
+    slope_x = np.angle(field[:, 1:] * np.conj(field[:, :-1]) * np.exp(-2j * np.pi * carrier_x))
+    slope_y = np.angle(field[1:, :] * np.conj(field[:-1, :]) * np.exp(-2j * np.pi * carrier_y))
+    slope_x = np.concatenate([slope_x, slope_x[:, -1:]], axis=1)
+    slope_y = np.concatenate([slope_y, slope_y[-1:, :]], axis=0)
+    slopes = np.stack([slope_x, slope_y], axis=-1)
+    return (slopes - np.median(slopes, axis=(0, 1))).astype(np.float32)
