@@ -299,20 +299,22 @@ def phase_gradient(image):
     freq_y = np.fft.fftfreq(height)[:, None]
     freq_x = np.fft.fftfreq(width)[None, :]
     half_plane = (freq_x > 0) | ((freq_x == 0) & (freq_y > 0))
-    beyond_lowest = np.hypot(freq_y, freq_x) > 4 / max(height, width)
-    strength = np.where(half_plane & beyond_lowest, np.abs(spectrum), 0.0)
+    candidates = half_plane & (np.hypot(freq_y, freq_x) > 4 / max(height, width))
+    strength = np.where(candidates, np.abs(spectrum), 0.0)
     if not strength.any():
         return np.zeros((height, width, 2), np.float32)
     row, column = np.unravel_index(np.argmax(strength), strength.shape)
     carrier_y, carrier_x = freq_y[row, 0], freq_x[0, column]
     sigma = np.hypot(carrier_y, carrier_x) / 3
-    window = np.exp(-((freq_y - carrier_y) ** 2 + (freq_x - carrier_x) ** 2) / (2 * sigma ** 2))
+    window = (np.exp(-(freq_y - carrier_y) ** 2 / (2 * sigma ** 2))
+              * np.exp(-(freq_x - carrier_x) ** 2 / (2 * sigma ** 2)))
     field = np.fft.ifft2(spectrum * window)
-    slope_x = np.angle(field[:, 1:] * np.conj(field[:, :-1]) * np.exp(-2j * np.pi * carrier_x))
-    slope_y = np.angle(field[1:, :] * np.conj(field[:-1, :]) * np.exp(-2j * np.pi * carrier_y))
-    slope_x = np.concatenate([slope_x, slope_x[:, -1:]], axis=1)
-    slope_y = np.concatenate([slope_y, slope_y[-1:, :]], axis=0)
-    slopes = np.stack([slope_x, slope_y], axis=-1)
+    slopes = np.empty((height, width, 2))
+    slopes[:, :-1, 0] = np.angle(field[:, 1:] * np.conj(field[:, :-1])
+                                 * np.exp(-2j * np.pi * carrier_x))
+    slopes[:-1, :, 1] = np.angle(field[1:, :] * np.conj(field[:-1, :])
+                                 * np.exp(-2j * np.pi * carrier_y))
+    slopes[:, -1, 0], slopes[-1, :, 1] = slopes[:, -2, 0], slopes[-2, :, 1]
     return (slopes - np.median(slopes, axis=(0, 1))).astype(np.float32)
 
 
