@@ -18,6 +18,7 @@ import numpy as np
 
 import tfseg
 from tfseg.config import save_config
+from tfseg.data.preprocess import Preprocessing
 from tfseg.runs.presets import (
     CARD_NAME,
     CONFIG_NAME,
@@ -103,6 +104,8 @@ def model_card(name, description, config, metrics, info, cpu):
                                     ' --set "data.super_resolution.validation=[HR_FOLDER]"',
                 "tfds": ""}.get(data.source, " --set data.path=FOLDER")
     check = weights["check"]
+    inputs = ("raw pixels and their fringe phase's slopes (`data.preprocess.phase_gradient`)"
+              if Preprocessing.from_config(config).steps.phase_gradient else "raw pixels")
     outputs = (f"{model.num_classes} classes ({', '.join(data.class_names)})"
                if model.task == "segmentation" else f"x{model.scale} upscaled pixels")
     agreement = (f", argmax agreement {100 * check['argmax_agreement']:.2f} %"
@@ -127,7 +130,7 @@ def model_card(name, description, config, metrics, info, cpu):
 
 ## Model
 
-`{model.name}` ({model.task}), options {dict(model.options)}: raw pixels in
+`{model.name}` ({model.task}), options {dict(model.options)}: {inputs} in
 ({data.height}x{data.width}x{model.input_channels}; normalisation inside), {outputs} out.
 Weights: {weights["dtype"]}, {weights["bytes"] / 1e6:.1f} MB, the run's {weights["checkpoint"]}
 checkpoint ({info["source"]["checkpoint"]}); outputs against the run's own float32 weights:
