@@ -292,7 +292,8 @@ def phase_gradient(image):
     removed, of the frame's first channel: Fourier demodulation as tfseg.data.fringes does it
     (the strongest frequency of one half-plane beyond 4 cycles across the frame is the
     carrier; a Gaussian window of a third of its frequency around it; the median slope
-    subtracted)."""
+    subtracted). Deliberately the same lines as tfseg.data.fringes.phase_gradient, since this
+    file runs without tfseg; tests/test_preprocessing_paths.py holds the two to the same bits."""
     image = np.asarray(image if image.ndim == 2 else image[..., 0], np.float64)
     height, width = image.shape
     spectrum = np.fft.fft2(image - image.mean())
