@@ -157,9 +157,9 @@ class Preprocessing:
             blurred = self._in_units(self._blurred(self._reduced(frame)))
             if total is not None:
                 total, blurred = _same_channels(total, blurred)
-            if total is not None and blurred.shape != total.shape:
-                raise TfsegError(f"{source}: {_size(blurred)} frame in a sequence of "
-                                 f"{_size(total)} frames (one background needs one size)")
+                if blurred.shape != total.shape:
+                    raise TfsegError(f"{source}: {_size(blurred)} frame in a sequence of "
+                                     f"{_size(total)} frames (one background needs one size)")
             total = blurred if total is None else total + blurred
             count += 1
         if count == 0:
