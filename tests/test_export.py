@@ -2,7 +2,10 @@
 export command checks every size it writes, names a failing runtime and exits non-zero;
 nothing half-written is left behind."""
 
+import fcntl
 import json
+import os
+import shutil
 
 import keras
 import numpy as np
@@ -27,14 +30,32 @@ SIZE = (64, 64)
 
 def trained_run_dir(tmp_path_factory):
     """A tiny trained run (TINY_CONFIG, exported by the training run itself), trained once
-    per test session and shared by the export and evaluation tests."""
+    per test session and shared, read only, by the export and evaluation tests: under
+    pytest-xdist the first worker to need it trains it while the others wait on a lock
+    (`copy_of_run` gives a test a run of its own to write into)."""
     from tfseg.config import Config, from_dict
     from tfseg.training.loop import train
 
-    run_dir = tmp_path_factory.getbasetemp() / "tiny_run"
-    if not (run_dir / "export" / "parity.json").exists():
-        train(from_dict(Config, TINY_CONFIG, source="TINY_CONFIG"), run_dir)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent   # the session's folder, above each worker's own
+    run_dir = root / "tiny_run"
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (run_dir / "export" / "parity.json").exists():
+            train(from_dict(Config, TINY_CONFIG, source="TINY_CONFIG"), run_dir)
     return run_dir
+
+
+def copy_of_run(source, destination, *, export=True):
+    """`destination`, a run of its own: `source`'s config.yaml, a copy of its export (if
+    `export`) and a link to its checkpoints, which the copy must only read."""
+    destination.mkdir()
+    shutil.copy(source / "config.yaml", destination)
+    (destination / "checkpoints").symlink_to(source / "checkpoints")
+    if export:
+        shutil.copytree(source / "export", destination / "export")
+    return destination
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +165,8 @@ def test_training_run_exports_through_the_same_code(run_dir):
 
 
 @pytest.mark.slow
-def test_export_command_writes_and_checks_every_size(run_dir):
+def test_export_command_writes_and_checks_every_size(run_dir, tmp_path):
+    run_dir = copy_of_run(run_dir, tmp_path / "run")
     result = run_module("tfseg.export", "--run-dir", run_dir, "--size", "64x64",
                         "--size", "96x80", "--skip-runtime", "opencv_classic")
     assert result.returncode == 0, result.stderr
@@ -175,10 +197,8 @@ def test_parity_failure_exits_non_zero_naming_the_runtime(run_dir, tmp_path, cap
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["export"].update(saved_model=False, parity_runtimes=["onnxruntime"],
                             max_abs_diff=0.0)
-    copy = tmp_path / "run"
-    copy.mkdir()
+    copy = copy_of_run(run_dir, tmp_path / "run", export=False)
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
-    (copy / "checkpoints").symlink_to(run_dir / "checkpoints")
     assert run_cli(export.main, ["--run-dir", str(copy)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: exports disagree with Keras (onnxruntime: max abs diff")

@@ -4,7 +4,6 @@ a small tmpfs, filled up while the write is under way (root only; skipped where 
 mounted)."""
 
 import errno
-import shutil
 import subprocess
 
 import pytest
@@ -83,13 +82,9 @@ def test_a_full_disk_during_a_checkpoint_save(small_disk, tmp_path, capsys, monk
 def test_a_full_disk_during_an_export(small_disk, tmp_path_factory, capsys):
     """`python -m tfseg.export` on a full disk: one line, exit 2, the previous export as it
     was and no temporary left."""
-    from test_export import trained_run_dir
+    from test_export import copy_of_run, trained_run_dir
 
-    source, run_dir = trained_run_dir(tmp_path_factory), small_disk / "run"
-    run_dir.mkdir()
-    shutil.copy(source / "config.yaml", run_dir)
-    (run_dir / "checkpoints").symlink_to(source / "checkpoints")
-    shutil.copytree(source / "export", run_dir / "export")
+    run_dir = copy_of_run(trained_run_dir(tmp_path_factory), small_disk / "run")
     before = snapshot(run_dir / "export")
     fill(small_disk)
     assert run_cli(export.main, ["--run-dir", str(run_dir)]) == 2

@@ -7,7 +7,6 @@ and no converter or temporary behind."""
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -360,15 +359,9 @@ def test_a_child_dies_with_its_killed_parent(tmp_path):
 @pytest.fixture
 def run_copy(tmp_path_factory, tmp_path):
     """A copy of the shared tiny trained run (from tests/test_export.py) with its export."""
-    from test_export import trained_run_dir
+    from test_export import copy_of_run, trained_run_dir
 
-    source = trained_run_dir(tmp_path_factory)
-    copy = tmp_path / "run"
-    copy.mkdir()
-    shutil.copy(source / "config.yaml", copy)
-    (copy / "checkpoints").symlink_to(source / "checkpoints")
-    shutil.copytree(source / "export", copy / "export")
-    return copy
+    return copy_of_run(trained_run_dir(tmp_path_factory), tmp_path / "run")
 
 
 def parity_summary(export_dir):
