@@ -6,7 +6,6 @@
     python -m tfseg.evaluate --run-dir DIR --set data.val_path=FOLDER    # other held-out data
     python -m tfseg.evaluate --run-dir DIR --robustness    # the out-of-distribution scorecard
     python -m tfseg.evaluate --model preset:NAME --output DIR [--set data.path=FOLDER]
-    python -m tfseg.evaluate --model preset:NAME --output DIR [--set data.path=FOLDER]
 
 The model runs in any runtime of `tfseg.deploy.runtimes` (with `--run-dir`: keras = the
 latest checkpoint, savedmodel = `export/saved_model`, onnxruntime and the OpenCV DNN engines
@@ -55,8 +54,6 @@ from pathlib import Path
 
 from tfseg.cli import check_exists, check_in_range, check_run_dir, run_cli
 from tfseg.deploy.runtimes import RUN_RUNTIMES
-from tfseg.runs.presets import find_preset, is_preset
-from tfseg.utils.errors import TfsegError
 from tfseg.runs.presets import find_preset, is_preset
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import check_writable_folder

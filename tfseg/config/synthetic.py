@@ -54,8 +54,12 @@ class SyntheticSpec:
             map per sequence.
         blur: range; defocus blur: sigma in pixels of the rendered frame of a Gaussian blur
             of the recorded intensity.
-        dust: range of integers; static dust artefacts (in-focus specks and the diffraction
-            rings of out-of-focus particles) per sequence.
+        dust: range of integers; static dust artefacts per sequence: half in-focus specks,
+            half the diffraction rings of out-of-focus particles.
+        object_dust_probability: probability that an out-of-focus particle sits in the
+            object beam, where its scattered wave bends the fringes along its rings as a
+            sample bends them; otherwise it is near the camera and dims both beams only.
+            0 renders the dust of tfseg 0.15 and before, draw for draw.
         sample_size: range, per sample; sample diameter as a fraction of min(height, width).
         sample_phase: range, per sample; peak optical phase of a sample, radians (above
             2 pi the fringes wrap inside it).
@@ -94,6 +98,7 @@ class SyntheticSpec:
     fixed_pattern: Range = (0.0, 0.02)
     blur: Range = (0.0, 1.0)
     dust: Range = (0, 8)
+    object_dust_probability: float = 0.5
     sample_size: Range = (0.06, 0.18)
     sample_phase: Range = (0.5, 8.0)
     irregularity: Range = (0.0, 0.15)
@@ -110,7 +115,8 @@ class SyntheticSpec:
         _check_int("frames_per_sequence", self.frames_per_sequence, 1)
         _check_int("max_samples", self.max_samples, 0)
         object.__setattr__(self, "bit_depth", _bit_depths(self.bit_depth))
-        for name in ("cluster_probability", "empty_probability", "resident_probability"):
+        for name in ("object_dust_probability", "cluster_probability", "empty_probability",
+                     "resident_probability"):
             _check_number(name, getattr(self, name), 0.0, 1.0)
         short = min(self.height, self.width)
         limits = {  # name: (minimum, maximum, low must exceed the minimum, why)

@@ -61,7 +61,7 @@ def _draw_factors(spec, rng):
 class _Background:
     """Static per-sequence fields, float32 (H, W), intensities in full-scale units."""
 
-    phase: np.ndarray       # carrier + aberrations, radians
+    phase: np.ndarray       # carrier + aberrations (+ dust in the object beam), radians
     offset: np.ndarray      # A = V (I_ref + I_obj)
     modulation: np.ndarray  # B = 2 gamma V sqrt(I_ref I_obj)
     object_beam: np.ndarray  # V I_obj, needed to apply sample absorption
@@ -207,22 +207,27 @@ def _render_background(spec, factors, rng, dust_rng):
     scale = np.float32(factors["exposure"] / brightest.max())
     for field in (offset, modulation, object_beam):
         field *= scale
+    background = _Background(phase, offset, modulation, object_beam)
     for _ in range(factors["dust"]):
-        _add_dust((offset, modulation, object_beam), dust_rng)
-    return _Background(phase, offset, modulation, object_beam)
+        _add_dust(background, dust_rng, spec.object_dust_probability)
+    return background
 
 
-def _add_dust(fields, rng):
-    """Multiplies the recorded intensity (all `fields`) by a static dust artefact: an in-focus
-    speck, or the chirped diffraction rings of an out-of-focus particle."""
-    h, w = fields[0].shape
+def _add_dust(background, rng, object_probability):
+    """Adds one static dust artefact to `background`'s fields, in place: an in-focus speck or
+    the diffraction rings of an out-of-focus particle, half each. A particle near the camera
+    dims both beams' recorded intensity; one in the object beam (`object_probability` of the
+    rings), whose scattered wave changes that beam's amplitude and phase, bends the fringes
+    along its rings as a holography model's dust bends them (`tfseg.data.holography`)."""
+    h, w = background.phase.shape
     short = min(h, w)
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-    rings = rng.random() < 0.5
-    if rings:
-        size = short * rng.uniform(0.03, 0.08)
-        count = rng.uniform(2.0, max(2.0, min(12.0, size / 3)))  # outer period >= ~3 px
-        contrast = rng.uniform(0.15, 0.45)
+    kind = rng.random()   # < 0.5: rings, < 0.5 x object_probability: in the object beam
+    in_object_beam = kind < 0.5 * object_probability
+    if kind < 0.5:   # a chirp whose outer period stays >= ~3 px
+        size = short * (rng.uniform(0.04, 0.25) if in_object_beam else rng.uniform(0.03, 0.08))
+        count = rng.uniform(2.0, max(2.0, min(12.0, size / 3)))
+        contrast = rng.uniform(0.05, 0.35) if in_object_beam else rng.uniform(0.15, 0.45)
         reach = size
     else:
         size = max(1.0, short * rng.uniform(0.004, 0.015))
@@ -235,12 +240,20 @@ def _add_dust(fields, rng):
     x = (np.arange(x0, x1, dtype=np.float32) - np.float32(cx))[None, :] / np.float32(size)
     y = (np.arange(y0, y1, dtype=np.float32) - np.float32(cy))[:, None] / np.float32(size)
     d2 = x * x + y * y
-    if rings:
-        factor = 1.0 - contrast * np.cos(np.pi * count * d2) * np.clip(1.0 - d2, 0.0, None) ** 2
-    else:
-        factor = 1.0 - depth * np.exp(-d2)
-    for field in fields:
-        field[y0:y1, x0:x1] *= factor.astype(np.float32)
+    region = slice(y0, y1), slice(x0, x1)
+    if in_object_beam:   # the object wave times 1 + its scattered part
+        wave = 1.0 - contrast * np.clip(1.0 - d2, 0.0, None) ** 2 * np.exp(
+            1j * np.pi * count * d2)
+        intensity = np.abs(wave).astype(np.float32) ** 2
+        background.phase[region] += np.angle(wave).astype(np.float32)
+        background.modulation[region] *= np.sqrt(intensity)
+        background.offset[region] += background.object_beam[region] * (intensity - 1.0)
+        background.object_beam[region] *= intensity
+        return
+    factor = (1.0 - contrast * np.cos(np.pi * count * d2) * np.clip(1.0 - d2, 0.0, None) ** 2
+              if kind < 0.5 else 1.0 - depth * np.exp(-d2)).astype(np.float32)
+    for field in (background.offset, background.modulation, background.object_beam):
+        field[region] *= factor
 
 
 def generate_sequence(

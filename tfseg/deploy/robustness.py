@@ -85,6 +85,7 @@ AXES = (
     Axis("fixed_pattern", "fixed-pattern noise"),
     Axis("blur", "defocus blur (px)"),
     Axis("dust", "dust"),
+    Axis("object_dust_probability", "dust in the object beam", levels=(0.0, 0.5, 1.0)),
     Axis("sample_size", "sample size", scale="mul", step=1.5),
     Axis("sample_phase", "sample phase (rad)", scale="mul", step=1.5),
     Axis("irregularity", "outline irregularity"),
