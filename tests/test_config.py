@@ -93,11 +93,17 @@ def test_invalid_choice_suggests_closest(write_yaml):
      "data.source 'synthetic' has 3 channel(s) but model.input_channels is 1"),
     ({"model": {"input_channels": 3}, "data": {
         "mean": [0, 0, 0], "std": [1, 1, 1], "preprocess": {"phase_gradient": True},
-        "augment": {"contrast": 0.2}}}, "brightness and contrast would change the phase"),
+        "augment": {"contrast": 0.2}}}, "brightness and contrast would change the demodulated"),
+    ({"data": {"preprocess": {"phase_gradient": True, "fringe_amplitude": True}}},
+     "data.source 'synthetic' has 4 channel(s) but model.input_channels is 1"),
     ({"model": {"input_channels": 3}, "data": {
         "source": "camvid", "path": ".", "mean": [0, 0, 0], "std": [1, 1, 1],
         "preprocess": {"phase_gradient": True}}},
      "data.preprocess.phase_gradient demodulates interferograms"),
+    ({"model": {"input_channels": 4}, "data": {
+        "source": "camvid", "path": ".", "mean": [0] * 4, "std": [1] * 4,
+        "preprocess": {"fringe_amplitude": True}}},
+     "data.preprocess.fringe_amplitude demodulates interferograms"),
     ({"export": {"layout": "NHWC"}}, "with layout NHWC, leave opencv, opencv_classic, opencv_ort out"),
     ({"train": {"mixed_precision": "mixed_float16", "strategy": "mirrored"}},
      "mixed_float16 is supported with strategy 'default' only"),

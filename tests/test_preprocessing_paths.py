@@ -226,8 +226,11 @@ def rgb_frames(count, size, seed):
                   colour="gray", resize_to=[24, 40], units="native"),
     Preprocessing(steps=PreprocessConfig(blur=0, background_every=0, phase_gradient=True),
                   colour="gray", resize_to=[32, 48], interpolation="cubic"),
+    Preprocessing(steps=PreprocessConfig(blur=0, background_every=0, phase_gradient=True,
+                                         fringe_amplitude=True),
+                  colour="gray", resize_to=[32, 48], interpolation="cubic"),
 ], ids=["rgb-16-bit-every-step", "rgb-8-bit-area", "gray-8-bit-upscaled",
-        "gray-16-bit-native-units", "gray-phase-gradient"])
+        "gray-16-bit-native-units", "gray-phase-gradient", "gray-slopes-and-amplitude"])
 def test_opencv_tool_follows_every_kind_of_description(description, tmp_path):
     frames = rgb_frames(4, (44, 60), seed=5)
     folder = tmp_path / "frames"

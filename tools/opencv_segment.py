@@ -4,8 +4,9 @@
 
 Needs only OpenCV (4.6 or newer, 4.x and 5.x alike), numpy and the standard library. The
 export's metadata describes how a frame must be prepared ("preprocessing": 8-bit reduction,
-blur, background subtraction, CLAHE, crop, resize, the fringe phase's slopes;
-tfseg.data.preprocess writes it and prepares training frames by it); this script reads it with a few lines of protobuf parsing,
+blur, background subtraction, CLAHE, crop, resize, the demodulated fringes' phase slopes
+and amplitude; tfseg.data.preprocess writes it and prepares training frames by it); this
+script reads it with a few lines of protobuf parsing,
 prepares each frame exactly so (a tfseg test holds its network inputs equal to tfseg's),
 runs the network in OpenCV DNN, and writes, at the frame's own size and aligned with it, as
 `python -m tfseg.predict` does (a tfseg test holds them equal): `<stem>_mask.png`, uint8 class
@@ -39,10 +40,10 @@ MINIMUM_OPENCV = (4, 6)   # older OpenCV importers mis-read tfseg's ONNX exports
 # before they were recorded lack (what segmentation exports were prepared with then).
 PREPROCESSING_KEYS = ("blur", "background_every", "background_alpha", "clahe_clip_limit",
                       "clahe_tile_grid", "crop", "colour", "eight_bit", "resize_to",
-                      "interpolation", "units", "phase_gradient")
+                      "interpolation", "units", "phase_gradient", "fringe_amplitude")
 # Exports from before "units" was recorded fed 16-bit frames at their own scale.
 OLD_EXPORTS = {"eight_bit": False, "interpolation": "cubic", "units": "native",
-               "phase_gradient": False}
+               "phase_gradient": False, "fringe_amplitude": False}
 UNITS = ("8bit", "native")
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 UNSEEN = 255   # mask value of frame pixels outside the crop the network sees
@@ -282,20 +283,24 @@ def prepare(frame, background, steps):
                            interpolation=INTERPOLATIONS[steps["interpolation"]])
     if steps["colour"] == "rgb" and image.ndim == 2:
         image = cv2.merge([image] * 3)
-    if steps["phase_gradient"]:
-        image = cv2.merge([image, *cv2.split(phase_gradient(image))])
+    if steps["phase_gradient"] or steps["fringe_amplitude"]:
+        image = cv2.merge([image, *cv2.split(fringe_channels(
+            image, slopes=steps["phase_gradient"], amplitude=steps["fringe_amplitude"]))])
     return image
 
 
-def phase_gradient(image):
-    """float32 (H, W, 2) slopes of the fringe phase along x and y (radians per pixel), carrier
-    removed, of the frame's first channel: Fourier demodulation as tfseg.data.fringes does it
-    (the strongest frequency of one half-plane beyond 4 cycles across the frame is the
-    carrier; a Gaussian window of a third of its frequency around it; the median slope
-    subtracted). Deliberately the same lines as tfseg.data.fringes.phase_gradient, since this
-    file runs without tfseg; tests/test_preprocessing_paths.py holds the two to the same bits."""
-    image = np.asarray(image if image.ndim == 2 else image[..., 0], np.float64)
+def fringe_channels(image, *, slopes, amplitude):
+    """float32 (H, W, C) of the frame's first channel: the slopes of the fringe phase along x
+    and y (radians per pixel), carrier removed (if `slopes`), then the log of the fringes'
+    amplitude less its median (if `amplitude`). Fourier demodulation as tfseg.data.fringes
+    does it (the strongest frequency of one half-plane beyond 4 cycles across the frame is
+    the carrier; a Gaussian window of a third of its frequency around it; the median slope
+    subtracted). Deliberately the same lines as tfseg.data.fringes.fringe_channels, since
+    this file runs without tfseg; tests/test_preprocessing_paths.py holds the two to the same
+    bits."""
+    image = np.asarray(image if image.ndim == 2 else image[..., 0], np.float32)
     height, width = image.shape
+    channels = np.zeros((height, width, 2 * slopes + amplitude), np.float32)
     spectrum = np.fft.fft2(image - image.mean())
     freq_y = np.fft.fftfreq(height)[:, None]
     freq_x = np.fft.fftfreq(width)[None, :]
@@ -303,20 +308,24 @@ def phase_gradient(image):
     candidates = half_plane & (np.hypot(freq_y, freq_x) > 4 / max(height, width))
     strength = np.where(candidates, np.abs(spectrum), 0.0)
     if not strength.any():
-        return np.zeros((height, width, 2), np.float32)
+        return channels
     row, column = np.unravel_index(np.argmax(strength), strength.shape)
     carrier_y, carrier_x = freq_y[row, 0], freq_x[0, column]
     sigma = np.hypot(carrier_y, carrier_x) / 3
-    window = (np.exp(-(freq_y - carrier_y) ** 2 / (2 * sigma ** 2))
-              * np.exp(-(freq_x - carrier_x) ** 2 / (2 * sigma ** 2)))
+    window = (np.exp(-(freq_y - carrier_y) ** 2 / (2 * sigma ** 2)).astype(np.float32)
+              * np.exp(-(freq_x - carrier_x) ** 2 / (2 * sigma ** 2)).astype(np.float32))
     field = np.fft.ifft2(spectrum * window)
-    slopes = np.empty((height, width, 2))
-    slopes[:, :-1, 0] = np.angle(field[:, 1:] * np.conj(field[:, :-1])
-                                 * np.exp(-2j * np.pi * carrier_x))
-    slopes[:-1, :, 1] = np.angle(field[1:, :] * np.conj(field[:-1, :])
-                                 * np.exp(-2j * np.pi * carrier_y))
-    slopes[:, -1, 0], slopes[-1, :, 1] = slopes[:, -2, 0], slopes[-2, :, 1]
-    return (slopes - np.median(slopes, axis=(0, 1))).astype(np.float32)
+    if slopes:
+        channels[:, :-1, 0] = np.angle(field[:, 1:] * np.conj(field[:, :-1])
+                                       * np.complex64(np.exp(-2j * np.pi * carrier_x)))
+        channels[:-1, :, 1] = np.angle(field[1:, :] * np.conj(field[:-1, :])
+                                       * np.complex64(np.exp(-2j * np.pi * carrier_y)))
+        channels[:, -1, 0], channels[-1, :, 1] = channels[:, -2, 0], channels[-2, :, 1]
+        channels[..., :2] -= np.median(channels[..., :2], axis=(0, 1))
+    if amplitude:
+        log_amplitude = np.log(np.abs(field) + np.float32(1e-3))
+        channels[..., -1] = log_amplitude - np.median(log_amplitude)
+    return channels
 
 
 def same_channels(first, second):

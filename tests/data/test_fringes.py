@@ -1,14 +1,23 @@
-"""Fourier demodulation of the carrier (`tfseg.data.fringes.phase_gradient`): the slopes of
-known phase maps, on carriers of every direction and density."""
+"""Fourier demodulation of the carrier (`tfseg.data.fringes.fringe_channels`): the slopes of
+known phase maps and the amplitude of known fringe visibilities, on carriers of every
+direction and density."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from tfseg.data.fringes import phase_gradient
+from tfseg.data.fringes import fringe_channels
 
 SIZE = 128
+
+
+def phase_gradient(image):
+    return fringe_channels(image, slopes=True, amplitude=False)
+
+
+def log_amplitude(image):
+    return fringe_channels(image, slopes=False, amplitude=True)[..., 0]
 
 
 def interferogram(cycles, degrees, phase=0.0, visibility=0.8):
@@ -38,8 +47,8 @@ def test_a_bare_carrier_has_no_slope_on_or_off_the_frequency_grid(cycles, degree
     slopes = phase_gradient(interferogram(cycles, degrees))
     assert slopes.shape == (SIZE, SIZE, 2) and slopes.dtype == np.float32
     assert np.abs(slopes[INTERIOR]).max() < 2e-3
-    if degrees in (0, 90):   # a carrier on the grid: exact everywhere
-        assert np.abs(slopes).max() < 1e-6
+    if degrees in (0, 90):   # a carrier on the grid: exact everywhere (float32 rounding)
+        assert np.abs(slopes).max() < 1e-5
 
 
 @pytest.mark.parametrize("cycles, degrees", [(16, 0), (12, 60), (20, 150), (10, 100)])
@@ -57,9 +66,36 @@ def test_a_phase_bump_shows_as_its_slopes_on_any_carrier(cycles, degrees):
     assert 0.65 < np.abs(slopes).max() / np.abs(exact).max() < 1.0
 
 
-def test_a_frame_without_fringes_gives_zero_slopes_without_warnings():
+@pytest.mark.parametrize("cycles, degrees", [(16, 0), (12, 60), (20, 150)])
+def test_the_amplitude_shows_where_the_fringes_fade_whatever_their_contrast(cycles, degrees):
+    y, x = np.mgrid[:SIZE, :SIZE].astype(np.float64)
+    # Fringes at half their visibility over a wide, smooth patch (a dimming particle's).
+    fade = 1 - 0.5 * np.exp(-((x - 64) ** 2 + (y - 64) ** 2) / (2 * 14.0 ** 2))
+    faded = {}
+    for visibility in (0.3, 0.9):
+        plain = log_amplitude(interferogram(cycles, degrees, visibility=visibility))
+        assert plain.dtype == np.float32 and np.abs(plain[INTERIOR]).max() < 0.02
+        faded[visibility] = log_amplitude(100 + 80 * visibility * fade * (
+            interferogram(cycles, degrees, visibility=1.0) - 100) / 80)
+    np.testing.assert_allclose(faded[0.3], faded[0.9], atol=1e-3)
+    # The window around the carrier smooths the amplitude over a few pixels, the more so
+    # the fewer the fringes: the patch keeps its shape, its centre log(1/2) within 0.15.
+    assert np.corrcoef(faded[0.9][INTERIOR].ravel(),
+                       np.log(fade[INTERIOR]).ravel())[0, 1] > 0.99
+    assert faded[0.9][64, 64] == pytest.approx(np.log(0.5), abs=0.15)
+
+
+def test_both_channels_come_from_one_demodulation():
+    frame = interferogram(14, 20, bump(height=2.0, sigma=8.0)[0])
+    both = fringe_channels(frame, slopes=True, amplitude=True)
+    assert both.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(both[..., :2], phase_gradient(frame))
+    np.testing.assert_array_equal(both[..., 2], log_amplitude(frame))
+
+
+def test_a_frame_without_fringes_gives_zeros_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for frame in (np.zeros((SIZE, SIZE)), np.full((40, 60), 200.0)):
-            slopes = phase_gradient(frame)
-            assert slopes.shape == (*frame.shape, 2) and not slopes.any()
+            channels = fringe_channels(frame, slopes=True, amplitude=True)
+            assert channels.shape == (*frame.shape, 3) and not channels.any()

@@ -9,7 +9,7 @@ import pytest
 
 from tfseg.config import PreprocessConfig, SyntheticSpec, load_config
 from tfseg.config.recipes import recipe_path
-from tfseg.data.fringes import phase_gradient
+from tfseg.data.fringes import fringe_channels
 from tfseg.data.interferograms import prepare_sequence
 from tfseg.data.preprocess import Preprocessing, boxes_to_mask, crop
 from tfseg.data.synthetic import generate_sequence
@@ -189,16 +189,20 @@ def test_the_config_describes_what_each_source_trains_on():
     assert Preprocessing.from_config(icnet).at_size((64, 128)).resize_to == [64, 128]
 
 
-def test_phase_gradient_adds_the_resized_frames_slopes_as_two_channels():
+@pytest.mark.parametrize("slopes, amplitude, channels", [
+    (True, False, 3), (False, True, 2), (True, True, 4)])
+def test_demodulated_fringes_add_the_resized_frames_slopes_and_amplitude(
+        slopes, amplitude, channels):
     frames, _ = generate_sequence(SyntheticSpec(height=96, width=112, frames_per_sequence=1), 3)
     plain = described().at_size((64, 48))
-    demodulated = dataclasses.replace(
-        plain, steps=dataclasses.replace(plain.steps, phase_gradient=True))
-    assert (plain.channels, demodulated.channels, demodulated.frame_channels) == (1, 3, 1)
+    demodulated = dataclasses.replace(plain, steps=dataclasses.replace(
+        plain.steps, phase_gradient=slopes, fringe_amplitude=amplitude))
+    assert (plain.channels, demodulated.channels, demodulated.frame_channels) == (
+        1, channels, 1)
     image = demodulated.image(frames[0])
     np.testing.assert_array_equal(image[..., :1], plain.image(frames[0]))
-    np.testing.assert_array_equal(image[..., 1:], phase_gradient(image[..., 0]))
-    assert Preprocessing.from_config(load_config(recipe_path("default"))).channels == 3
+    np.testing.assert_array_equal(image[..., 1:], fringe_channels(
+        image[..., 0], slopes=slopes, amplitude=amplitude))
 
 
 def test_metadata_round_trip_and_old_exports():
@@ -210,7 +214,8 @@ def test_metadata_round_trip_and_old_exports():
     # Exports from before "eight_bit" and "interpolation" were recorded read as they were
     # predicted then.
     old = {key: value for key, value in stored.items()
-           if key not in ("eight_bit", "interpolation", "phase_gradient")}
+           if key not in ("eight_bit", "interpolation", "phase_gradient",
+                          "fringe_amplitude")}
     for task, eight_bit in (("segmentation", False), ("super_resolution", True)):
         assert Preprocessing.from_metadata(old, task=task, source="m") == dataclasses.replace(
             preprocessing, eight_bit=eight_bit, interpolation="cubic")

@@ -112,9 +112,16 @@ class PreprocessConfig:
     # [x, y, w, h] region of each frame kept before resizing (the FCN seed's column strip
     # 200:712 is [200, 0, 512, 3072]); [] keeps the whole frame.
     crop: list[int] = bounded([], 0)
-    # After the resize, two channels more: the fringe phase's slope along x and y, carrier
-    # removed (Fourier demodulation, tfseg.data.fringes); model.input_channels counts them.
+    # After the resize, channels more from the demodulated fringes (tfseg.data.fringes),
+    # which model.input_channels counts: two for the fringe phase's slope along x and y,
+    # carrier removed; one for the log of the fringes' amplitude (less its median).
     phase_gradient: bool = False
+    fringe_amplitude: bool = False
+
+    @property
+    def fringe_channels(self):
+        """How many channels `phase_gradient` and `fringe_amplitude` add."""
+        return 2 * self.phase_gradient + self.fringe_amplitude
 
     def __post_init__(self):
         check_ranges(self)
@@ -386,22 +393,22 @@ class Config:
                              f"model.input_channels is {self.model.input_channels}")
         # A TFDS data set's channels are checked when it is opened (tfseg.data.tfds_source).
         channels = 3 if self.data.source in ("camvid", "super_resolution") else 1
-        if self.data.preprocess.phase_gradient:
-            self._check_phase_gradient()
-            channels += 2
+        if self.data.preprocess.fringe_channels:
+            self._check_fringe_channels()
+            channels += self.data.preprocess.fringe_channels
         if self.data.source != "tfds" and self.model.input_channels != channels:
             raise ValueError(f"data.source {self.data.source!r} has {channels} channel(s) but "
                              f"model.input_channels is {self.model.input_channels}")
 
-    def _check_phase_gradient(self):
+    def _check_fringe_channels(self):
+        step = ("data.preprocess.phase_gradient" if self.data.preprocess.phase_gradient
+                else "data.preprocess.fringe_amplitude")
         if self.data.source not in ("synthetic", "interferograms"):
-            raise ValueError(f"data.preprocess.phase_gradient demodulates interferograms "
-                             f"(data.source 'synthetic' or 'interferograms'), not "
-                             f"{self.data.source!r} frames")
+            raise ValueError(f"{step} demodulates interferograms (data.source 'synthetic' "
+                             f"or 'interferograms'), not {self.data.source!r} frames")
         if self.data.augment.brightness or self.data.augment.contrast:
-            raise ValueError("data.augment.brightness and contrast would change the phase "
-                             "gradient's channels too: set them to 0 with "
-                             "data.preprocess.phase_gradient")
+            raise ValueError(f"data.augment.brightness and contrast would change the "
+                             f"demodulated fringes' channels too: set them to 0 with {step}")
 
     def _check_super_resolution(self):
         if self.data.source not in ("super_resolution", "tfds"):

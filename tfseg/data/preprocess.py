@@ -5,7 +5,7 @@ its input itself): it is built from a config (`from_config`), written into every
 metadata (`to_metadata`), read back from it (`from_metadata`) and executed by its methods,
 with numpy and OpenCV, for every frame a network sees. The order is the interferogram seed's:
 8-bit reduction -> box blur -> background subtraction -> CLAHE -> crop -> resize, then, where
-the steps ask for it, the fringe phase's slopes as two channels more (`tfseg.data.fringes`). The
+the steps ask for it, channels more from the demodulated fringes (`tfseg.data.fringes`). The
 background is estimated once per sequence (`background`) and shared by all of its frames.
 Every frame is expressed in 8-bit grey levels once blurred (`units`: value x 255 / its
 dtype's max, / 257 for uint16; CLAHE still equalises 16-bit frames on 0..65535), so one
@@ -23,7 +23,7 @@ import numpy as np
 
 from tfseg.config import PreprocessConfig, from_dict
 from tfseg.config.schema import bounded, check_ranges
-from tfseg.data.fringes import phase_gradient
+from tfseg.data.fringes import fringe_channels
 from tfseg.utils.errors import TfsegError
 
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
@@ -67,7 +67,7 @@ class Preprocessing:
         data = config.data
         interferograms = data.source in ("synthetic", "interferograms")
         steps = data.preprocess if interferograms else _no_steps()
-        frame_channels = config.model.input_channels - (2 if steps.phase_gradient else 0)
+        frame_channels = config.model.input_channels - steps.fringe_channels
         return cls(steps=steps, colour="rgb" if frame_channels == 3 else "gray",
                    eight_bit=not interferograms,
                    resize_to=([] if config.model.task == "super_resolution"
@@ -81,8 +81,8 @@ class Preprocessing:
 
     @property
     def channels(self):
-        """Channels of the network input: the frame's, and the phase slopes' two."""
-        return self.frame_channels + (2 if self.steps.phase_gradient else 0)
+        """Channels of the network input: the frame's, then the demodulated fringes'."""
+        return self.frame_channels + self.steps.fringe_channels
 
     def at_size(self, size):
         """The same preprocessing for a model of input `size` (H, W): frames resized to it,
@@ -125,7 +125,7 @@ class Preprocessing:
                              f"export the model again")
         # What tfseg.predict did with exports from before these keys were recorded.
         values = {"eight_bit": task == "super_resolution", "interpolation": "cubic",
-                  "phase_gradient": False, **values}
+                  "phase_gradient": False, "fringe_amplitude": False, **values}
         # Frames reduced to 8 bits are in 8-bit units either way: the one way to say it.
         values = {"units": "8bit" if values["eight_bit"] is True else "native", **values}
         step_keys = [item.name for item in dataclasses.fields(PreprocessConfig)]
@@ -200,8 +200,10 @@ class Preprocessing:
         # per channel, so its three equal channels are made last, on the fewest pixels.
         if image.shape[-1] < self.frame_channels:
             image = np.repeat(image, self.frame_channels, axis=-1)
-        if self.steps.phase_gradient:
-            image = np.concatenate([image, phase_gradient(image[..., 0])], axis=-1)
+        if self.steps.fringe_channels:
+            image = np.concatenate([image, fringe_channels(
+                image[..., 0], slopes=self.steps.phase_gradient,
+                amplitude=self.steps.fringe_amplitude)], axis=-1)
         return image
 
     def mask(self, mask):

@@ -104,8 +104,11 @@ def model_card(name, description, config, metrics, info, cpu):
                                     ' --set "data.super_resolution.validation=[HR_FOLDER]"',
                 "tfds": ""}.get(data.source, " --set data.path=FOLDER")
     check = weights["check"]
-    inputs = ("raw pixels and their fringe phase's slopes (`data.preprocess.phase_gradient`)"
-              if Preprocessing.from_config(config).steps.phase_gradient else "raw pixels")
+    steps = Preprocessing.from_config(config).steps
+    inputs = "raw pixels" + "".join(
+        f" and {what} (`data.preprocess.{key}`)" for key, what in (
+            ("phase_gradient", "their fringe phase's slopes"),
+            ("fringe_amplitude", "their fringes' amplitude")) if getattr(steps, key))
     outputs = (f"{model.num_classes} classes ({', '.join(data.class_names)})"
                if model.task == "segmentation" else f"x{model.scale} upscaled pixels")
     agreement = (f", argmax agreement {100 * check['argmax_agreement']:.2f} %"
