@@ -285,9 +285,13 @@ CASES = [malformed_yaml, config_not_text, control_character, unknown_key, wrong_
          yolo_box_outside_frame, malformed_rois_json, malformed_roi_box, malformed_yolo_line,
          camvid_label_of_another_size, camvid_label_id_out_of_range, camvid_corrupt_image,
          camvid_images_not_of_the_configured_size, run_dir_holds_a_run, run_dir_is_a_file]
-# Run as a real `python -m tfseg.train` process too (the others run its `main` in-process).
-CLI_CASES = [malformed_yaml, unknown_key, missing_data_folder, truncated_png,
-             camvid_label_id_out_of_range, run_dir_holds_a_run]
+# Run as a real `python -m tfseg.train` process too (the others run its `main` in-process),
+# each 4-5 s: the fast tier keeps an error found before TensorFlow loads and one found
+# reading the data.
+CLI_CASES = [pytest.param(case, id=case.__name__, marks=() if case in (
+    malformed_yaml, camvid_label_id_out_of_range) else pytest.mark.slow) for case in (
+    malformed_yaml, unknown_key, missing_data_folder, truncated_png,
+    camvid_label_id_out_of_range, run_dir_holds_a_run)]
 
 
 def files_under(folder):
@@ -320,7 +324,7 @@ def test_bad_input_is_refused_cleanly(case, tmp_path, capsys):
     assert_clean_error(status, capsys.readouterr().err, words, tmp_path / "run", before)
 
 
-@pytest.mark.parametrize("case", CLI_CASES, ids=lambda case: case.__name__)
+@pytest.mark.parametrize("case", CLI_CASES)
 def test_bad_input_is_refused_cleanly_by_the_cli(case, tmp_path):
     config, overrides, words = case(tmp_path)
     before = files_under(tmp_path / "run")

@@ -17,12 +17,14 @@ from conftest import TINY_CONFIG, assert_parity_results, run_module
 
 from tfseg import export, models
 from tfseg.cli import run_cli
+from tfseg.config import PreprocessConfig
 from tfseg.data.preprocess import Preprocessing
 from tfseg.deploy import runtimes
 from tfseg.deploy.exports import export_model, export_onnx
-from tfseg.deploy.metadata import make_metadata, read_onnx_metadata
+from tfseg.deploy.metadata import check_metadata, make_metadata, read_onnx_metadata
 from tfseg.deploy.parity import ParityError, check_parity
 from tfseg.models import randomize_batch_norm
+from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_json
 
 SIZE = (64, 64)
@@ -133,6 +135,40 @@ def test_super_resolution_exports_pass_psnr_parity(tmp_path):
     upscaled = runtimes.load(tmp_path / "model.onnx")(images)
     assert upscaled.shape == (2, 32, 32, 3)
     assert runtimes.load(tmp_path / "saved_model").metadata["scale"] == 2
+
+
+def fringe_metadata(input_channels, **steps):
+    preprocessing = Preprocessing(steps=PreprocessConfig(blur=0, background_every=0, **steps),
+                                  resize_to=[32, 32])
+    return make_metadata(model="linknet", task="segmentation", input_size=(32, 32),
+                         input_channels=input_channels, layout="NCHW",
+                         mean=[0.0] * input_channels, std=[1.0] * input_channels,
+                         preprocessing=preprocessing, class_names=["background", "sample"])
+
+
+def test_metadata_counts_the_channels_of_the_demodulated_fringes():
+    both = {"phase_gradient": True, "fringe_amplitude": True}
+    for channels, steps in ((1, {}), (3, {"phase_gradient": True}),
+                            (2, {"fringe_amplitude": True}), (4, both)):
+        assert check_metadata(fringe_metadata(channels, **steps), "m.onnx")
+    with pytest.raises(TfsegError, match=r"m.onnx: tfseg metadata input_channels=3; "
+                                         r"expected 1 or 3, plus 3 for the demodulated"):
+        check_metadata(fringe_metadata(3, **both), "m.onnx")
+    with pytest.raises(TfsegError, match="input_channels=4; expected 1 or 3$"):
+        check_metadata(fringe_metadata(4), "m.onnx")
+
+
+@pytest.mark.slow  # over 10 s: the fast tier stays under 3 minutes
+def test_a_model_of_the_frame_and_its_fringes_exports_and_agrees_everywhere(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = models.build("linknet", num_classes=2, input_shape=(32, 32), input_channels=4,
+                         mean=[0.0] * 4, std=[1.0] * 4, width=0.5)
+    randomize_batch_norm(model)
+    metadata = fringe_metadata(4, phase_gradient=True, fringe_amplitude=True)
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 4)).astype(np.float32)
+    exported = export_model(model, metadata, tmp_path, images)
+    assert_parity_results(exported["parity"], runtimes.RUNTIMES[1:])
+    assert runtimes.load(tmp_path / "model.onnx").metadata["input_channels"] == 4
 
 
 @pytest.mark.slow  # 5 s each: the fast tier stays under 3 minutes

@@ -230,6 +230,55 @@ def test_global_bfloat16_policy_does_not_round_pixels():
     np.testing.assert_allclose(out_images.numpy(), 201.3, rtol=1e-6)
 
 
+def bent_fringes():
+    """A 64x64 frame of carrier fringes bent by a phase bump, and the bump's phase."""
+    y, x = np.mgrid[:64, :64].astype(np.float64)
+    phase = 3.0 * np.exp(-((x - 20) ** 2 + (y - 40) ** 2) / (2 * 6.0 ** 2))
+    return 100 + 60 * np.cos(2 * np.pi * 10 / 64 * (0.8 * x + 0.6 * y) + phase)
+
+
+def test_flipped_phase_slopes_are_the_slopes_of_the_flipped_fringes():
+    """A flip along x negates the slope along x (and y likewise): the flipped channels are
+    then what demodulating the flipped frame gives, up to the sideband's sign and the
+    half-pixel shift of a forward difference read backwards; slopes flipped as plain images
+    would be a field no phase has (wrong by the bump's own slopes, 0.45 rad per pixel)."""
+    from tfseg.data.fringes import fringe_channels
+
+    frame = bent_fringes()
+    images = np.concatenate([frame[..., None], fringe_channels(frame, slopes=True)], axis=-1)
+    images = np.repeat(images[None], 16, axis=0).astype(np.float32)
+    augment = SegmentationAugmentation(flip="horizontal_and_vertical", seed=3,
+                                       derivative_channels=(1, 2))
+    out, _ = augment(tf.constant(images), tf.zeros((16, 64, 64), tf.uint8))
+    kinds = set()
+    for image in out.numpy():
+        expected = fringe_channels(image[..., 0], slopes=True)
+        sign = np.sign(np.sum(expected * image[..., 1:]))
+        assert np.abs(sign * expected - image[..., 1:])[8:-8, 8:-8].max() < 0.06
+        kinds.add(next(flips for flips, seen in (
+            ((False, False), frame), ((True, False), frame[:, ::-1]),
+            ((False, True), frame[::-1]), ((True, True), frame[::-1, ::-1]))
+            if np.allclose(image[..., 0], seen, atol=1e-3)))
+    assert len(kinds) == 4   # no flip, either flip, both
+
+
+def test_a_derivative_changes_sign_with_its_axis_flip_through_zooms_and_clips():
+    # Channels: x ramp, "d/dx" = 1, "d/dy" = 1, y ramp; clips of 3 frames.
+    x = np.broadcast_to(np.linspace(-1, 1, 40)[None, :], (32, 40))
+    y = np.broadcast_to(np.linspace(-1, 1, 32)[:, None], (32, 40))
+    frame = np.stack([x, np.ones_like(x), np.ones_like(x), y], axis=-1).astype(np.float32)
+    clips = np.broadcast_to(frame, (12, 3, 32, 40, 4))
+    augment = SegmentationAugmentation(flip="horizontal_and_vertical", seed=0,
+                                       scale=(0.7, 1.4), derivative_channels=(1, 2))
+    out, _ = augment(tf.constant(clips), tf.zeros((12, 3, 32, 40), tf.uint8))
+    centre = out.numpy()[:, :, 16, 20]   # (clip, frame, channel)
+    flipped_x = out.numpy()[:, :, 16, 21, 0] < out.numpy()[:, :, 16, 19, 0]
+    flipped_y = out.numpy()[:, :, 17, 20, 3] < out.numpy()[:, :, 15, 20, 3]
+    np.testing.assert_allclose(centre[..., 1], np.where(flipped_x, -1.0, 1.0), atol=1e-6)
+    np.testing.assert_allclose(centre[..., 2], np.where(flipped_y, -1.0, 1.0), atol=1e-6)
+    assert flipped_x.any() and (~flipped_x).any() and flipped_y.any() and (~flipped_y).any()
+
+
 @pytest.mark.parametrize("options,argument", [
     ({"flip": "both"}, "flip"),
     ({"seed": 1.5}, "seed"),
@@ -242,6 +291,8 @@ def test_global_bfloat16_policy_does_not_round_pixels():
     ({"contrast": 1.0}, "contrast"),
     ({"value_range": (255, 0)}, "value_range"),
     ({"ignore_label": -1}, "ignore_label"),
+    ({"derivative_channels": (1,)}, "derivative_channels"),
+    ({"derivative_channels": (1, -2)}, "derivative_channels"),
 ])
 def test_bad_arguments_are_refused_naming_the_argument(options, argument):
     with pytest.raises(ValueError, match=f"argument `{argument}`.*Received: {argument}="):

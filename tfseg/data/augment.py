@@ -61,6 +61,11 @@ class SegmentationAugmentation:
             levels); brightness and contrast clip their output to it. Defaults to (0, 255).
         ignore_label: int. Mask value for padded areas (and kept where it already is).
             Defaults to 255.
+        derivative_channels: None or (x channel, y channel): channels that hold a derivative
+            along x and along y (the fringe phase's slopes, `data.preprocess.
+            phase_gradient`). A flip along an axis negates its derivative, so that flipped
+            slopes are the slopes of the flipped phase, not a field no phase has. Defaults to
+            None.
 
     Example:
 
@@ -71,7 +76,8 @@ class SegmentationAugmentation:
     """
 
     def __init__(self, *, flip, seed, crop_size=None, scale=None, brightness=0.0,
-                 contrast=0.0, value_range=(0.0, 255.0), ignore_label=255):
+                 contrast=0.0, value_range=(0.0, 255.0), ignore_label=255,
+                 derivative_channels=None):
         if flip not in FLIP_MODES:
             raise ValueError(f"Invalid value for argument `flip`: expected one of "
                              f"{FLIP_MODES}. Received: flip={flip!r}")
@@ -100,6 +106,12 @@ class SegmentationAugmentation:
         if not (_is_real(contrast) and 0 <= contrast < 1):
             raise ValueError(f"Invalid value for argument `contrast`: expected a float in "
                              f"[0, 1). Received: contrast={contrast!r}")
+        if derivative_channels is not None and not (
+                _is_pair(derivative_channels)
+                and all(_is_int(v) and v >= 0 for v in derivative_channels)):
+            raise ValueError(f"Invalid value for argument `derivative_channels`: expected "
+                             f"None or (x channel, y channel), two integers >= 0. "
+                             f"Received: derivative_channels={derivative_channels!r}")
         if not (_is_int(ignore_label) and ignore_label >= 0):
             raise ValueError(f"Invalid value for argument `ignore_label`: expected an "
                              f"integer >= 0. Received: ignore_label={ignore_label!r}")
@@ -111,6 +123,8 @@ class SegmentationAugmentation:
         self.contrast = contrast
         self.value_range = tuple(value_range)
         self.ignore_label = ignore_label
+        self.derivative_channels = (None if derivative_channels is None
+                                    else tuple(derivative_channels))
 
         # Each random source gets its own seed: equal seeds would draw equal numbers.
         seeds = itertools.count(seed)
@@ -154,33 +168,56 @@ class SegmentationAugmentation:
         if not (self.crop_size or self.photometric_layers or self.geometric_layers):
             return images, masks
         if len(images.shape) != 5:   # numpy arrays too
-            images, masks = self._transform(images, masks[..., None])
+            images, masks = self._transform(images, masks[..., None], images.shape[-1])
             return images, masks[..., 0]
         # Clips: frames folded into channels, (B, T, H, W, C) -> (B, H, W, T x C).
         frames = _sizes(images)[1::3]   # T, C
         images = tf.transpose(images, (0, 2, 3, 1, 4))
         images, masks = self._transform(
             tf.reshape(images, _sizes(images)[:3] + [frames[0] * frames[1]]),
-            tf.transpose(masks, (0, 2, 3, 1)))
+            tf.transpose(masks, (0, 2, 3, 1)), frames[1])
         images = tf.reshape(images, _sizes(images)[:3] + frames)
         return tf.transpose(images, (0, 3, 1, 2, 4)), tf.transpose(masks, (0, 3, 1, 2))
 
-    def _transform(self, images, masks):
+    def _transform(self, images, masks, frame_channels):
         """images (B, H, W, C), masks (B, H, W, K): one transform per image, for all of its
-        channels and mask channels."""
+        channels and mask channels; C holds frames of `frame_channels` channels each."""
         if self.crop_size:
             images, masks = self._random_crop(images, masks)
         for layer in self.photometric_layers:
             images = layer(images, training=True)
         if not self.geometric_layers:
             return images, masks
+        derivatives = self.derivative_channels is not None and self.flip != "none"
+        if derivatives:   # ramps along x and y: which way each image was flipped
+            images = tf.concat([images, _ramps(images)], axis=-1)
         # Shifted by one: the zoom's fill value 0 then marks padding.
         data = {"images": images, "segmentation_masks": tf.cast(masks, tf.float32) + 1.0}
         for layer in self.geometric_layers:
             data = layer(data, training=True)
         shifted = tf.cast(tf.round(data["segmentation_masks"]), tf.int32)
         out_masks = tf.where(shifted == 0, self.ignore_label, shifted - 1)
-        return data["images"], tf.cast(out_masks, masks.dtype)
+        images = data["images"]
+        if derivatives:
+            images = self._derivatives_flipped(images[..., :-2], images[..., -2:],
+                                               frame_channels)
+        return images, tf.cast(out_masks, masks.dtype)
+
+    def _derivatives_flipped(self, images, ramps, frame_channels):
+        """`images` with each derivative channel negated where its axis was flipped, as the
+        transformed `ramps` (`_ramps`) show: read either side of the centre, which a zoom
+        about it keeps."""
+        height, width = _sizes(images)[1:3]
+        row, column = height // 2, width // 2
+        flipped_x = ramps[:, row, column + 1, 0] < ramps[:, row, column - 1, 0]
+        flipped_y = ramps[:, row + 1, column, 1] < ramps[:, row - 1, column, 1]
+        channel = tf.range(_sizes(images)[3]) % frame_channels
+        x_channel, y_channel = self.derivative_channels
+        factor = (1.0 - 2.0 * tf.cast(flipped_x[:, None] & (channel == x_channel)[None],
+                                      images.dtype)
+                  - 2.0 * tf.cast(flipped_y[:, None] & (channel == y_channel)[None],
+                                  images.dtype))
+        return images * factor[:, None, None, :]
 
     def _random_crop(self, images, masks):
         """One random `crop_size` window per image, the same for its mask (exact gather)."""
@@ -208,6 +245,15 @@ class SegmentationAugmentation:
             return tf.gather(tensor, columns, axis=2, batch_dims=1)
 
         return crop(images), crop(masks)
+
+
+def _ramps(images):
+    """(B, H, W, 2) of `images`' dtype: x and y from -1 to 1 across each image."""
+    batch, height, width = _sizes(images)[:3]
+    x = tf.linspace(-1.0, 1.0, width)[None, :] + tf.zeros((height, 1))
+    y = tf.linspace(-1.0, 1.0, height)[:, None] + tf.zeros((1, width))
+    ramps = tf.cast(tf.stack([x, y], axis=-1), images.dtype)
+    return tf.broadcast_to(ramps[None], tf.stack([batch, height, width, 2]))
 
 
 def _sizes(tensor):

@@ -47,7 +47,7 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
         model: str. The model family, e.g. "linknet".
         task: str. "segmentation" or "super_resolution".
         input_size: (H, W). The static input size of the export.
-        input_channels: int. 1 or 3.
+        input_channels: int. 1 or 3 (the frame's), plus the demodulated fringes' channels.
         layout: str. "NCHW" or "NHWC", the file's input and output layout.
         mean, std: lists of float. Informational: the normalisation is inside the model.
         preprocessing: `tfseg.data.preprocess.Preprocessing`. What is done to a raw frame
@@ -181,11 +181,18 @@ def check_metadata(metadata, source):
     def refuse(key, value, expected):
         raise TfsegError(f"{source}: tfseg metadata {key}={value!r}; expected {expected}")
 
+    steps = metadata.get("preprocessing")
+    # The frame's channels, then those of data.preprocess.phase_gradient / fringe_amplitude.
+    extra = (2 * (steps.get("phase_gradient") is True) + (steps.get("fringe_amplitude") is True)
+             if isinstance(steps, dict) else 0)
+
     checks = {"task": (lambda v: v in ("segmentation", "super_resolution"),
                        "'segmentation' or 'super_resolution'"),
               "layout": (lambda v: v in ("NCHW", "NHWC"), "'NCHW' or 'NHWC'"),
               "input_size": (lambda v: _integers(v, 2, 1), "HxW, positive integers"),
-              "input_channels": (lambda v: v in (1, 3), "1 or 3"),
+              "input_channels": (lambda v: isinstance(v, int) and v - extra in (1, 3),
+                                 f"1 or 3, plus {extra} for the demodulated fringes"
+                                 if extra else "1 or 3"),
               "scale": (lambda v: _integers([v], 1, 1), "a positive integer"),
               "precision": (lambda v: v in PRECISIONS, " or ".join(map(repr, PRECISIONS))),
               "class_names": (lambda v: isinstance(v, list) and v

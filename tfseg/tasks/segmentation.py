@@ -44,12 +44,14 @@ class SegmentationTask:
         # Sample-level scores need a class named background (tfseg.tasks.samples): the
         # interferogram recipes have one; multi-class data such as CamVid gets none.
         self.background_id = background_class(self.class_names)
-        options = config.data.augment
+        options, preprocessing = config.data.augment, Preprocessing.from_config(config)
+        slopes = preprocessing.frame_channels   # the phase slopes follow the frame's channels
         self.augment = SegmentationAugmentation(
             flip=options.flip, seed=config.train.seed, crop_size=tuple(options.crop) or None,
             scale=tuple(options.scale) or None, brightness=options.brightness,
             contrast=options.contrast, value_range=tuple(options.value_range),
-            ignore_label=self.ignore_label)
+            ignore_label=self.ignore_label, derivative_channels=(
+                (slopes, slopes + 1) if preprocessing.steps.phase_gradient else None))
 
     @property
     def best_metric(self):
