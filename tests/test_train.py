@@ -424,4 +424,7 @@ def test_mixed_bfloat16_crop_run_reports_the_scores_evaluate_gives(tmp_path, wri
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     report = evaluate_to_folder(run_dir=tmp_path / "run", output=tmp_path / "evaluation")
     assert report["confusion_matrix"] == metrics["confusion_matrix"]
-    assert report["loss"] == metrics["loss"]
+    # Training validates on the live variables, evaluate on a graph with the weights folded
+    # in as constants (tfseg.deploy.runtimes.from_keras): the logits may round differently in
+    # their last bit (3e-8 of the loss seen), never enough to move a pixel's class.
+    assert report["loss"] == pytest.approx(metrics["loss"], rel=1e-6)
