@@ -24,22 +24,26 @@ def conv_channels(model):
     return channels
 
 
-def test_half_width_halves_every_hidden_convolution():
+@pytest.mark.parametrize("width, divisor", [(0.5, 2), (0.25, 4)])
+def test_width_divides_every_hidden_convolution(width, divisor):
     full = conv_channels(build_linknet(num_classes=3, input_shape=(64, 64, 1)))
-    half = conv_channels(build_linknet(num_classes=3, input_shape=(64, 64, 1), width=0.5))
-    assert full.keys() == half.keys() and len(full) > 30
-    assert half.pop("linknet_logits") == full.pop("linknet_logits") == 3
-    assert {name: filters // 2 for name, filters in full.items()} == half
+    narrow = conv_channels(build_linknet(num_classes=3, input_shape=(64, 64, 1), width=width))
+    assert full.keys() == narrow.keys() and len(full) > 30
+    assert narrow.pop("linknet_logits") == full.pop("linknet_logits") == 3
+    assert {name: filters // divisor for name, filters in full.items()} == narrow
 
 
-def test_half_width_quarters_the_parameters():
-    full = build_linknet(num_classes=2, input_shape=(64, 64, 1)).count_params()
-    half = build_linknet(num_classes=2, input_shape=(64, 64, 1), width=0.5).count_params()
-    assert half / full == pytest.approx(0.25, abs=0.01)
+@pytest.mark.parametrize("width, parameters", [(0.5, 2_896_162), (0.25, 728_578)])
+def test_width_scales_the_parameters_by_its_square(width, parameters):
+    """The default recipe's networks (4 input channels, 2 classes): counts from the model."""
+    full = build_linknet(num_classes=2, input_shape=(64, 64, 4)).count_params()
+    narrow = build_linknet(num_classes=2, input_shape=(64, 64, 4), width=width).count_params()
+    assert narrow == parameters
+    assert narrow / full == pytest.approx(width ** 2, rel=0.05)
 
 
 def test_unsupported_width_is_refused():
-    with pytest.raises(ValueError, match=r"`width` must be one of \[1.0, 0.5\]"):
+    with pytest.raises(ValueError, match=r"`width` must be one of \[1.0, 0.5, 0.25\]"):
         build_linknet(num_classes=2, input_shape=(64, 64, 1), width=0.75)
 
 

@@ -17,10 +17,12 @@ import math
 
 import keras
 
-from tfseg.models.backbones.resnet import WIDTHS, build_resnet_backbone
+from tfseg.models.backbones.resnet import build_resnet_backbone
 from tfseg.models.layers import apply_conv_bn, crop_padding, pad_to_multiple
 
 OUTPUT_STRIDE = 32
+# The full network and the official Caffe model's half width.
+ICNET_WIDTHS = (1.0, 0.5)
 PYRAMID_BINS = (1, 2, 3, 6)
 SUB1_FILTERS = (32, 32, 64)
 CFF_FILTERS = 128
@@ -143,8 +145,9 @@ def check_icnet_arguments(num_classes, input_shape, width, cascade_outputs):
     if len(input_shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in input_shape):
         raise ValueError(f"`input_shape` must be a static (H, W, C); received "
                          f"input_shape={input_shape!r}")
-    if width not in WIDTHS:
-        raise ValueError(f"`width` must be one of {list(WIDTHS)}; received width={width!r}")
+    if width not in ICNET_WIDTHS:
+        raise ValueError(f"`width` must be one of {list(ICNET_WIDTHS)}; received "
+                         f"width={width!r}")
     if cascade_outputs not in (True, False):
         raise ValueError(f"`cascade_outputs` must be True or False; received "
                          f"cascade_outputs={cascade_outputs!r}")

@@ -23,7 +23,7 @@ from tfseg.models.layers import apply_conv_bn, batch_norm
 logger = logging.getLogger(__name__)
 
 STEMS = ("imagenet", "small", "deep")
-WIDTHS = (1.0, 0.5)
+WIDTHS = (1.0, 0.5, 0.25)
 STAGE_FILTERS = (64, 128, 256, 512)
 
 
@@ -128,8 +128,8 @@ def build_resnet_backbone(*, depth=18, stem="imagenet", width=1.0, dilation=(1, 
             (64, 64, 128 channels at width 1, the first with stride 2) + 3x3/2 max-pool, the
             PSPNet/ICNet stem. `"small"`: one 3x3/1 conv, no pool (the CIFAR-style ResNet of
             the interferogram seed). Defaults to `"imagenet"`.
-        width: float. Channel multiplier, 1.0 or 0.5 (ICNet's half-width ResNet50), applied to
-            every conv. Defaults to 1.0.
+        width: float. Channel multiplier, 1.0, 0.5 (ICNet's half-width ResNet50) or 0.25
+            (the default recipe's LinkNet), applied to every conv. Defaults to 1.0.
         dilation: tuple of 4 ints. Dilation rate of the 3x3 convs of each stage (conv2_x ...
             conv5_x). A stage with a rate above 1 keeps its input resolution instead of
             striding: (1, 1, 2, 4) gives output stride 8 (PSPNet, ICNet). Defaults to
