@@ -268,7 +268,7 @@ def test_converter_refuses_wrong_shapes_and_names(converter, torchvision_npz, tm
 @pytest.mark.parametrize("options,message", [
     ({"depth": 34}, "`depth` must be one of"),
     ({"stem": "cifar"}, "`stem` must be one of"),
-    ({"width": 0.75}, r"`width` must be one of \[1.0, 0.5\]; received width=0.75"),
+    ({"width": 0.75}, r"`width` must be one of \[1.0, 0.5, 0.25\]; received width=0.75"),
     ({"dilation": (1, 2)}, "`dilation` must be 4 integers"),
     ({"dilation": (1, 1, 0, 1)}, "`dilation` must be 4 integers"),
 ])
