@@ -145,6 +145,8 @@ def test_icnet_backbone_weights_load_into_the_trunk(tmp_path):
 
 @pytest.mark.parametrize("options,message", [
     ({"width": 0.75}, r"`width` must be one of \[1.0, 0.5\]; received width=0.75"),
+    # The encoder takes 0.25 (the default LinkNet's); ICNet's blocks keep the two widths.
+    ({"width": 0.25}, r"`width` must be one of \[1.0, 0.5\]; received width=0.25"),
     ({"cascade_outputs": "yes"}, "`cascade_outputs` must be True or False"),
     ({"input_shape": (None, 64, 1)}, "`input_shape` must be a static"),
     ({"num_classes": 0}, "`num_classes` must be a positive integer"),

@@ -32,7 +32,7 @@ def build_linknet(*, num_classes, input_shape, width=1.0, box_context=0, name="l
         input_shape: tuple. Static (H, W, C); any H and W (padded to a multiple of 32 inside).
         width: float. Channel multiplier of the encoder and decoder: 1.0 (the paper), 0.5 (a
             quarter of the compute) or 0.25 (a sixteenth; the default recipe, whose 128x128
-            two-class frames gain more from twice the steps than from the channels).
+            two-class frames gained more from 1.5x the steps than from the channels).
         box_context: int. Strip length in pixels of a box-context head on the logits
             (`apply_box_context`), for box labels; about the largest box. 0 (the default):
             none, the paper's network.
