@@ -130,6 +130,10 @@ COMMAND_CASES = [
                                               "--input", e.good.folder, "--output",
                                               e.root / "out"],
      ["truncated.onnx: not an ONNX model"]),
+    ("predict-sample-area", predict, lambda e: ["--model", e.good.onnx, "--input",
+                                                e.good.folder, "--output", e.root / "out",
+                                                "--boxes", "--min-sample-area", "1.5"],
+     ["--min-sample-area 1.5: expected 0..1"]),
     ("predict-impostor", predict, lambda e: ["--model", e.forged / "impostor.onnx",
                                              "--input", e.good.folder, "--output",
                                              e.root / "out"],
@@ -158,6 +162,9 @@ FORGED_CASES = [
     ("channels-zero", {"input_channels": "0"}, ["input_channels=0; expected 1 or 3"]),
     ("task-unknown", {"task": "regression"}, ["task='regression'; expected 'segmentation'"]),
     ("no-colours", {"class_colours": None}, ["tfseg metadata without class_colours"]),
+    ("sample-area-over-1", {"min_sample_area": "2"},
+     ["tfseg metadata min_sample_area=2; expected a fraction of the frame, 0..1"]),
+    ("sample-area-text", {"min_sample_area": '"tiny"'}, ["min_sample_area='tiny'"]),
 ]
 
 # (id, model(env) or metadata changes, frames(env) or None, output(env) or None, fragments).

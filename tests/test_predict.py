@@ -3,6 +3,7 @@ training, tiled super-resolution with histogram matching, and clean errors that 
 half-written."""
 
 import re
+import shutil
 from types import SimpleNamespace
 
 import cv2
@@ -358,17 +359,36 @@ def test_logits_are_resized_back_into_the_frame_as_evaluate_resizes_them():
 @pytest.mark.slow   # 0.5-0.8 s: an onnxruntime session
 def test_boxes_are_the_mask_samples_in_both_label_formats(segmentation_export, tmp_path):
     exported, out = segmentation_export, tmp_path / "out"
-    assert run_cli(predict.main, ["--model", str(exported.onnx), "--input",
-                                  str(exported.folder), "--output", str(out), "--boxes"]) == 0
-    rois = read_roi_json(out / "rois.json")
-    assert list(rois) == [f"frame_{i:04d}.png" for i in range(4)]
-    found = 0
-    for index, (name, boxes) in enumerate(rois.items()):
-        mask = read_mask(out / f"frame_{index:04d}_mask.png")
-        assert boxes == component_boxes(mask == 1)   # input-frame pixels
-        assert read_yolo(out / f"frame_{index:04d}.txt", *FRAME_SIZE) == boxes
-        found += len(boxes)
-    assert found
+
+    def predict_boxes(*option):
+        shutil.rmtree(out, ignore_errors=True)
+        assert run_cli(predict.main, ["--model", str(exported.onnx), "--input",
+                                      str(exported.folder), "--output", str(out), "--boxes",
+                                      *option]) == 0
+        rois = read_roi_json(out / "rois.json")
+        assert list(rois) == [f"frame_{i:04d}.png" for i in range(4)]
+        masks = [read_mask(out / f"frame_{i:04d}_mask.png") == 1 for i in range(4)]
+        for index, boxes in enumerate(rois.values()):
+            assert read_yolo(out / f"frame_{index:04d}.txt", *FRAME_SIZE) == boxes
+        return rois, masks
+
+    # Every component, in input-frame pixels.
+    rois, masks = predict_boxes("--min-sample-area", "0")
+    assert list(rois.values()) == [component_boxes(mask) for mask in masks]
+    # Components under a fraction of the frame are left out: here the largest one's area.
+    areas = [cv2.connectedComponentsWithStats(m.astype(np.uint8))[2][1:, cv2.CC_STAT_AREA]
+             for m in masks]
+    largest = max(a.max() for a in areas if len(a)) / masks[0].size
+    kept, _ = predict_boxes("--min-sample-area", str(largest))
+    assert sum(map(len, kept.values())) == sum(int((a >= largest * m.size).sum())
+                                               for a, m in zip(areas, masks))
+    assert 0 < sum(map(len, kept.values())) < sum(map(len, rois.values()))
+    # By default the export's own data.min_sample_area, which its metadata carries.
+    with inference.load_model(exported.onnx) as model:
+        assert model.metadata["min_sample_area"] == exported.config.data.min_sample_area
+    rois, masks = predict_boxes()
+    assert list(rois.values()) == [
+        component_boxes(mask, min_area=exported.config.data.min_sample_area) for mask in masks]
     # tools/label_rois.py --proposals opens either file set with these boxes.
     label_rois = load_script(REPO / "tools" / "label_rois.py")
     frames = sorted(exported.folder.iterdir())

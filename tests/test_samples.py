@@ -55,6 +55,22 @@ def test_components_are_the_boxes_and_touching_boxes_merge_on_both_sides():
     assert component_boxes(np.zeros(SIZE, bool)) == []
 
 
+def test_components_under_the_minimum_area_are_specks_on_both_sides():
+    # 40x40 frame: 1/400 of it is 4 pixels.
+    mask = boxes_to_mask([(0, 0, 1, 1), (5, 5, 1, 3), (10, 10, 2, 2), (20, 20, 5, 5)], *SIZE)
+    assert component_boxes(mask, min_area=1 / 400) == [(10, 10, 2, 2), (20, 20, 5, 5)]
+    assert len(component_boxes(mask, min_area=0)) == 4
+    assert component_boxes(mask, min_area=1) == []
+    # With ignored pixels both rules apply: the 2x2 one lies on them, the 1x1 is a speck.
+    ignored = boxes_to_mask([(9, 9, 4, 4)], *SIZE).astype(bool)
+    assert component_boxes(mask, ignored=ignored, min_area=1 / 400) == [(20, 20, 5, 5)]
+    # SampleCounts leaves specks out of the predicted and of the labelled samples alike.
+    counts = SampleCounts(min_area=1 / 400)
+    labelled = boxes_to_mask([(20, 20, 5, 5), (0, 0, 1, 1)], *SIZE)
+    assert counts.add_masks(mask, labelled) == [(1, 0)]
+    assert (counts.matched, counts.predicted, counts.labelled) == (1, 2, 1)
+
+
 def test_exact_precision_recall_and_f1_are_summed_over_frames_not_averaged():
     counts = SampleCounts()
     for frame, matched in ((FRAME_1, [(2, 1), (3, 2)]), (FRAME_2, [(0, 0)])):
@@ -118,8 +134,16 @@ def test_validate_reports_sample_scores_for_a_background_class_only():
             report["samples_labelled"]) == (3, 7, 6)
     assert report["sample_f1"] == pytest.approx(6 / 13)
     assert isinstance(report["sample_precision"], float)   # a TensorBoard scalar
+    line = format_sample_scores(report, 0.0005)
+    assert line.startswith("samples (components of at least 0.0005 of the frame as boxes")
     assert "6 labelled, 7 predicted, 3 matched; precision 0.4286, recall 0.5000, F1 0.4615" in (
-        format_sample_scores(report))
+        line)
+    # data.min_sample_area: at 1/100 of the 40x40 frames (16 pixels) the 3x3 false positive
+    # of frame 1 is a speck; FRAME_2's 7x7 prediction stays.
+    config = Config(data=DataConfig(min_sample_area=0.01))
+    report = validate(make_task(config), lambda batch: logits[batch.tobytes()], batches)
+    assert (report["samples_matched"], report["samples_predicted"],
+            report["samples_labelled"]) == (3, 6, 6)
     # Multi-class data without a background class (CamVid) gets no sample scores.
     camvid = Config(model=ModelConfig(num_classes=3),
                     data=DataConfig(class_names=["Sky", "Road", "Car"]))

@@ -22,12 +22,13 @@ the sequence, as in training. Frames are named by their file stem; video frames
 With `--boxes` (segmentation models with a class named background), the samples found are
 written as boxes in the two label formats (reference/DATA.md), in input-frame pixels: the
 8-connected components of every class but background (as `tfseg.evaluate` counts samples,
-`tfseg.tasks.samples`), each as its bounding box. Each output folder gets `rois.json`, the
-labelling tool's list of [frame file, [[x, y, w, h], ...]] pairs (video frames by their
-output name), and one YOLO `<name>.txt` per frame (`0 x_center y_center width height`,
-normalised; an empty file: no sample); `tools/label_rois.py --proposals` opens them for
-correction. An output folder that holds input frames is refused (labels there would be
-replaced).
+`tfseg.tasks.samples`), each as its bounding box; components smaller than
+`--min-sample-area` of the frame (default: the model's `data.min_sample_area`, 1/2000) are
+specks and left out. Each output folder gets `rois.json`, the labelling tool's list of
+[frame file, [[x, y, w, h], ...]] pairs (video frames by their output name), and one YOLO
+`<name>.txt` per frame (`0 x_center y_center width height`, normalised; an empty file: no
+sample); `tools/label_rois.py --proposals` opens them for correction. An output folder
+that holds input frames is refused (labels there would be replaced).
 
 The model runs tile by tile (`tfseg.deploy.tiling`) when `--tile` is given or when a static model's
 size differs from the preprocessed frame's.
@@ -57,7 +58,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfseg.cli import check_model_exists, parse_size, run_cli
+from tfseg.cli import check_in_range, check_model_exists, parse_size, run_cli
 from tfseg.deploy.inference import predict_files
 from tfseg.deploy.opencv_dnn import RUNTIMES as OPENCV_RUNTIMES
 from tfseg.utils.files import check_writable_folder
@@ -83,6 +84,9 @@ def parse_args(argv):
     parser.add_argument("--boxes", action="store_true",
                         help="segmentation: also write the samples found as boxes, "
                         "rois.json per output folder and a YOLO .txt per frame")
+    parser.add_argument("--min-sample-area", type=float, metavar="FRACTION",
+                        help="--boxes: the smallest sample as a fraction of the frame "
+                        "(default: the model's data.min_sample_area)")
     parser.add_argument("--match-histogram", action="store_true",
                         help="super-resolution: match each channel's histogram to the input")
     return parser.parse_args(argv)
@@ -91,10 +95,12 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     check_model_exists(args.model, "exported model (.onnx file or SavedModel folder)")
+    if args.min_sample_area is not None:
+        check_in_range("--min-sample-area", args.min_sample_area, 0, 1)
     check_writable_folder(args.output, "predictions")
     predict_files(args.model, args.input, args.output, runtime=args.runtime, tile=args.tile,
                   overlap=args.overlap, match_histogram=args.match_histogram,
-                  boxes=args.boxes)
+                  boxes=args.boxes, min_sample_area=args.min_sample_area)
     return 0
 
 

@@ -195,6 +195,9 @@ class DataConfig:
     # RGB per class for panels, overlays and the export metadata; [] = a fixed palette.
     class_colours: list[tuple[int, int, int]] = field(default_factory=list)
     ignore_label: int = bounded(255, 0, 255)  # masks are uint8; must not be a class id
+    # Sample-level scores and predict --boxes: a component covering less than this fraction
+    # of the frame is a speck, not a sample (tfseg.tasks.samples); 0 counts every one.
+    min_sample_area: float = bounded(0.0005, 0.0, 1.0)
     mean: list[float] = field(default_factory=lambda: [0.0])  # per channel, inside the model
     std: list[float] = bounded([255.0], 1e-6)            # per channel, inside the model
     val_sequences: int = bounded(4, 1)  # held-out synthetic sequences

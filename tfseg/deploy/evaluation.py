@@ -143,7 +143,7 @@ def format_table(report):
     lines.append(", ".join(f"{key} {report[key]:.4f}" for key in SUMMARY_KEYS
                            if key in report))
     if "sample_f1" in report:
-        lines.append(format_sample_scores(report))
+        lines.append(format_sample_scores(report, report["min_sample_area"]))
     return "\n".join(lines)
 
 
@@ -215,6 +215,8 @@ def evaluate_to_folder(*, run_dir=None, model_path=None, config_path=None, runti
         write_png(output / "samples.png", np.concatenate(panels), rgb=True)
     report = {"model": source, "runtime": runtime.name, "runtime_version": runtime.version,
               "split": split, **report}
+    if "sample_f1" in report:
+        report["min_sample_area"] = config.data.min_sample_area
     write_json(report, output / "evaluation.json")
     for note in report["notes"]:
         print(f"note: {note}")

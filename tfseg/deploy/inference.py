@@ -3,6 +3,7 @@ frame preprocessed as an export's metadata says, run (tile by tile where needed)
 into masks and overlays at the frame's own size (and the samples' boxes), or upscaled
 images. The library of `python -m tfseg.predict`."""
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tfseg.config import DataConfig
 from tfseg.data.labels import ROI_FILE, write_roi_json, write_yolo
 from tfseg.data.sequences import (
     FRAME_SUFFIXES,
@@ -28,6 +30,9 @@ from tfseg.utils.images import stretch_to_8bit, write_png
 TASKS = ("segmentation", "super_resolution")
 OVERLAY_ALPHA = 0.5
 UNSEEN = 255   # mask value of frame pixels outside the crop the network sees
+# For exports written before their metadata carried data.min_sample_area.
+DEFAULT_MIN_SAMPLE_AREA = next(field.default for field in dataclasses.fields(DataConfig)
+                               if field.name == "min_sample_area")
 
 
 def input_sequences(paths):
@@ -164,11 +169,11 @@ def segmentation_pictures(logits, frame, colours, region=()):
     return {"mask": mask, "overlay": overlay}
 
 
-def sample_boxes(mask, background_id):
+def sample_boxes(mask, background_id, min_area):
     """The samples of a frame-size class-id `mask`: (x, y, w, h) boxes of the 8-connected
-    components of every class but `background_id` (`tfseg.tasks.samples`), as evaluate
-    scores them."""
-    return component_boxes(foreground(mask, background_id, UNSEEN))
+    components of every class but `background_id` covering at least `min_area` of the frame
+    (`tfseg.tasks.samples`), as evaluate scores them."""
+    return component_boxes(foreground(mask, background_id, UNSEEN), min_area=min_area)
 
 
 def super_resolution_picture(pixels, image, scale, match):
@@ -263,11 +268,13 @@ def frame_rate_line(count, seconds, model):
 
 
 def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overlap=None,
-                  match_histogram=False, boxes=False):
+                  match_histogram=False, boxes=False, min_sample_area=None):
     """Predicts every frame of `inputs` (images, folders of images, videos) with the export at
     `model_path` and writes the pictures into the folder `output`; prints the frame count and
     the end-to-end frame rate. With `boxes`, each output folder also gets the samples found
-    (`write_boxes`). Inputs, model and names are checked before anything is written.
+    (`write_boxes`): components of at least `min_sample_area` of the frame (default: the
+    export's metadata, else the config's default). Inputs, model and names are checked
+    before anything is written.
     """
     sequences = input_sequences(inputs)
     output = Path(output)
@@ -278,6 +285,8 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
     with load_model(model_path, runtime) as model:
         tile = choose_tile(model, tile, overlap)
         background_id = _background_for_boxes(model, model_path) if boxes else None
+        if min_sample_area is None:
+            min_sample_area = model.metadata.get("min_sample_area", DEFAULT_MIN_SAMPLE_AREA)
         output.mkdir(parents=True, exist_ok=True)
         count, started = 0, time.perf_counter()
         for sequence in sequences:
@@ -292,7 +301,8 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
                     write_pictures(folder, name, pictures)
                     if boxes:
                         mask = pictures["mask"]
-                        found.append((files.get(name, name), sample_boxes(mask, background_id)))
+                        samples = sample_boxes(mask, background_id, min_sample_area)
+                        found.append((files.get(name, name), samples))
                         write_yolo(folder / f"{name}.txt", found[-1][1], *mask.shape)
                     count += 1
             finally:

@@ -29,7 +29,7 @@ SAVED_MODEL_METADATA = Path("assets.extra") / "tfseg.json"
 NORMALISATION = "inside the model: feed raw pixels"
 # Metadata values stored as JSON text in ONNX metadata_props; input_size is "HxW".
 _JSON_KEYS = ("class_names", "class_colours", "mean", "std", "preprocessing", "input_channels",
-              "scale", "recurrent", "state")
+              "scale", "recurrent", "state", "min_sample_area")
 # A recurrent export's state input and output (one name each: tf2onnx cannot convert a graph
 # whose input and output share a name).
 STATE_INPUT = "state_in"
@@ -39,8 +39,8 @@ PRECISIONS = ("float32", "float16", "int8")
 
 
 def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
-                  preprocessing, class_names=None, class_colours=None, scale=None,
-                  recurrent=False):
+                  preprocessing, class_names=None, class_colours=None, min_sample_area=None,
+                  scale=None, recurrent=False):
     """The tfseg metadata of an export (decoded values).
 
     Args:
@@ -54,6 +54,9 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
             before the network, stored as its flat mapping (`Preprocessing.to_metadata`).
         class_names: list of str. Segmentation only.
         class_colours: RGB triples, one per class (default: `tfseg.tasks.panels.palette`).
+        min_sample_area: float. Segmentation: the smallest sample as a fraction of the frame
+            (`data.min_sample_area`), which `predict --boxes` keeps; exports without it get
+            the config's default.
         scale: int. Super-resolution factor, super-resolution only.
         recurrent: bool. Whether the model carries a state from frame to frame; its export
             adds the state's description (`state_metadata`).
@@ -68,6 +71,8 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
         metadata["class_names"] = list(class_names)
         metadata["class_colours"] = [[int(v) for v in colour] for colour in (
             palette(len(class_names)) if class_colours is None else class_colours)]
+        if min_sample_area is not None:
+            metadata["min_sample_area"] = float(min_sample_area)
     else:
         metadata["scale"] = int(scale)
     return metadata
@@ -197,7 +202,10 @@ def check_metadata(metadata, source):
               "precision": (lambda v: v in PRECISIONS, " or ".join(map(repr, PRECISIONS))),
               "class_names": (lambda v: isinstance(v, list) and v
                               and all(isinstance(name, str) for name in v),
-                              "a list of class names")}
+                              "a list of class names"),
+              "min_sample_area": (lambda v: isinstance(v, (int, float))
+                                  and not isinstance(v, bool) and 0 <= v <= 1,
+                                  "a fraction of the frame, 0..1")}
     for key, (valid, expected) in checks.items():
         if key in metadata and not valid(metadata[key]):
             refuse(key, metadata[key], expected)
@@ -233,6 +241,7 @@ def metadata_for(config, layout):
         std=data.std, preprocessing=Preprocessing.from_config(config),
         class_names=data.class_names if task == "segmentation" else None,
         class_colours=data.class_colours or None,
+        min_sample_area=data.min_sample_area if task == "segmentation" else None,
         scale=config.model.scale if task == "super_resolution" else None,
         recurrent=config.model.name in RECURRENT_MODELS)
 

@@ -109,7 +109,8 @@ class SegmentationScores:
         self.task, self.samples = task, samples
         self.matrix = np.zeros((task.num_classes,) * 2, np.int64)
         self.instances = InstanceIoU(task.class_names, ignore_label=task.ignore_label)
-        self.sample_counts = None if task.background_id is None else SampleCounts()
+        self.sample_counts = None if task.background_id is None else SampleCounts(
+            min_area=task.config.data.min_sample_area)
         self.loss_sum, self.frames, self.seed_figures, self.panels = 0.0, 0, [], []
         # The panels show the frame, not the channels derived from it (phase slopes).
         self.frame_channels = Preprocessing.from_config(task.config).frame_channels
