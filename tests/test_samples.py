@@ -136,6 +136,7 @@ def test_validate_reports_sample_scores_for_a_background_class_only():
     assert isinstance(report["sample_precision"], float)   # a TensorBoard scalar
     line = format_sample_scores(report, 0.0005)
     assert line.startswith("samples (components of at least 0.0005 of the frame as boxes")
+    assert format_sample_scores(report, 0).startswith("samples (every component as boxes")
     assert "6 labelled, 7 predicted, 3 matched; precision 0.4286, recall 0.5000, F1 0.4615" in (
         line)
     # data.min_sample_area: at 1/100 of the 40x40 frames (16 pixels) the 3x3 false positive

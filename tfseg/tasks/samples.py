@@ -154,8 +154,9 @@ class SampleCounts:
 def format_sample_scores(scores, min_area):
     """One line of a report's sample scores (`SampleCounts.result`, counted with `min_area`),
     as evaluate prints it."""
-    return (f"samples (components of at least {min_area:g} of the frame as boxes, matched at "
-            f"box IoU >= {MATCH_IOU}): "
+    components = (f"components of at least {min_area:g} of the frame" if min_area
+                  else "every component")
+    return (f"samples ({components} as boxes, matched at box IoU >= {MATCH_IOU}): "
             f"{scores['samples_labelled']} labelled, {scores['samples_predicted']} predicted, "
             f"{scores['samples_matched']} matched; precision {scores['sample_precision']:.4f}, "
             f"recall {scores['sample_recall']:.4f}, F1 {scores['sample_f1']:.4f}")
