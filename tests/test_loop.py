@@ -124,7 +124,7 @@ def test_final_validation_and_evaluate_agree_on_every_score(finished, tmp_path):
                              "train_seconds", "total_seconds", "skipped_frames",
                              "skipped_batches", "machine"}
     assert scores == set(report) - {"model", "runtime", "runtime_version", "split", "notes",
-                                    "per_class"}
+                                    "per_class", "min_sample_area"}
     assert {"loss", "frames", "mean_iou", "mean_iiou", "per_class_iiou",
             "seed_per_image_foreground_iou", "confusion_matrix"} <= scores
     for key in scores:
