@@ -3,7 +3,6 @@ frame preprocessed as an export's metadata says, run (tile by tile where needed)
 into masks and overlays at the frame's own size (and the samples' boxes), or upscaled
 images. The library of `python -m tfseg.predict`."""
 
-import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,9 +29,6 @@ from tfseg.utils.images import stretch_to_8bit, write_png
 TASKS = ("segmentation", "super_resolution")
 OVERLAY_ALPHA = 0.5
 UNSEEN = 255   # mask value of frame pixels outside the crop the network sees
-# For exports written before their metadata carried data.min_sample_area.
-DEFAULT_MIN_SAMPLE_AREA = next(field.default for field in dataclasses.fields(DataConfig)
-                               if field.name == "min_sample_area")
 
 
 def input_sequences(paths):
@@ -286,7 +282,8 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
         tile = choose_tile(model, tile, overlap)
         background_id = _background_for_boxes(model, model_path) if boxes else None
         if min_sample_area is None:
-            min_sample_area = model.metadata.get("min_sample_area", DEFAULT_MIN_SAMPLE_AREA)
+            # Exports from before the metadata carried it: the config's default.
+            min_sample_area = model.metadata.get("min_sample_area", DataConfig.min_sample_area)
         output.mkdir(parents=True, exist_ok=True)
         count, started = 0, time.perf_counter()
         for sequence in sequences:
@@ -303,7 +300,7 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
                         mask = pictures["mask"]
                         samples = sample_boxes(mask, background_id, min_sample_area)
                         found.append((files.get(name, name), samples))
-                        write_yolo(folder / f"{name}.txt", found[-1][1], *mask.shape)
+                        write_yolo(folder / f"{name}.txt", samples, *mask.shape)
                     count += 1
             finally:
                 if boxes:   # the frames done so far, also when a later frame fails
