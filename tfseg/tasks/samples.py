@@ -13,9 +13,9 @@ boxes.
 
 A component smaller than `data.min_sample_area` (a fraction of the frame's pixels, the same
 on both sides) is a speck, not a sample: it is left out of the counts and of `predict
---boxes`. The default, 1/2000 of the frame (8 pixels at 128x128), is below the smallest
-labelled sample of the default's held-out frames (a sample cut by the border, 0.0011 of the
-frame) and above the lone pixels a 128x128 prediction scatters (0.00006 each). As a fraction
+--boxes`. The default, 1/2000 of the frame (8 pixels at 128x128), is below every labelled
+sample of the default's held-out frames (samples cut by the border included) and above the
+lone pixels a 128x128 prediction scatters (0.00006 of the frame each). As a fraction
 the same speck counts alike whether a prediction is scored at the network's size or resized
 to a 3072x3072 frame.
 
