@@ -173,6 +173,15 @@ def test_bad_override_names_the_override(write_yaml, override, expected):
     assert message.startswith(expected)
 
 
+def test_a_random_transpose_of_oblong_training_frames_is_refused(write_yaml):
+    message, _ = error_for(write_yaml, TINY_CONFIG,
+                           ["data.augment.crop=[32, 48]", "data.augment.transpose=true"])
+    assert ("augment.transpose swaps rows and columns: it needs square training frames; "
+            "received 32x48") in message
+    config = load_config(write_yaml(TINY_CONFIG), ["data.augment.transpose=true"])
+    assert config.data.augment.transpose
+
+
 def test_resolved_config_round_trips(tmp_path, write_yaml):
     config = load_config(write_yaml(TINY_CONFIG), ["train.seed=5"])
     save_config(config, tmp_path / "resolved.yaml")

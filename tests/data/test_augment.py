@@ -262,6 +262,40 @@ def test_flipped_phase_slopes_are_the_slopes_of_the_flipped_fringes():
     assert len(kinds) == 4   # no flip, either flip, both
 
 
+def test_transposed_and_flipped_slopes_are_the_slopes_of_the_transformed_fringes():
+    """With a random transpose the x and y slopes swap: every one of the square's 8
+    symmetries is drawn, and each image's slope channels are what demodulating its frame
+    gives (as in the flip test above); the mask is transformed alike."""
+    from tfseg.data.fringes import fringe_channels
+
+    frame = bent_fringes()
+    images = np.concatenate([frame[..., None], fringe_channels(frame, slopes=True)], axis=-1)
+    images = np.repeat(images[None], 48, axis=0).astype(np.float32)
+    masks = np.repeat((frame > 130)[None], 48, axis=0).astype(np.uint8)
+    augment = SegmentationAugmentation(flip="horizontal_and_vertical", seed=5, transpose=True,
+                                       derivative_channels=(1, 2))
+    out, out_masks = augment(tf.constant(images), tf.constant(masks))
+    symmetries = {(t, fy, fx): (lambda a, t=t, fy=fy, fx=fx: (
+        a.T if t else a)[::-1 if fy else 1, ::-1 if fx else 1])
+        for t in (False, True) for fy in (False, True) for fx in (False, True)}
+    kinds = set()
+    for image, mask in zip(out.numpy(), out_masks.numpy()):
+        expected = fringe_channels(image[..., 0], slopes=True)
+        sign = np.sign(np.sum(expected * image[..., 1:]))
+        assert np.abs(sign * expected - image[..., 1:])[8:-8, 8:-8].max() < 0.06
+        kind = next(kind for kind, apply in symmetries.items()
+                    if np.allclose(image[..., 0], apply(frame), atol=1e-3))
+        np.testing.assert_array_equal(mask, symmetries[kind](masks[0]))
+        kinds.add(kind)
+    assert len(kinds) == 8
+
+
+def test_a_random_transpose_needs_square_images():
+    augment = SegmentationAugmentation(flip="none", seed=0, transpose=True)
+    with pytest.raises(ValueError, match="square images"):
+        augment(tf.zeros((2, 32, 40, 1)), tf.zeros((2, 32, 40), tf.uint8))
+
+
 def test_a_derivative_changes_sign_with_its_axis_flip_through_zooms_and_clips():
     # Channels: x ramp, "d/dx" = 1, "d/dy" = 1, y ramp; clips of 3 frames.
     x = np.broadcast_to(np.linspace(-1, 1, 40)[None, :], (32, 40))

@@ -1,5 +1,6 @@
 """LinkNet's options: the width narrows every hidden layer by the same factor, the logits not;
-the box-context head turns sample logits into box logits and exports to every runtime."""
+the input link adds a full-resolution head; the box-context head turns sample logits into box
+logits; both export to every runtime."""
 
 import keras
 import numpy as np
@@ -41,6 +42,32 @@ def test_width_scales_the_parameters_by_its_square(width, parameters):
     narrow = build_linknet(num_classes=2, input_shape=(64, 64, 4), width=width).count_params()
     assert narrow == parameters
     assert narrow / full == pytest.approx(width ** 2, rel=0.05)
+
+
+def test_input_link_adds_a_full_resolution_head_that_sees_the_input():
+    plain = build_linknet(num_classes=2, input_shape=(64, 64, 4), width=0.25)
+    linked = build_linknet(num_classes=2, input_shape=(64, 64, 4), width=0.25, input_link=True)
+    # 8 features at full size (2x2 deconv + BN), 3x3 conv of 8 + 4 input channels to 8 + BN,
+    # 1x1 logits; in place of the paper's 2x2 deconv to the logits (8 x 2 x 4 + 2).
+    head = (2 * 2 * 8 * 8 + 4 * 8) + (3 * 3 * 12 * 8 + 4 * 8) + (8 * 2 + 2)
+    assert linked.count_params() - plain.count_params() == head - (8 * 2 * 4 + 2)
+    concat = linked.get_layer("linknet_input_link")
+    assert [tuple(t.shape[1:]) for t in concat.input] == [(64, 64, 8), (64, 64, 4)]
+
+
+@pytest.mark.slow  # over 5 s: the fast tier keeps its 3-minute budget
+def test_input_link_onnx_agrees_with_keras_in_every_runtime(tmp_path):
+    """At a size LinkNet pads (the link takes the padded input), in onnxruntime and every
+    OpenCV DNN engine (CI runs this in OpenCV 4 too)."""
+    model = build_linknet(num_classes=2, input_shape=(45, 77, 3), width=0.25, input_link=True)
+    x = np.random.default_rng(2).normal(size=(1, 45, 77, 3)).astype(np.float32)
+    expected = model(x).numpy().transpose(0, 3, 1, 2)
+    path = export_onnx(model, tmp_path / "linked.onnx")
+    outputs = {"onnxruntime": run_onnxruntime(path, x),
+               **{runtime: run_opencv(path, x, runtime=runtime)
+                  for runtime in available_opencv_runtimes()}}
+    for runtime, output in outputs.items():
+        np.testing.assert_allclose(output, expected, rtol=0, atol=1e-4, err_msg=runtime)
 
 
 def test_unsupported_width_is_refused():

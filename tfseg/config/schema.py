@@ -135,6 +135,7 @@ class AugmentConfig:
 
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = (
         "horizontal_and_vertical")
+    transpose: bool = False   # swap rows and columns at random (square frames only)
     crop: list[int] = bounded([], 1)   # [height, width] random window; [] = none. The network
                                        # trains at this size and validates on whole frames
     scale: list[float] = bounded([], 0.5)   # [min, max] zoom; [] = none
@@ -243,6 +244,11 @@ class DataConfig:
         if crop and (crop[0] > self.height or crop[1] > self.width):
             raise ValueError(f"augment.crop {crop} is larger than the {self.height}x"
                              f"{self.width} (height x width) frames")
+        trained = crop or [self.height, self.width]
+        if self.augment.transpose and trained[0] != trained[1]:
+            raise ValueError(f"augment.transpose swaps rows and columns: it needs square "
+                             f"training frames; received {trained[0]}x{trained[1]} (height x "
+                             f"width)")
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,9 @@ class SegmentationAugmentation:
     Args:
         flip: str. "none", "horizontal", "vertical" or "horizontal_and_vertical" (each axis
             flipped independently with probability 0.5).
+        transpose: bool. Swap rows and columns with probability 0.5 (square images only):
+            with both flips, each of the square's 8 symmetries is equally likely. Defaults
+            to False.
         seed: int. Seed of all random draws; the same seed gives the same augmentations.
         crop_size: tuple of 2 ints or None. (height, width) of a random window cut from each
             image; it may equal the input size along either axis. Defaults to None (no crop).
@@ -75,8 +78,8 @@ class SegmentationAugmentation:
     (TensorShape([2, 32, 48, 1]), TensorShape([2, 32, 48]), tf.uint8)
     """
 
-    def __init__(self, *, flip, seed, crop_size=None, scale=None, brightness=0.0,
-                 contrast=0.0, value_range=(0.0, 255.0), ignore_label=255,
+    def __init__(self, *, flip, seed, transpose=False, crop_size=None, scale=None,
+                 brightness=0.0, contrast=0.0, value_range=(0.0, 255.0), ignore_label=255,
                  derivative_channels=None):
         if flip not in FLIP_MODES:
             raise ValueError(f"Invalid value for argument `flip`: expected one of "
@@ -116,6 +119,7 @@ class SegmentationAugmentation:
             raise ValueError(f"Invalid value for argument `ignore_label`: expected an "
                              f"integer >= 0. Received: ignore_label={ignore_label!r}")
         self.flip = flip
+        self.transpose = bool(transpose)
         self.seed = seed
         self.crop_size = None if crop_size is None else tuple(crop_size)
         self.scale = None if scale is None else tuple(scale)
@@ -131,6 +135,7 @@ class SegmentationAugmentation:
         # float32 whatever the global dtype policy: bfloat16 would round pixels above 256.
         options = {"dtype": "float32"}
         self.crop_seed = keras.random.SeedGenerator(next(seeds)) if crop_size else None
+        self.transpose_seed = keras.random.SeedGenerator(next(seeds)) if transpose else None
         self.photometric_layers = []
         if brightness:
             self.photometric_layers.append(keras.layers.RandomBrightness(
@@ -153,7 +158,7 @@ class SegmentationAugmentation:
 
     def seed_states(self):
         """The state variables of every random generator (to checkpoint and restore)."""
-        generators = [self.crop_seed] if self.crop_seed else []
+        generators = [seed for seed in (self.crop_seed, self.transpose_seed) if seed]
         generators += [layer.generator for layer in
                        self.photometric_layers + self.geometric_layers]
         return [generator.state for generator in generators]
@@ -165,7 +170,8 @@ class SegmentationAugmentation:
             raise ValueError(f"Invalid value for argument `ignore_label`: does not fit the "
                              f"masks' dtype {tf.as_dtype(masks.dtype).name}. "
                              f"Received: ignore_label={self.ignore_label}")
-        if not (self.crop_size or self.photometric_layers or self.geometric_layers):
+        if not (self.crop_size or self.transpose or self.photometric_layers
+                or self.geometric_layers):
             return images, masks
         if len(images.shape) != 5:   # numpy arrays too
             images, masks = self._transform(images, masks[..., None], images.shape[-1])
@@ -186,6 +192,8 @@ class SegmentationAugmentation:
             images, masks = self._random_crop(images, masks)
         for layer in self.photometric_layers:
             images = layer(images, training=True)
+        if self.transpose:
+            images, masks = self._random_transpose(images, masks, frame_channels)
         if not self.geometric_layers:
             return images, masks
         derivatives = self.derivative_channels is not None and self.flip != "none"
@@ -218,6 +226,27 @@ class SegmentationAugmentation:
                   - 2.0 * tf.cast(flipped_y[:, None] & (channel == y_channel)[None],
                                   images.dtype))
         return images * factor[:, None, None, :]
+
+    def _random_transpose(self, images, masks, frame_channels):
+        """Rows and columns swapped in a random half of the images and their masks; the
+        x and y derivative channels swap with them (the slopes of the transposed phase)."""
+        height, width = images.shape[1], images.shape[2]
+        if height != width or height is None:
+            raise ValueError(f"A random transpose needs square images with a static size. "
+                             f"Received: images.shape={images.shape}")
+        swap = keras.random.uniform(tf.shape(images)[:1], seed=self.transpose_seed) < 0.5
+        channels = list(range(_sizes(images)[3]))
+        if self.derivative_channels is not None:
+            x_channel, y_channel = self.derivative_channels
+            pairs = {x_channel: y_channel, y_channel: x_channel}
+            channels = [c - c % frame_channels + pairs.get(c % frame_channels, c % frame_channels)
+                        for c in channels]
+        transposed = tf.gather(tf.transpose(images, (0, 2, 1, 3)), channels, axis=3)
+        images = tf.where(swap[:, None, None, None], transposed, images)
+        # int32: oneDNN's transpose logs an error line for uint8 on CPUs without AVX-512.
+        transposed = tf.cast(tf.transpose(tf.cast(masks, tf.int32), (0, 2, 1, 3)), masks.dtype)
+        masks = tf.where(swap[:, None, None, None], transposed, masks)
+        return images, masks
 
     def _random_crop(self, images, masks):
         """One random `crop_size` window per image, the same for its mask (exact gather)."""

@@ -47,7 +47,8 @@ class SegmentationTask:
         options, preprocessing = config.data.augment, Preprocessing.from_config(config)
         slopes = preprocessing.frame_channels   # the phase slopes follow the frame's channels
         self.augment = SegmentationAugmentation(
-            flip=options.flip, seed=config.train.seed, crop_size=tuple(options.crop) or None,
+            flip=options.flip, seed=config.train.seed, transpose=options.transpose,
+            crop_size=tuple(options.crop) or None,
             scale=tuple(options.scale) or None, brightness=options.brightness,
             contrast=options.contrast, value_range=tuple(options.value_range),
             ignore_label=self.ignore_label, derivative_channels=(
