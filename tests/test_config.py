@@ -182,6 +182,24 @@ def test_a_random_transpose_of_oblong_training_frames_is_refused(write_yaml):
     assert config.data.augment.transpose
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    (["data.augment.test_time=flips_and_transpose", "data.height=48"],
+     "data.augment.test_time 'flips_and_transpose' needs square frames; received 48x64"),
+    (["data.augment.test_time=flips", "model.name=icnet_temporal"],
+     "data.augment.test_time 'flips': model 'icnet_temporal' is recurrent"),
+    (["data.augment.test_time=rotations"], "data.augment.test_time='rotations' is not one of"),
+])
+def test_test_time_views_that_cannot_apply_are_refused(write_yaml, overrides, expected):
+    message, _ = error_for(write_yaml, TINY_CONFIG, overrides)
+    assert expected in message
+
+
+def test_super_resolution_refuses_test_time_views():
+    with pytest.raises(ConfigError, match="data.augment.test_time averages class "
+                                          "probabilities: it is for segmentation"):
+        load_config(REPO / "configs" / "sr_johnson_x4.yaml", ["data.augment.test_time=flips"])
+
+
 def test_resolved_config_round_trips(tmp_path, write_yaml):
     config = load_config(write_yaml(TINY_CONFIG), ["train.seed=5"])
     save_config(config, tmp_path / "resolved.yaml")

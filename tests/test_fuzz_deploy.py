@@ -134,6 +134,11 @@ COMMAND_CASES = [
                                                 e.good.folder, "--output", e.root / "out",
                                                 "--boxes", "--min-sample-area", "1.5"],
      ["--min-sample-area 1.5: expected 0..1"]),
+    ("predict-transposed-views-oblong", predict,
+     lambda e: ["--model", e.good.onnx, "--input", e.good.folder, "--output", e.root / "out",
+                "--test-time", "flips_and_transpose"],
+     ["test-time views 'flips_and_transpose' need a square model input", "model.onnx takes "
+      "32x48: use 'flips'"]),
     ("predict-impostor", predict, lambda e: ["--model", e.forged / "impostor.onnx",
                                              "--input", e.good.folder, "--output",
                                              e.root / "out"],
@@ -165,6 +170,12 @@ FORGED_CASES = [
     ("sample-area-over-1", {"min_sample_area": "2"},
      ["tfseg metadata min_sample_area=2; expected a fraction of the frame, 0..1"]),
     ("sample-area-text", {"min_sample_area": '"tiny"'}, ["min_sample_area='tiny'"]),
+    ("test-time-unknown", {"test_time": "rotations"},
+     ["tfseg metadata test_time='rotations'; expected 'none' or 'flips' or "
+      "'flips_and_transpose'"]),
+    ("test-time-oblong", {"test_time": "flips_and_transpose"},
+     ["tfseg metadata test_time='flips_and_transpose'; expected 'none' or 'flips' for "
+      "input_size 32x48"]),
 ]
 
 # (id, model(env) or metadata changes, frames(env) or None, output(env) or None, fragments).
@@ -190,6 +201,10 @@ TOOL_CASES = [
      ["preprocessing crop=[1, 2]; expected [] or [x, y, w, h]"]),
     ("preprocessing-not-json", {"preprocessing": None}, None, None,
      ["malformed tfseg metadata (KeyError"]),
+    ("test-time-unknown", {"test_time": "rotations"}, None, None,
+     ["tfseg metadata test_time='rotations'; expected 'none' (recurrent exports), 'flips'"]),
+    ("test-time-oblong", {"test_time": "flips_and_transpose"}, None, None,
+     ["tfseg metadata test_time='flips_and_transpose'", "(square inputs)"]),
     ("output-a-file", lambda e: e.good.onnx, None, lambda e: e.file,
      ["a_file: cannot write there"]),
     ("output-under-a-file", lambda e: e.good.onnx, None, lambda e: e.file / "sub",

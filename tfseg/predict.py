@@ -30,6 +30,11 @@ specks and left out. Each output folder gets `rois.json`, the labelling tool's l
 sample); `tools/label_rois.py --proposals` opens them for correction. An output folder
 that holds input frames is refused (labels there would be replaced).
 
+Test-time views (`tfseg.tasks.test_time`): a segmentation model whose recipe sets
+`data.augment.test_time` (its export's metadata "test_time") also runs each frame flipped (and
+transposed), maps each view's class probabilities back and averages them; `--test-time`
+overrides it (`none`: one pass, the network's own logits).
+
 The model runs tile by tile (`tfseg.deploy.tiling`) when `--tile` is given or when a static model's
 size differs from the preprocessed frame's.
 
@@ -87,6 +92,9 @@ def parse_args(argv):
     parser.add_argument("--min-sample-area", type=float, metavar="FRACTION",
                         help="--boxes: the smallest sample as a fraction of the frame "
                         "(default: the model's data.min_sample_area)")
+    parser.add_argument("--test-time", choices=("none", "flips", "flips_and_transpose"),
+                        help="segmentation: views averaged per frame (default: the model's "
+                        "data.augment.test_time)")
     parser.add_argument("--match-histogram", action="store_true",
                         help="super-resolution: match each channel's histogram to the input")
     return parser.parse_args(argv)
@@ -100,7 +108,8 @@ def main(argv=None):
     check_writable_folder(args.output, "predictions")
     predict_files(args.model, args.input, args.output, runtime=args.runtime, tile=args.tile,
                   overlap=args.overlap, match_histogram=args.match_histogram,
-                  boxes=args.boxes, min_sample_area=args.min_sample_area)
+                  boxes=args.boxes, min_sample_area=args.min_sample_area,
+                  test_time=args.test_time)
     return 0
 
 

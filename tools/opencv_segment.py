@@ -20,7 +20,10 @@ mean of every k-th of them. A recurrent export (metadata "recurrent": "true", e.
 icnet_temporal) carries a state from frame to frame: it starts from zeros (the metadata's
 "state" gives its input and output names and its shape) and each frame's output state is fed
 with the next frame, in the order given; run the script once per sequence (folder, video) so
-that every sequence starts from zeros. A crop reaching outside a frame is refused, as in training. The
+that every sequence starts from zeros. An export whose metadata names test-time views
+("test_time": "flips" or "flips_and_transpose") runs each frame flipped (and transposed) as
+well, its phase slopes negated along a flip and swapped by a transpose, maps each view's
+class probabilities back and averages them, as tfseg.predict does. A crop reaching outside a frame is refused, as in training. The
 network normalises its input itself: feed pixel values as prepared, which are 8-bit grey
 levels for 8- and 16-bit frames alike ("units": "8bit", a 16-bit frame's values / 257 once
 blurred, its CLAHE still on 0..65535), or the frame's own values in exports from before
@@ -47,6 +50,13 @@ OLD_EXPORTS = {"eight_bit": False, "interpolation": "cubic", "units": "native",
 UNITS = ("8bit", "native")
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 UNSEEN = 255   # mask value of frame pixels outside the crop the network sees
+# Test-time views (metadata "test_time") as (transpose, flip rows, flip columns).
+TEST_TIME_VIEWS = {
+    "none": [(False, False, False)],
+    "flips": [(False, rows, columns) for rows in (False, True) for columns in (False, True)],
+    "flips_and_transpose": [(transpose, rows, columns) for transpose in (False, True)
+                            for rows in (False, True) for columns in (False, True)],
+}
 
 
 def read_varint(data, position):
@@ -165,6 +175,48 @@ def recurrent_state(metadata, model_path):
                          f"input and output names and shape") from None
     return {**state, "frame": metadata.get("input_name", "pixels"),
             "logits": metadata.get("output_name", "logits")}
+
+
+def test_time_views(metadata, input_size, state, model_path):
+    """The views of the export's metadata "test_time" (exports without it: one); exits with
+    one line where they cannot apply."""
+    views = metadata.get("test_time", "none")
+    if views not in TEST_TIME_VIEWS or views != "none" and (
+            state is not None
+            or views == "flips_and_transpose" and input_size[0] != input_size[1]):
+        raise SystemExit(f"error: {model_path}: tfseg metadata test_time={views!r}; expected "
+                         f"'none' (recurrent exports), 'flips' or 'flips_and_transpose' "
+                         f"(square inputs)")
+    return TEST_TIME_VIEWS[views]
+
+
+def view_of(image, view, steps):
+    """The prepared (H, W, C) frame as seen in `view` (transposed, then flipped); the phase
+    slopes (after the frame's channels) swapped by a transpose and negated along a flip."""
+    transpose, flip_rows, flip_columns = view
+    image = image.transpose(1, 0, 2) if transpose else image
+    image = image[::-1 if flip_rows else 1, ::-1 if flip_columns else 1].copy()
+    if steps["phase_gradient"]:
+        x = 1 if steps["colour"] == "gray" else 3
+        if transpose:
+            image[..., [x, x + 1]] = image[..., [x + 1, x]]
+        image[..., x] *= -1.0 if flip_columns else 1.0
+        image[..., x + 1] *= -1.0 if flip_rows else 1.0
+    return image
+
+
+def averaged_scores(net, image, views, steps):
+    """(1, K, H, W) scores averaged over the test-time `views`, as tfseg.predict does: each
+    view's class probabilities mapped back onto the frame, and the log of their mean."""
+    total = 0.0
+    for transpose, flip_rows, flip_columns in views:
+        scores = run_network(net, network_input(
+            view_of(image, (transpose, flip_rows, flip_columns), steps)), None)[0][0]
+        scores = scores[:, ::-1 if flip_rows else 1, ::-1 if flip_columns else 1]
+        scores = scores.transpose(0, 2, 1) if transpose else scores
+        probabilities = np.exp(scores - scores.max(axis=0))
+        total = total + probabilities / probabilities.sum(axis=0)
+    return np.log(np.maximum(total / len(views), np.finfo(np.float32).tiny))[None]
 
 
 def run_network(net, blob, state):
@@ -440,6 +492,7 @@ def main(argv=None):
                          f"({getattr(error, 'strerror', None) or error})") from None
     steps, colours, input_size = export_facts(metadata, args.model)
     state = recurrent_state(metadata, args.model)
+    views = test_time_views(metadata, input_size, state, args.model)
 
     net = load_network(args.model)
     try:
@@ -449,27 +502,32 @@ def main(argv=None):
         if state is not None:   # a new sequence starts from zeros
             state["value"] = np.zeros(state["shape"], np.float32)
         for path in args.frames:
-            segment(net, path, background, steps, colours, input_size, args, state)
+            segment(net, path, background, steps, colours, input_size, args, state, views)
     except cv2.error as error:
         raise SystemExit(f"error: OpenCV failed: {str(error).strip().splitlines()[-1]}") from None
     except OSError as error:
         raise SystemExit(f"error: {args.output}: cannot write there ({error.strerror})") from None
 
 
-def segment(net, path, background, steps, colours, input_size, args, state=None):
+def segment(net, path, background, steps, colours, input_size, args, state=None,
+            views=TEST_TIME_VIEWS["none"]):
     """Writes the mask and overlay of the frame at `path`, at its size; exits with one line
     for a frame that does not fit the model or a network whose output does not fit the
     metadata. A recurrent export's `state` (`recurrent_state`, its current "value") is fed
-    with the frame and replaced by the next one."""
+    with the frame and replaced by the next one; other exports' scores are averaged over
+    the test-time `views` (`test_time_views`)."""
     frame = decode_frame(path, steps)
     image = prepare(in_depth(frame, steps), background, steps)
     if image.shape[:2] != input_size:
         raise SystemExit(f"error: {path}: prepared frame is {image.shape[0]}x"
                          f"{image.shape[1]}, the model takes {input_size[0]}x"
                          f"{input_size[1]} (python -m tfseg.predict tiles larger frames)")
-    output, next_state = run_network(net, network_input(image), state)
-    if state is not None:
-        state["value"] = next_state
+    if len(views) > 1:
+        output = averaged_scores(net, image, views, steps)
+    else:
+        output, next_state = run_network(net, network_input(image), state)
+        if state is not None:
+            state["value"] = next_state
     if output.shape != (1, len(colours), *input_size):
         raise SystemExit(f"error: {args.model}: the network outputs shape {output.shape}, "
                          f"its metadata describes (1, {len(colours)}, {input_size[0]}, "

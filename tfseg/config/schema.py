@@ -136,6 +136,9 @@ class AugmentConfig:
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = (
         "horizontal_and_vertical")
     transpose: bool = False   # swap rows and columns at random (square frames only)
+    # Views averaged when the model is scored and run (validation, evaluate, predict;
+    # tfseg.tasks.test_time): "flips" 4, "flips_and_transpose" 8 (square frames only).
+    test_time: Literal["none", "flips", "flips_and_transpose"] = "none"
     crop: list[int] = bounded([], 1)   # [height, width] random window; [] = none. The network
                                        # trains at this size and validates on whole frames
     scale: list[float] = bounded([], 0.5)   # [min, max] zoom; [] = none
@@ -429,6 +432,9 @@ class Config:
         if self.train.loss == "perceptual" and not self.train.perceptual.weights:
             raise ValueError("train.perceptual.weights: give the local keras.applications "
                              "VGG16 notop .h5 file, or 'random' (not perceptual features)")
+        if self.data.augment.test_time != "none":
+            raise ValueError("data.augment.test_time averages class probabilities: it is for "
+                             "segmentation; use 'none'")
         if self.train.best_metric not in ("auto", "psnr_y", "ssim_y"):
             raise ValueError(f"train.best_metric {self.train.best_metric!r} scores "
                              f"segmentation; super-resolution keeps the best by 'psnr_y' or "
@@ -469,6 +475,15 @@ class Config:
                 len(self.train.class_weights) != self.model.num_classes):
             raise ValueError(f"train.class_weights has {len(self.train.class_weights)} values "
                              f"but model.num_classes is {self.model.num_classes}")
+        views = self.data.augment.test_time
+        if views != "none" and self.model.name in RECURRENT_MODELS:
+            raise ValueError(f"data.augment.test_time {views!r}: model {self.model.name!r} "
+                             f"is recurrent, and a state follows one view of a sequence; "
+                             f"use 'none'")
+        if views == "flips_and_transpose" and self.data.height != self.data.width:
+            raise ValueError(f"data.augment.test_time 'flips_and_transpose' needs square "
+                             f"frames; received {self.data.height}x{self.data.width} (height "
+                             f"x width): use 'flips'")
         if self.data.ignore_label < self.model.num_classes:
             raise ValueError(f"data.ignore_label {self.data.ignore_label} is a class id "
                              f"(model.num_classes is {self.model.num_classes}); use 255")

@@ -80,6 +80,13 @@ class Preprocessing:
         return 1 if self.colour == "gray" else 3
 
     @property
+    def slope_channels(self):
+        """(x, y): the channels of the fringe phase's slopes in the network input, or None."""
+        if not self.steps.phase_gradient:
+            return None
+        return self.frame_channels, self.frame_channels + 1
+
+    @property
     def channels(self):
         """Channels of the network input: the frame's, then the demodulated fringes'."""
         return self.frame_channels + self.steps.fringe_channels

@@ -17,6 +17,7 @@ from tfseg.runs.presets import find_preset, is_preset
 from tfseg.runs.restore import load_run
 from tfseg.tasks.factory import make_task
 from tfseg.tasks.samples import format_sample_scores
+from tfseg.tasks.test_time import VIEWS
 from tfseg.tasks.validation import validate
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_json, write_text_atomic
@@ -93,6 +94,10 @@ def score(runtime, config, batches, samples=0):
             return predict(runtime, images, labels, notes)
         return predict_whole_images(runtime, images, notes)
 
+    views = config.data.augment.test_time
+    if segmentation and views != "none":
+        notes.add(f"each frame scored on its {len(VIEWS[views])} test-time views "
+                  f"(data.augment.test_time {views!r}), their class probabilities averaged")
     if runtime.recurrent:
         notes.add("a recurrent model: each sequence scored whole, its frames in order, the "
                   "state carried from frame to frame and reset to zeros at each sequence")
@@ -217,6 +222,8 @@ def evaluate_to_folder(*, run_dir=None, model_path=None, config_path=None, runti
               "split": split, **report}
     if "sample_f1" in report:
         report["min_sample_area"] = config.data.min_sample_area
+    if not super_resolution:
+        report["test_time"] = config.data.augment.test_time
     write_json(report, output / "evaluation.json")
     for note in report["notes"]:
         print(f"note: {note}")

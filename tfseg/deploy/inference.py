@@ -23,6 +23,7 @@ from tfseg.deploy import runtimes
 from tfseg.deploy.metadata import preprocessing_of
 from tfseg.deploy.tiling import predict_tiled
 from tfseg.tasks.samples import background_class, component_boxes, foreground
+from tfseg.tasks.test_time import averaging_predictor
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.images import stretch_to_8bit, write_png
 
@@ -88,9 +89,11 @@ def load_model(path, runtime=None):
     return model
 
 
-def run_model(model, image, tile=None, overlap=None):
-    """Model output (H', W', K) of one preprocessed frame, tiled when `tile` is given. A
-    recurrent model runs the frame whole, as the next of its sequence (its state carried)."""
+def run_model(model, image, tile=None, overlap=None, views="none", slope_channels=None):
+    """Model output (H', W', K) of one preprocessed frame, tiled when `tile` is given, and
+    averaged over the test-time `views` (`tfseg.tasks.test_time`; the input's phase slopes
+    in `slope_channels`). A recurrent model runs the frame whole, as the next of its
+    sequence (its state carried)."""
     if model.recurrent:
         if tuple(image.shape[:2]) != model.input_size:
             raise TfsegError(f"the {model.name} model is recurrent and takes whole "
@@ -98,9 +101,10 @@ def run_model(model, image, tile=None, overlap=None):
                              f"per frame, no tiles); the frames are prepared at "
                              f"{image.shape[0]}x{image.shape[1]}")
         return model(image[None])[0]
+    predict = averaging_predictor(model, views, slope_channels)
     if tile:
-        return predict_tiled(model, image, tile, overlap)
-    return model(image[None])[0]
+        return predict_tiled(predict, image, tile, overlap)
+    return predict(image[None])[0]
 
 
 def choose_tile(model, tile, overlap):
@@ -200,20 +204,40 @@ def _cumulative(channel):
     return values, np.cumsum(counts)[values] / channel.size
 
 
-def predict_sequence(model, sequence, *, tile=None, overlap=None, match_histogram=False):
+def predict_sequence(model, sequence, *, tile=None, overlap=None, match_histogram=False,
+                     test_time=None):
     """(name, {suffix: uint8 picture}) for every frame of `sequence`, each preprocessed as
-    the model's metadata says; segmentation pictures at the frame's own size. A recurrent
+    the model's metadata says; segmentation pictures at the frame's own size, averaged over
+    the `test_time` views (`tfseg.tasks.test_time`; default: the metadata's). A recurrent
     model starts the sequence from a zero state and carries it through the frames, in
     order. Each frame is read and preprocessed while the model runs on the one before
     (`prepared_frames`)."""
     metadata = model.metadata
     preprocessing = preprocessing_of(metadata, f"the {model.name} model")
     background = sequence.background(preprocessing)
+    views = test_time or model.metadata.get("test_time", "none")
     model.reset()
     for name, frame, image in prepared_frames(sequence, preprocessing, background):
-        output = run_model(model, image, tile, overlap)
+        output = run_model(model, image, tile, overlap, views, preprocessing.slope_channels)
         yield name, frame_pictures(metadata, preprocessing, output, frame, image,
                                    match_histogram)
+
+
+def test_time_views(model, source, views=None):
+    """The test-time views the export `source` runs: `views` if given, else its metadata's
+    ("test_time", checked with it; "none" for exports without it). TfsegError where the
+    views given cannot apply."""
+    if not views:
+        return model.metadata.get("test_time", "none")
+    if views != "none" and (model.recurrent or model.metadata["task"] != "segmentation"):
+        raise TfsegError(f"test-time views {views!r}: {source} "
+                         f"{'is recurrent' if model.recurrent else 'is not a segmentation model'}"
+                         f"; run it with 'none'")
+    size = model.input_size
+    if views == "flips_and_transpose" and size and size[0] != size[1]:
+        raise TfsegError(f"test-time views 'flips_and_transpose' need a square model input; "
+                         f"{source} takes {size[0]}x{size[1]}: use 'flips'")
+    return views
 
 
 def prepared_frames(sequence, preprocessing, background):
@@ -264,13 +288,14 @@ def frame_rate_line(count, seconds, model):
 
 
 def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overlap=None,
-                  match_histogram=False, boxes=False, min_sample_area=None):
+                  match_histogram=False, boxes=False, min_sample_area=None, test_time=None):
     """Predicts every frame of `inputs` (images, folders of images, videos) with the export at
     `model_path` and writes the pictures into the folder `output`; prints the frame count and
     the end-to-end frame rate. With `boxes`, each output folder also gets the samples found
     (`write_boxes`): components of at least `min_sample_area` of the frame (default: the
-    export's metadata, else the config's default). Inputs, model and names are checked
-    before anything is written.
+    export's metadata, else the config's default). `test_time`: the views averaged
+    (`tfseg.tasks.test_time`; default: the export's metadata). Inputs, model and names are
+    checked before anything is written.
     """
     sequences = input_sequences(inputs)
     output = Path(output)
@@ -280,6 +305,7 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
         _check_box_folders(sequences, output)
     with load_model(model_path, runtime) as model:
         tile = choose_tile(model, tile, overlap)
+        test_time = test_time_views(model, model_path, test_time)
         background_id = _background_for_boxes(model, model_path) if boxes else None
         if min_sample_area is None:
             # Exports from before the metadata carried it: the config's default.
@@ -294,7 +320,8 @@ def predict_files(model_path, inputs, output, *, runtime=None, tile=None, overla
             try:
                 for name, pictures in predict_sequence(model, sequence, tile=tile,
                                                        overlap=overlap,
-                                                       match_histogram=match_histogram):
+                                                       match_histogram=match_histogram,
+                                                       test_time=test_time):
                     write_pictures(folder, name, pictures)
                     if boxes:
                         mask = pictures["mask"]

@@ -22,6 +22,7 @@ from tfseg.config.schema import RECURRENT_MODELS
 from tfseg.data.preprocess import Preprocessing
 from tfseg.runs.preflight import check_size_memory
 from tfseg.tasks.panels import palette
+from tfseg.tasks.test_time import VIEWS
 from tfseg.utils.errors import TfsegError
 from tfseg.utils.files import write_text_atomic
 
@@ -40,7 +41,7 @@ PRECISIONS = ("float32", "float16", "int8")
 
 def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
                   preprocessing, class_names=None, class_colours=None, min_sample_area=None,
-                  scale=None, recurrent=False):
+                  test_time="none", scale=None, recurrent=False):
     """The tfseg metadata of an export (decoded values).
 
     Args:
@@ -57,6 +58,8 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
         min_sample_area: float. Segmentation: the smallest sample as a fraction of the frame
             (`data.min_sample_area`), which `predict --boxes` keeps; exports without it get
             the config's default.
+        test_time: str. Segmentation: the views `predict` averages
+            (`data.augment.test_time`, `tfseg.tasks.test_time`); exports without it: "none".
         scale: int. Super-resolution factor, super-resolution only.
         recurrent: bool. Whether the model carries a state from frame to frame; its export
             adds the state's description (`state_metadata`).
@@ -73,6 +76,7 @@ def make_metadata(*, model, task, input_size, input_channels, layout, mean, std,
             palette(len(class_names)) if class_colours is None else class_colours)]
         if min_sample_area is not None:
             metadata["min_sample_area"] = float(min_sample_area)
+        metadata["test_time"] = test_time
     else:
         metadata["scale"] = int(scale)
     return metadata
@@ -205,7 +209,8 @@ def check_metadata(metadata, source):
                               "a list of class names"),
               "min_sample_area": (lambda v: isinstance(v, (int, float))
                                   and not isinstance(v, bool) and 0 <= v <= 1,
-                                  "a fraction of the frame, 0..1")}
+                                  "a fraction of the frame, 0..1"),
+              "test_time": (lambda v: v in VIEWS, " or ".join(map(repr, VIEWS)))}
     for key, (valid, expected) in checks.items():
         if key in metadata and not valid(metadata[key]):
             refuse(key, metadata[key], expected)
@@ -223,6 +228,12 @@ def check_metadata(metadata, source):
             and state["shape"][0] == 1):
         refuse("state", state, "the state's input and output names and its shape "
                                "[1, ...] (4 positive integers)")
+    views, size = metadata.get("test_time", "none"), metadata.get("input_size")
+    if views == "flips_and_transpose" and _integers(size, 2, 1) and size[0] != size[1]:
+        refuse("test_time", views, f"'none' or 'flips' for input_size {size[0]}x{size[1]} "
+                                   f"(transposed views need a square input)")
+    if views != "none" and (metadata.get("recurrent") or metadata.get("task") != "segmentation"):
+        refuse("test_time", views, "'none' for a recurrent or super-resolution export")
     if "input_size" in metadata:
         check_size_memory(f"{source}: tfseg metadata input_size", metadata["input_size"])
     resize_to = (metadata.get("preprocessing") or {}).get("resize_to") if isinstance(
@@ -242,6 +253,7 @@ def metadata_for(config, layout):
         class_names=data.class_names if task == "segmentation" else None,
         class_colours=data.class_colours or None,
         min_sample_area=data.min_sample_area if task == "segmentation" else None,
+        test_time=data.augment.test_time,
         scale=config.model.scale if task == "super_resolution" else None,
         recurrent=config.model.name in RECURRENT_MODELS)
 
@@ -255,10 +267,14 @@ def preprocessing_of(metadata, source):
 
 def metadata_at_size(metadata, size):
     """`metadata` of an export at `size` (H, W): that input size, and frames resized to it
-    where the recipe resizes frames (a fully convolutional SR model resizes nothing)."""
+    where the recipe resizes frames (a fully convolutional SR model resizes nothing); an
+    oblong size has no transposed test-time views, so it keeps the flips."""
     preprocessing = preprocessing_of(metadata, "the metadata").at_size(size)
-    return {**metadata, "input_size": [int(v) for v in size],
-            "preprocessing": preprocessing.to_metadata()}
+    sized = {**metadata, "input_size": [int(v) for v in size],
+             "preprocessing": preprocessing.to_metadata()}
+    if sized.get("test_time") == "flips_and_transpose" and size[0] != size[1]:
+        sized["test_time"] = "flips"
+    return sized
 
 
 def check_preprocessing(metadata, config, source):

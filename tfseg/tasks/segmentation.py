@@ -22,6 +22,7 @@ from tfseg.tasks.metrics import (
 )
 from tfseg.tasks.panels import class_colours, segmentation_panels
 from tfseg.tasks.samples import SampleCounts, background_class, foreground
+from tfseg.tasks.test_time import averaging_predictor
 from tfseg.utils.errors import TfsegError
 
 
@@ -45,14 +46,15 @@ class SegmentationTask:
         # interferogram recipes have one; multi-class data such as CamVid gets none.
         self.background_id = background_class(self.class_names)
         options, preprocessing = config.data.augment, Preprocessing.from_config(config)
-        slopes = preprocessing.frame_channels   # the phase slopes follow the frame's channels
         self.augment = SegmentationAugmentation(
             flip=options.flip, seed=config.train.seed, transpose=options.transpose,
             crop_size=tuple(options.crop) or None,
             scale=tuple(options.scale) or None, brightness=options.brightness,
             contrast=options.contrast, value_range=tuple(options.value_range),
-            ignore_label=self.ignore_label, derivative_channels=(
-                (slopes, slopes + 1) if preprocessing.steps.phase_gradient else None))
+            ignore_label=self.ignore_label,
+            derivative_channels=preprocessing.slope_channels)
+        self.test_time_views = options.test_time
+        self.slope_channels = preprocessing.slope_channels
 
     @property
     def best_metric(self):
@@ -94,6 +96,11 @@ class SegmentationTask:
     def scores(self, total):
         """Scores of a summed confusion matrix."""
         return scores_from_confusion(np.asarray(total), self.class_names)
+
+    def predictor(self, predict):
+        """`predict` (NHWC frames -> logits) as this task scores it: averaged over the views of
+        `data.augment.test_time` (`tfseg.tasks.test_time`), or itself."""
+        return averaging_predictor(predict, self.test_time_views, self.slope_channels)
 
     def validation_scores(self, samples=0):
         """An empty `SegmentationScores` of this task (`tfseg.tasks.validation.validate`)."""

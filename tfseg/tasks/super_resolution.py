@@ -58,6 +58,11 @@ class SuperResolutionTask:
     def scores(self, total):
         return {"psnr": float(total[0] / max(total[1], 1))}
 
+    @staticmethod
+    def predictor(predict):
+        """`predict` itself: super-resolution is scored on one view."""
+        return predict
+
     def validation_scores(self, samples=0):
         """An empty `SuperResolutionScores` of this task (`tfseg.tasks.validation.validate`)."""
         return SuperResolutionScores(self, samples)

@@ -19,13 +19,14 @@ def validate(task, predict, batches, *, samples=0):
             recurrent model, whole sequences, images (B, N, H, W, C) and masks (B, N, H, W)
             (`tfseg.data.pipeline`'s clip mode): each sequence goes to `predict` on its own
             and every one of its frames is scored as a frame of a per-frame model.
+            The task may run it on several views of each batch (`task.predictor`).
         samples: int. Panels of the first `samples` frames are returned too.
 
     Returns:
         dict of scores (`SegmentationScores.result`, `SuperResolutionScores.result`), with
         "panels", uint8 (N, H, W, 3), when `samples` > 0.
     """
-    scores = task.validation_scores(samples)
+    scores, predict = task.validation_scores(samples), task.predictor(predict)
     for inputs, targets in batches:
         inputs, targets = np.asarray(inputs, np.float32), np.asarray(targets)
         for frames, frame_targets in (zip(inputs, targets) if inputs.ndim == 5

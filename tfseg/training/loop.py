@@ -219,6 +219,8 @@ def _train(config, run_dir, *, resume, profile):
     final = {"split": "validation", **validation_scores, "epochs": config.train.epochs,
              "steps": state.step, "best": recorded["best"],
              "precision": {"policy": precision.policy, "reason": precision.reason},
+             **({"test_time": config.data.augment.test_time}
+                if config.model.task == "segmentation" else {}),
              "machine": cpu_info().describe(),   # for model cards (tools/make_preset.py)
              # Every part of a resumed run; this part's only when it resumed a state
              # written before training time was kept.
