@@ -25,6 +25,18 @@ def conv_channels(model):
     return channels
 
 
+def assert_every_runtime_agrees(model, x, path):
+    """`model` exported to `path` gives its Keras logits on `x` in onnxruntime and in every
+    OpenCV DNN engine installed."""
+    expected = model(x).numpy().transpose(0, 3, 1, 2)
+    export_onnx(model, path)
+    outputs = {"onnxruntime": run_onnxruntime(path, x),
+               **{runtime: run_opencv(path, x, runtime=runtime)
+                  for runtime in available_opencv_runtimes()}}
+    for runtime, output in outputs.items():
+        np.testing.assert_allclose(output, expected, rtol=0, atol=1e-4, err_msg=runtime)
+
+
 @pytest.mark.parametrize("width, divisor", [(0.5, 2), (0.25, 4)])
 def test_width_divides_every_hidden_convolution(width, divisor):
     full = conv_channels(build_linknet(num_classes=3, input_shape=(64, 64, 1)))
@@ -61,13 +73,7 @@ def test_input_link_onnx_agrees_with_keras_in_every_runtime(tmp_path):
     OpenCV DNN engine (CI runs this in OpenCV 4 too)."""
     model = build_linknet(num_classes=2, input_shape=(45, 77, 3), width=0.25, input_link=True)
     x = np.random.default_rng(2).normal(size=(1, 45, 77, 3)).astype(np.float32)
-    expected = model(x).numpy().transpose(0, 3, 1, 2)
-    path = export_onnx(model, tmp_path / "linked.onnx")
-    outputs = {"onnxruntime": run_onnxruntime(path, x),
-               **{runtime: run_opencv(path, x, runtime=runtime)
-                  for runtime in available_opencv_runtimes()}}
-    for runtime, output in outputs.items():
-        np.testing.assert_allclose(output, expected, rtol=0, atol=1e-4, err_msg=runtime)
+    assert_every_runtime_agrees(model, x, tmp_path / "linked.onnx")
 
 
 def test_unsupported_width_is_refused():
@@ -131,10 +137,4 @@ def test_box_context_onnx_agrees_with_keras_in_every_runtime(tmp_path):
     model.get_layer("box_mix").set_weights([rng.normal(size=(1, 1, 6, 3)).astype(np.float32),
                                             rng.normal(size=3).astype(np.float32)])
     x = rng.normal(scale=3.0, size=(1, 45, 77, 3)).astype(np.float32)
-    expected = model(x).numpy().transpose(0, 3, 1, 2)
-    path = export_onnx(model, tmp_path / "box.onnx")
-    outputs = {"onnxruntime": run_onnxruntime(path, x),
-               **{runtime: run_opencv(path, x, runtime=runtime)
-                  for runtime in available_opencv_runtimes()}}
-    for runtime, output in outputs.items():
-        np.testing.assert_allclose(output, expected, rtol=0, atol=1e-4, err_msg=runtime)
+    assert_every_runtime_agrees(model, x, tmp_path / "box.onnx")
