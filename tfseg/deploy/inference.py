@@ -215,7 +215,7 @@ def predict_sequence(model, sequence, *, tile=None, overlap=None, match_histogra
     metadata = model.metadata
     preprocessing = preprocessing_of(metadata, f"the {model.name} model")
     background = sequence.background(preprocessing)
-    views = test_time or model.metadata.get("test_time", "none")
+    views = test_time_views(model, f"the {model.name} model", test_time)
     model.reset()
     for name, frame, image in prepared_frames(sequence, preprocessing, background):
         output = run_model(model, image, tile, overlap, views, preprocessing.slope_channels)

@@ -2,8 +2,8 @@
 transposed), each view's class probabilities mapped back onto the frame and averaged.
 
 A network's errors differ from view to view while the scene does not, so the average is
-more often right: the default recipe's three seeds gained 0.01-0.03 foreground IoU from the
-8 views (docs/benchmarks.md). Views are made of the network input, after preprocessing:
+more often right: the default recipe's three seeds gained 0.023-0.034 foreground IoU from
+the 8 views (docs/benchmarks.md, session 19). Views are made of the network input, after preprocessing:
 where it holds the fringe phase's slopes (`data.preprocess.phase_gradient`), a flip negates
 the slope along its axis and a transpose swaps the two, so that every view is a physical
 frame (as `tfseg.data.augment` does in training). Validation, `tfseg.evaluate` and
@@ -60,9 +60,8 @@ def averaged_logits(predict, images, kind, slope_channels=None):
         return np.asarray(predict(images))
     total = 0.0
     for view in views:
-        logits = np.asarray(back_from(np.asarray(predict(view_of(images, view, slope_channels)),
-                                                 np.float32), view))
-        logits = logits - logits.max(axis=-1, keepdims=True)
+        logits = np.asarray(predict(view_of(images, view, slope_channels)), np.float32)
+        logits = back_from(logits - logits.max(axis=-1, keepdims=True), view)
         probabilities = np.exp(logits)
         total = total + probabilities / probabilities.sum(axis=-1, keepdims=True)
     return np.log(np.maximum(total / len(views), np.finfo(np.float32).tiny))
