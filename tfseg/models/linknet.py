@@ -38,9 +38,9 @@ def build_linknet(*, num_classes, input_shape, width=1.0, box_context=0, input_l
             last transposed convolution upsamples to features, which are concatenated with
             the (padded) input and mixed by a 3x3 convolution before 1x1 logits. LinkNet's
             links stop at a quarter of the resolution; this one lets box edges be placed by
-            the pixels themselves (the default recipe: +0.01 foreground IoU at two seeds,
-            docs/benchmarks.md). False (the default): the paper's 2x2 transposed-convolution
-            logits.
+            the pixels themselves (the default recipe: +0.009-0.014 foreground IoU at three
+            seeds, for a 15-23 % slower step; docs/benchmarks.md, session 19). False (the
+            default): the paper's 2x2 transposed-convolution logits.
         box_context: int. Strip length in pixels of a box-context head on the logits
             (`apply_box_context`), for box labels; about the largest box. 0 (the default):
             none, the paper's network.
