@@ -45,10 +45,10 @@ class SegmentationAugmentation:
     Args:
         flip: str. "none", "horizontal", "vertical" or "horizontal_and_vertical" (each axis
             flipped independently with probability 0.5).
+        seed: int. Seed of all random draws; the same seed gives the same augmentations.
         transpose: bool. Swap rows and columns with probability 0.5 (square images only):
             with both flips, each of the square's 8 symmetries is equally likely. Defaults
             to False.
-        seed: int. Seed of all random draws; the same seed gives the same augmentations.
         crop_size: tuple of 2 ints or None. (height, width) of a random window cut from each
             image; it may equal the input size along either axis. Defaults to None (no crop).
         scale: tuple of 2 floats or None. (min, max) magnification of a random zoom about the

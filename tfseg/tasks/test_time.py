@@ -54,10 +54,8 @@ def back_from(outputs, view):
 def averaged_logits(predict, images, kind, slope_channels=None):
     """The log of the class probabilities of `predict` (NHWC images -> NHWC logits) averaged
     over the views of `kind`: logits whose softmax is that average and whose argmax is the
-    views' vote by probability. One view ("none") returns `predict`'s own logits."""
+    views' vote by probability."""
     views = VIEWS[kind]
-    if len(views) == 1:
-        return np.asarray(predict(images))
     total = 0.0
     for view in views:
         logits = np.asarray(predict(view_of(images, view, slope_channels)), np.float32)
